@@ -1,0 +1,1 @@
+"""scorefield: score-based generative modelling in PyTorch."""
