@@ -1,0 +1,262 @@
+"""Analytic targets with exact log-densities, scores and samples.
+
+These are the ground truth every objective, sampler and likelihood in scorefield is tested against:
+a Gaussian, a Gaussian mixture with full covariances, and the Parzen density (the empirical
+distribution of a data set smoothed by ``N(0, sigma^2 I)``). All three stay in log space, so they are
+finite and correct far (50 standard deviations and more) from every mode, in float32 and float64.
+
+Each can be smoothed (``p * N(0, sigma^2 I)``) and diffused under an SDE (the exact marginal
+``p_t`` of ``x_t = m(t) x_0 + std(t) z``), which is again a distribution of the same kind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+
+__all__ = ["Gaussian", "GaussianMixture", "Parzen", "two_gaussians"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class _HasMarginal(Protocol):
+    def marginal(self, t: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def _marginal_floats(sde: _HasMarginal, t: float) -> tuple[float, float]:
+    scale, std = sde.marginal(float(t))
+    return float(scale), float(std)
+
+
+def _check_x(x: torch.Tensor, dim: int) -> None:
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"expected points of shape [N, {dim}], got {tuple(x.shape)}")
+
+
+class GaussianMixture:
+    """A mixture ``sum_k w_k N(mu_k, Sigma_k)`` with exact log-density, score and samples.
+
+    Args:
+        means: ``[K, d]`` component means.
+        covs: ``[K, d, d]`` symmetric positive-definite covariances.
+        weights: ``[K]`` non-negative mixture weights (normalised here).
+
+    The score is ``sum_k r_k(x) (-Sigma_k^{-1}(x - mu_k))`` with responsibilities
+    ``r_k = softmax_k(log w_k + log N(x; mu_k, Sigma_k))`` (MATH.md, "Score"), computed in log space.
+    """
+
+    def __init__(self, means: torch.Tensor, covs: torch.Tensor, weights: torch.Tensor | Sequence[float]):
+        means = torch.as_tensor(means)
+        if not means.is_floating_point():
+            means = means.to(torch.get_default_dtype())
+        covs = torch.as_tensor(covs, dtype=means.dtype, device=means.device)
+        weights = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
+        if means.ndim != 2:
+            raise ValueError(f"means must be [K, d], got shape {tuple(means.shape)}")
+        k, d = means.shape
+        if covs.shape != (k, d, d):
+            raise ValueError(f"covs must be [K, d, d] = [{k}, {d}, {d}], got {tuple(covs.shape)}")
+        if weights.shape != (k,):
+            raise ValueError(f"weights must be [K] = [{k}], got {tuple(weights.shape)}")
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError("weights must be non-negative with a positive sum")
+        chol, info = torch.linalg.cholesky_ex(covs)
+        if (info != 0).any():
+            raise ValueError("every covariance must be symmetric positive definite")
+        self.means = means
+        self.covs = covs
+        self.weights = weights / weights.sum()
+        self._chol = chol
+        self._log_weights = torch.log(self.weights)
+        # log N normaliser per component: -d/2 log 2pi - sum log diag(L)
+        self._log_norm = -0.5 * d * _LOG_2PI - torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+
+    # -- construction helpers -------------------------------------------------------------------
+    def _like(self, means: torch.Tensor, covs: torch.Tensor) -> GaussianMixture:
+        return GaussianMixture(means, covs, self.weights)
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    def to(self, *args, **kwargs) -> GaussianMixture:
+        """A copy with every parameter moved/cast like ``Tensor.to``."""
+        out = self._like(self.means.to(*args, **kwargs), self.covs.to(*args, **kwargs))
+        out.weights = self.weights.to(*args, **kwargs)
+        out._log_weights = torch.log(out.weights)
+        return out
+
+    # -- densities ------------------------------------------------------------------------------
+    def _whitened(self, x: torch.Tensor) -> torch.Tensor:
+        """``L_k^{-1}(x - mu_k)`` for every point and component: ``[K, d, N]``."""
+        _check_x(x, self.dim)
+        diff = (x.unsqueeze(0) - self.means.to(x).unsqueeze(1)).transpose(1, 2)  # (K, d, N)
+        return torch.linalg.solve_triangular(self._chol.to(x), diff, upper=False)
+
+    def component_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """``log w_k + log N(x; mu_k, Sigma_k)`` for every point and component: ``[N, K]``."""
+        y = self._whitened(x)  # (K, d, N)
+        quad = y.square().sum(1)  # (K, N)
+        return (self._log_weights.to(x)[:, None] + self._log_norm.to(x)[:, None] - 0.5 * quad).T
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``log p(x)``: ``[N, d] -> [N]``."""
+        return torch.logsumexp(self.component_log_probs(x), dim=1)
+
+    def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior component probabilities ``r_k(x)``: ``[N, K]``."""
+        return torch.softmax(self.component_log_probs(x), dim=1)
+
+    def component_of(self, x: torch.Tensor) -> torch.Tensor:
+        """The most responsible component of each point: ``[N]`` (long)."""
+        return self.component_log_probs(x).argmax(dim=1)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``grad_x log p(x)``: ``[N, d] -> [N, d]`` (MATH.md, mixture score)."""
+        y = self._whitened(x)  # (K, d, N)
+        log_r = self._log_weights.to(x)[:, None] + self._log_norm.to(x)[:, None] - 0.5 * y.square().sum(1)
+        r = torch.softmax(log_r, dim=0)  # (K, N)
+        # Sigma_k^{-1}(x - mu_k) = L_k^{-T} L_k^{-1}(x - mu_k)
+        prec_diff = torch.linalg.solve_triangular(self._chol.to(x).transpose(1, 2), y, upper=True)
+        return -(r.unsqueeze(1) * prec_diff).sum(0).T
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` exact samples: ``[n, d]``."""
+        device = self.means.device
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype, device=device)
+        return self.means[k] + (self._chol[k] @ z.unsqueeze(-1)).squeeze(-1)
+
+    def mean(self) -> torch.Tensor:
+        """The mixture's mean ``sum_k w_k mu_k``: ``[d]``."""
+        return self.weights @ self.means
+
+    # -- transformations ------------------------------------------------------------------------
+    def smooth(self, sigma: float) -> GaussianMixture:
+        """``p * N(0, sigma^2 I)``: each component's covariance grows by ``sigma^2 I``."""
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        eye = torch.eye(self.dim, dtype=self.covs.dtype, device=self.covs.device)
+        return self._like(self.means, self.covs + sigma**2 * eye)
+
+    def diffuse(self, sde: _HasMarginal, t: float) -> GaussianMixture:
+        """The exact marginal ``p_t`` of ``x_t = m(t) x_0 + std(t) z`` with ``x_0 ~ p``."""
+        scale, std = _marginal_floats(sde, t)
+        eye = torch.eye(self.dim, dtype=self.covs.dtype, device=self.covs.device)
+        return self._like(scale * self.means, scale**2 * self.covs + std**2 * eye)
+
+
+class Gaussian(GaussianMixture):
+    """A single Gaussian ``N(mean, cov)``; score ``-cov^{-1}(x - mean)``."""
+
+    def __init__(self, mean: torch.Tensor, cov: torch.Tensor):
+        mean = torch.as_tensor(mean)
+        if mean.ndim != 1:
+            raise ValueError(f"mean must be [d], got shape {tuple(mean.shape)}")
+        cov = torch.as_tensor(cov, dtype=mean.dtype if mean.is_floating_point() else None)
+        super().__init__(mean.unsqueeze(0), cov.unsqueeze(0), torch.ones(1))
+
+    def _like(self, means: torch.Tensor, covs: torch.Tensor) -> Gaussian:
+        return Gaussian(means[0], covs[0])
+
+    @property
+    def cov(self) -> torch.Tensor:
+        return self.covs[0]
+
+    def mean(self) -> torch.Tensor:  # type: ignore[override]
+        return self.means[0]
+
+
+class Parzen:
+    """The Parzen density ``q_sigma(x) = (1/N) sum_i N(x; x_i, sigma^2 I)``.
+
+    The empirical distribution of ``data`` smoothed by Gaussian noise of standard deviation
+    ``sigma``: its exact score is the optimal denoising-score-matching solution for a finite data
+    set (Vincent 2011). Computed in chunks so large data sets fit in memory.
+    """
+
+    def __init__(self, data: torch.Tensor, sigma: float, chunk_size: int = 4096):
+        data = torch.as_tensor(data)
+        if data.ndim != 2:
+            raise ValueError(f"data must be [N, d], got shape {tuple(data.shape)}")
+        if not data.is_floating_point():
+            data = data.to(torch.get_default_dtype())
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        self.data = data
+        self.sigma = float(sigma)
+        self.chunk_size = chunk_size
+
+    @property
+    def dim(self) -> int:
+        return self.data.shape[1]
+
+    def _log_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """``log N(x; x_i, sigma^2 I) - log N`` for a chunk of points: ``[n, N]``."""
+        data = self.data.to(x)
+        sq = torch.cdist(x, data).square()
+        d, n_data = self.dim, data.shape[0]
+        return -0.5 * sq / self.sigma**2 - 0.5 * d * (_LOG_2PI + 2 * math.log(self.sigma)) - math.log(n_data)
+
+    def _chunks(self, x: torch.Tensor):
+        _check_x(x, self.dim)
+        return x.split(self.chunk_size)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``log q_sigma(x)``: ``[M, d] -> [M]``."""
+        return torch.cat([torch.logsumexp(self._log_kernel(c), dim=1) for c in self._chunks(x)])
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``grad log q_sigma(x) = sum_i r_i(x) (x_i - x) / sigma^2``: ``[M, d] -> [M, d]``."""
+        out = []
+        data = self.data.to(x)
+        for c in self._chunks(x):
+            r = torch.softmax(self._log_kernel(c), dim=1)  # (m, N)
+            out.append((r @ data - c) / self.sigma**2)
+        return torch.cat(out)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` exact samples: a random data point plus ``sigma z``."""
+        idx = torch.randint(0, self.data.shape[0], (n,), generator=generator, device=self.data.device)
+        z = torch.randn(n, self.dim, generator=generator, dtype=self.data.dtype, device=self.data.device)
+        return self.data[idx] + self.sigma * z
+
+    def smooth(self, sigma: float) -> Parzen:
+        """``q_sigma * N(0, s^2 I) = q_sqrt(sigma^2 + s^2)``."""
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        return Parzen(self.data, math.sqrt(self.sigma**2 + sigma**2), self.chunk_size)
+
+    def diffuse(self, sde: _HasMarginal, t: float) -> Parzen:
+        """Exact marginal at time ``t``: data scaled by ``m(t)``, bandwidth ``sqrt(m^2 sigma^2 + std^2)``."""
+        scale, std = _marginal_floats(sde, t)
+        return Parzen(scale * self.data, math.sqrt(scale**2 * self.sigma**2 + std**2), self.chunk_size)
+
+    def as_mixture(self) -> GaussianMixture:
+        """The same density as an explicit ``GaussianMixture`` (for small data sets)."""
+        n, d = self.data.shape
+        eye = torch.eye(d, dtype=self.data.dtype, device=self.data.device)
+        return GaussianMixture(self.data, (self.sigma**2 * eye).expand(n, d, d).clone(), torch.ones(n))
+
+
+def two_gaussians(
+    weights: Sequence[float] = (0.8, 0.2),
+    center: float = 5.0,
+    std: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> GaussianMixture:
+    """The seeds' 2-D mixture of two Gaussians: modes at ``-(c, c)`` and ``+(c, c)``, covariance ``std^2 I``.
+
+    With the default ``center=5`` the modes are about 14 standard deviations apart, far enough
+    that plain Langevin dynamics cannot move mass between them (seed 000, "Langevin").
+    """
+    means = torch.tensor([[-center, -center], [center, center]], dtype=dtype)
+    covs = (std**2 * torch.eye(2, dtype=dtype)).expand(2, 2, 2).clone()
+    return GaussianMixture(means, covs, torch.tensor(weights, dtype=dtype))
