@@ -1,0 +1,63 @@
+"""Embeddings of a per-example scalar (log sigma, a time, a noise-level code): ``c[B] -> [B, E]``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def _check_embed_dim(embed_dim: int) -> None:
+    if embed_dim < 2 or embed_dim % 2:
+        raise ValueError(
+            f"embed_dim must be an even number >= 2 (one sin and one cos per frequency), got {embed_dim}"
+        )
+
+
+class GaussianFourierEmbedding(nn.Module):
+    """Random Fourier features (Tancik et al. 2020; Song et al. 2021, NCSN++ noise embedding).
+
+    ``e(c) = [sin(2 pi W c), cos(2 pi W c)]`` with fixed frequencies ``W ~ N(0, scale^2)``, ``[E/2]``.
+    The frequencies are a persistent buffer, so they are saved and restored with the weights.
+    """
+
+    def __init__(self, embed_dim: int = 64, scale: float = 1.0):
+        super().__init__()
+        _check_embed_dim(embed_dim)
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.register_buffer("frequencies", torch.randn(embed_dim // 2) * scale)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        angles = 2 * math.pi * c[:, None] * self.frequencies.to(c.dtype)  # (B, E/2)
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)  # (B, E)
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Transformer sinusoidal embedding (Vaswani et al. 2017, section 3.5; DDPM's time embedding).
+
+    ``e(c) = [sin(w_k c), cos(w_k c)]`` with geometric frequencies ``w_k = max_period^(-k/(E/2))``,
+    ``k = 0 .. E/2 - 1``, i.e. from 1 down to about ``1 / max_period``. Deterministic: no buffer.
+    """
+
+    def __init__(self, embed_dim: int = 64, max_period: float = 10_000.0):
+        super().__init__()
+        _check_embed_dim(embed_dim)
+        if max_period <= 1:
+            raise ValueError(f"max_period must be > 1, got {max_period}")
+        self.embed_dim = embed_dim
+        self.max_period = max_period
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        half = self.embed_dim // 2
+        k = torch.arange(half, device=c.device, dtype=c.dtype)
+        frequencies = torch.exp(-math.log(self.max_period) * k / half)  # (E/2,)
+        angles = c[:, None] * frequencies  # (B, E/2)
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)  # (B, E)
+
+
+EMBEDDINGS: dict[str, type[nn.Module]] = {
+    "fourier": GaussianFourierEmbedding,
+    "sinusoidal": SinusoidalEmbedding,
+}

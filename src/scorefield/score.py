@@ -1,0 +1,137 @@
+"""The one place the score parameterisation lives: energies, noise-conditional and SDE score models."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from .utils import append_dims
+
+
+class HasMarginal(Protocol):
+    def marginal(self, t: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def per_example(value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A python number or a tensor broadcast to one value per example of ``x``: ``[B]``."""
+    return torch.as_tensor(value, dtype=x.dtype, device=x.device).expand(x.shape[0])
+
+
+def batch_marginal(
+    sde: HasMarginal, t: float | torch.Tensor, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sde.marginal(t)`` as one ``(scale, std)`` pair per example of ``x``: ``[B]``, ``[B]``."""
+    scale, std = sde.marginal(per_example(t, x))
+    return per_example(scale, x), per_example(std, x)
+
+
+class EnergyScore(nn.Module):
+    """Score of an energy model ``p(x) ∝ exp(-E(x))``: ``s(x) = -∇_x E(x)`` (Hyvärinen 2005; seed 000).
+
+    ``energy_net(x, *cond)`` returns one energy per example (``[B]`` or ``[B, 1]``). The normalising
+    constant never appears. When gradients are enabled the score keeps its graph
+    (``create_graph=True``), so score-matching losses can differentiate it again and train ``E``; under
+    ``torch.no_grad()`` (sampling) the gradient is taken locally on a detached copy of ``x``.
+    """
+
+    def __init__(self, energy_net: nn.Module):
+        super().__init__()
+        self.energy_net = energy_net
+
+    def energy(self, x: torch.Tensor, *cond) -> torch.Tensor:
+        energy = self.energy_net(x, *cond)
+        if energy.numel() != x.shape[0]:
+            raise ValueError(f"energy_net must return one value per example, got shape {tuple(energy.shape)}")
+        return energy.reshape(x.shape[0])  # (B,)
+
+    def log_prob_unnormalized(self, x: torch.Tensor, *cond) -> torch.Tensor:
+        """``log p(x) + log Z = -E(x)``, ``[B]``."""
+        return -self.energy(x, *cond)
+
+    def score(self, x: torch.Tensor, *cond) -> torch.Tensor:
+        """``-∇_x E(x)``, shaped like ``x``."""
+        if torch.is_grad_enabled():
+            x_in = x if x.requires_grad else x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.energy(x_in, *cond).sum(), x_in, create_graph=True)
+            return -grad
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.energy(x_in, *cond).sum(), x_in)
+        return -grad
+
+    def forward(self, x: torch.Tensor, *cond) -> torch.Tensor:
+        return self.score(x, *cond)
+
+
+class NoiseConditionalScore(nn.Module):
+    """NCSN score model ``s(x, σ) = F(x, log σ) / σ`` (Song & Ermon 2020, "Improved techniques", technique 3).
+
+    Dividing by ``σ`` gives the output the scale of the true score ``~ z/σ`` at every level, so the
+    network ``F`` only learns an order-one field. ``sigma`` is a python number or ``[B]``.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        sigma = per_example(sigma, x)  # (B,)
+        return self.net(x, sigma.log()) / append_dims(sigma, x.ndim)
+
+
+PARAMS = ("eps", "score", "denoiser")
+
+
+class ScoreModel(nn.Module):
+    """Score of an SDE marginal ``p_t`` from a network ``F`` (Song et al. 2021; Karras et al. 2022, Table 1).
+
+    Only ``sde.marginal(t) -> (m, std)`` is used, for ``x_t = m x_0 + std z``. The data are assumed
+    standardised, so the network input is ``c_in x`` with ``c_in = 1/sqrt(m^2 + std^2)`` (unit
+    variance at every t) and the noise code is ``c_noise = log std``. ``param`` says what ``F`` predicts:
+
+    - ``"eps"``: the noise, ``F ≈ z``; ``s = -F / std``.
+    - ``"score"``: the std-scaled score, ``F ≈ std ∇log p_t``; ``s = F / std``.
+    - ``"denoiser"``: EDM's preconditioning (Karras et al. 2022, Table 1, sigma_data = 1) applied to
+      ``x/m``, whose noise level is ``std/m``:
+      ``D = m x / (m^2 + std^2) + std / sqrt(m^2 + std^2) · F ≈ E[x_0 | x_t]``, and Tweedie's formula
+      with scale gives ``s = (m D - x) / std^2`` (for m = 1, MATH.md's ``(D - x)/σ^2``).
+
+    ``t`` is a python number or ``[B]``; ``x`` is ``[B, d]`` or ``[B, C, H, W]``.
+    """
+
+    def __init__(self, net: nn.Module, sde: HasMarginal, param: str = "eps"):
+        super().__init__()
+        if param not in PARAMS:
+            raise ValueError(f"unknown param {param!r}; choose one of {', '.join(PARAMS)}")
+        self.net, self.sde, self.param = net, sde, param
+
+    def _score_and_denoised(
+        self, x: torch.Tensor, scale: torch.Tensor, std: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The score and, for param="denoiser", D; ``scale``, ``std`` are ``[B]``."""
+        m, sd = append_dims(scale, x.ndim), append_dims(std, x.ndim)
+        norm2 = m**2 + sd**2  # variance of x_t for standardised data; c_in = norm2^(-1/2)
+        out = self.net(x * norm2.rsqrt(), std.log())  # F(c_in x, c_noise)
+        if self.param == "eps":
+            return -out / sd, None
+        if self.param == "score":
+            return out / sd, None
+        denoised = m * x / norm2 + sd * norm2.rsqrt() * out  # c_skip x/m + c_out F
+        return (m * denoised - x) / sd**2, denoised
+
+    def score(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+        """``∇_x log p_t(x)``, shaped like ``x``."""
+        return self._score_and_denoised(x, *batch_marginal(self.sde, t, x))[0]
+
+    def denoise(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+        """Tweedie's posterior mean ``E[x_0 | x_t] = (x + std^2 s(x, t)) / m`` (Efron 2011)."""
+        scale, std = batch_marginal(self.sde, t, x)
+        score, denoised = self._score_and_denoised(x, scale, std)
+        if denoised is not None:
+            return denoised
+        return (x + append_dims(std, x.ndim) ** 2 * score) / append_dims(scale, x.ndim)
+
+    def forward(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+        return self.score(x, t)
