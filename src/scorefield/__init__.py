@@ -1,1 +1,47 @@
-"""scorefield: score-based generative modelling in PyTorch."""
+"""scorefield: score-based generative modelling in PyTorch.
+
+Learn ``grad_x log p(x)`` from samples (score matching), sample with Langevin dynamics or a
+reverse-time SDE, and evaluate exact log-likelihoods through the probability-flow ODE. The public
+API is exactly what this module lists in ``__all__``; ``losses``, ``metrics``, ``nets`` and
+``datasets`` are reached as submodules (``sf.losses.dsm``).
+"""
+
+from . import datasets, losses, metrics, nets
+from .distributions import Gaussian, GaussianMixture, Parzen, two_gaussians
+from .estimator import ScoreAnomalyDetector, ScoreDensityEstimator
+from .langevin import annealed_langevin, langevin, mala
+from .likelihood import bits_per_dim, log_likelihood
+from .noise import geometric_sigmas
+from .samplers import sample_ode, sample_pc
+from .score import EnergyScore, NoiseConditionalScore, ScoreModel
+from .sde import SDE, VESDE, VPSDE, SubVPSDE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Gaussian",
+    "GaussianMixture",
+    "Parzen",
+    "two_gaussians",
+    "SDE",
+    "VESDE",
+    "VPSDE",
+    "SubVPSDE",
+    "geometric_sigmas",
+    "ScoreModel",
+    "EnergyScore",
+    "NoiseConditionalScore",
+    "langevin",
+    "mala",
+    "annealed_langevin",
+    "sample_pc",
+    "sample_ode",
+    "log_likelihood",
+    "bits_per_dim",
+    "ScoreDensityEstimator",
+    "ScoreAnomalyDetector",
+    "datasets",
+    "losses",
+    "metrics",
+    "nets",
+]

@@ -41,10 +41,16 @@ def _check_positive(name: str, value: torch.Tensor) -> None:
         raise ValueError(f"{name} must be > 0, got a minimum of {value.min().item():g}")
 
 
-def esm(score_fn: ScoreFn, x: torch.Tensor, target_score: torch.Tensor | ScoreFn) -> torch.Tensor:
+def esm(
+    score_fn: ScoreFn,
+    x: torch.Tensor,
+    target_score: torch.Tensor | ScoreFn,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Explicit score matching (Hyvärinen 2005, eq. 2): ``½ ||s_θ(x) - ∇log p(x)||²``.
 
     ``target_score`` is the true score at ``x`` (a tensor shaped like ``x``) or a function giving it.
+    ``generator`` is accepted so every objective shares one calling convention; this one draws no noise.
     """
     target = target_score(x) if callable(target_score) else target_score
     return 0.5 * batch_sum((score_fn(x) - target) ** 2)
