@@ -1,0 +1,172 @@
+"""Exact log-likelihoods through the probability-flow ODE (Song et al. 2021, Appendix D.2), and bits/dim.
+
+Along the ODE ``dx/dt = f̃(x, t) = f(x, t) - ½ g(t)² s(x, t)`` the log-density obeys the
+instantaneous change of variables (Chen et al. 2018), so
+``log p_0(x_0) = log p_1(x_1) + ∫_0^1 ∇·f̃(x_t, t) dt`` (MATH.md, "Likelihood"). The state and the
+accumulated divergence are integrated together from ``eps`` to 1, and ``p_1`` is replaced by the
+SDE's prior. The divergence is exact (one vector-Jacobian product per dimension, batched) or
+Hutchinson's estimate ``E_v[vᵀ (∇f̃) v]`` with Rademacher probes held fixed along the path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from . import noise
+from .samplers import ADAPTIVE_METHODS, ScoreFn, counted, solve_ode
+from .sde import SDE
+from .utils import rademacher_like
+
+__all__ = ["DIVERGENCES", "bits_per_dim", "divergence", "log_det_scaling", "log_likelihood"]
+
+DIVERGENCES = ("exact", "hutchinson")
+VectorField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {kind!r}; choose one of {', '.join(DIVERGENCES)}")
+
+
+def _draw_probes(x: torch.Tensor, n_probes: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``n_probes`` Rademacher probes per example: ``[P, B, ...]``."""
+    if n_probes < 1:
+        raise ValueError(f"n_probes must be >= 1, got {n_probes}")
+    return rademacher_like(x.expand(n_probes, *x.shape), generator)
+
+
+def value_and_divergence(
+    fn: VectorField, x: torch.Tensor, t: torch.Tensor, probes: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn(x, t)`` and its divergence in ``x``: exactly (``probes=None``, shape ``[1, B]``) or one
+    Hutchinson estimate ``vᵀ (∇fn) v`` per probe (``probes [P, B, ...]``, shape ``[P, B]``).
+
+    Both use vector-Jacobian products batched over the cotangents (``is_grads_batched``, a vmap over
+    the backward pass), never a Python loop over dimensions. The exact form uses the ``D`` basis
+    vectors, each row ``e_iᵀ ∇fn`` giving the diagonal entry ``i``; it assumes, as every score model
+    does, that examples do not interact. Results are detached: no graph outlives the call.
+    """
+    with torch.enable_grad():
+        x_in = x.detach().requires_grad_(True)
+        value = fn(x_in, t)
+        if probes is None:
+            d = x[0].numel()
+            basis = torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, 1, *x.shape[1:])
+            (rows,) = torch.autograd.grad(value, x_in, basis.expand(d, *x.shape), is_grads_batched=True)
+            div = rows.flatten(2).diagonal(dim1=0, dim2=2).sum(-1).unsqueeze(0)  # (D, B, D) -> (1, B)
+        else:
+            (vjps,) = torch.autograd.grad(value, x_in, probes, is_grads_batched=True)  # (P, B, ...)
+            div = (vjps * probes).flatten(2).sum(-1)  # (P, B)
+    return value.detach(), div.detach()
+
+
+def divergence(
+    fn: VectorField,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    kind: str = "exact",
+    probes: torch.Tensor | None = None,
+    n_probes: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Divergence ``∇_x · fn(x, t)`` per example, ``[B]``: exact, or Hutchinson (1989)'s ``E_v[vᵀ ∇fn v]``.
+
+    For ``"hutchinson"`` the estimate is averaged over ``probes`` (``[P, B, ...]``) or, when none are
+    given, over ``n_probes`` Rademacher probes drawn with ``generator``.
+    """
+    _check_kind(kind)
+    if kind == "exact":
+        return value_and_divergence(fn, x, t)[1][0]
+    if probes is None:
+        probes = _draw_probes(x, n_probes, generator)
+    return value_and_divergence(fn, x, t, probes)[1].mean(0)
+
+
+def log_likelihood(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: torch.Tensor,
+    divergence: str = "exact",
+    n_probes: int = 1,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    eps: float = 1e-5,
+    method: str = "dopri5",
+    n_steps: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Log-likelihood by the probability-flow ODE (Song et al. 2021, eq. 39): ``log p_eps(x)`` in nats, ``[N]``.
+
+    Integrates ``(x_t, Δ_t)`` with ``dΔ/dt = ∇·f̃(x_t, t)`` from ``t = eps`` (``x``) to 1 and returns
+    ``sde.prior_logp(x_1) + Δ_1``. The answer is the density at time ``eps``, which for small ``eps``
+    is the data density (under VE, smoothed by ``sigma_min``; see ``VESDE``); it errs by how far the
+    prior is from the true ``p_1`` (MATH.md). ``method`` is dopri5 (``rtol``/``atol``) or a fixed-step
+    method on ``n_steps`` uniform steps.
+
+    ``info``: ``"nfe"`` (score evaluations), ``"prior_logp"`` and ``"delta_logp"`` (the two terms),
+    ``"z"`` (``x_1``) and ``"stderr"``: zero for the exact divergence; for Hutchinson, the
+    ``n_probes`` probe sets are integrated jointly along the one shared path (each gives an
+    independent unbiased estimate of the same integral), ``logp`` is their mean and ``stderr`` their
+    standard deviation over ``sqrt(n_probes)`` (NaN for a single probe, where it cannot be estimated).
+    """
+    _check_kind(divergence)
+    if not 0 < eps < 1:
+        raise ValueError(f"eps must lie in (0, 1), got {eps}")
+    probes = None if divergence == "exact" else _draw_probes(x, n_probes, generator)
+    score, nfe = counted(score_fn)
+
+    def flow(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return sde.reverse_drift(x, t, score(x, t), probability_flow=True)
+
+    def dynamics(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        return value_and_divergence(flow, state[0], t, probes)
+
+    if method in ADAPTIVE_METHODS and n_steps is None:
+        times = torch.tensor([eps, 1.0], dtype=x.dtype, device=x.device)
+    elif n_steps is None:
+        raise ValueError(f"the fixed-step method {method!r} needs n_steps")
+    else:
+        times = noise.time_grid(n_steps, eps=eps, dtype=x.dtype, device=x.device).flip(0)
+    n_estimates = 1 if probes is None else probes.shape[0]
+    delta0 = x.new_zeros(n_estimates, x.shape[0])
+    with torch.no_grad():
+        xs, deltas = solve_ode(dynamics, (x.detach(), delta0), times, method, rtol, atol, t_min=eps)
+    z, delta = xs[-1], deltas[-1]  # (B, ...), (P, B)
+    prior = sde.prior_logp(z)
+    per_estimate = prior + delta
+    logp = per_estimate.mean(0)
+    if probes is None:
+        stderr = torch.zeros_like(logp)
+    elif n_estimates == 1:
+        stderr = torch.full_like(logp, math.nan)
+    else:
+        stderr = per_estimate.std(0) / math.sqrt(n_estimates)
+    info = {"nfe": nfe[0], "stderr": stderr, "prior_logp": prior, "delta_logp": delta.mean(0), "z": z}
+    return logp, info
+
+
+def log_det_scaling(scale: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``log |det ∂y/∂x|`` of the elementwise map ``y = (x - shift) / scale``: ``-Σ log|scale|`` over one
+    example's dimensions (change of variables: ``log p_x(x) = log p_y(y) + log_det_scaling(scale, x)``).
+
+    ``scale`` is a number or a tensor broadcastable to one example's shape ``x.shape[1:]``.
+    """
+    scale = torch.as_tensor(scale, dtype=x.dtype, device=x.device)
+    return -torch.log(scale.abs()).expand(x.shape[1:]).sum()
+
+
+def bits_per_dim(logp: torch.Tensor, x: torch.Tensor, bin_width: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Bits per dimension of quantised data (Theis et al. 2016; Papamakarios et al. 2017): ``[N]``.
+
+    Data on a grid of bins of width ``bin_width``, measured in the space where ``logp`` is a density,
+    are dequantised with uniform noise within a bin, so the probability of a bin is about
+    ``p(x) · bin_width^d`` and ``bits/dim = -(logp + d log bin_width) / (d ln 2)``. For 8-bit images
+    scaled to ``[0, 1]`` by ``(k + u) / 256``, ``bin_width = 1/256``; equivalently, convert ``logp``
+    to pixel units with ``log_det_scaling`` and use ``bin_width = 1``.
+    """
+    d = x[0].numel()
+    log_bins = d * torch.log(torch.as_tensor(bin_width, dtype=logp.dtype, device=logp.device))
+    return -(logp + log_bins) / (d * math.log(2))

@@ -1,0 +1,322 @@
+"""Reverse-time samplers for SDE score models (Song et al. 2021): predictor-corrector and probability-flow ODE.
+
+A step function has the signature ``step(score_fn, sde, x, t, t_next, generator) -> (x, x_mean)``:
+it moves ``x`` from time ``t`` to the earlier time ``t_next`` (both ``[B]``) and also returns the
+step's mean (the state without the fresh noise). Predictors and correctors live in the plain dicts
+``PREDICTORS`` and ``CORRECTORS``; correctors take the extra keyword ``snr``.
+
+Every discrete step is derived from ``sde.marginal`` alone: between grid times ``t_next < t`` the
+forward process has the exact Gaussian transition ``x_t = a x_{t_next} + G z`` with
+``a = m(t) / m(t_next)`` and ``G² = std(t)² - a² std(t_next)²``. For VE that is SMLD's
+``a = 1, G² = σ_t² - σ_{t_next}²``; for VP it is DDPM's ``a = sqrt(1 - β_i), G² = β_i``.
+So no sampler asks which SDE it runs.
+
+``score_fn(x, t[B]) -> [B, ...]`` is the score of ``p_t``; time runs from 1 (prior) down to ``eps``.
+Samplers run under ``torch.no_grad()`` (not ``inference_mode``), so a score that differentiates an
+energy locally under ``torch.enable_grad()`` still works, and no autograd graph grows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torchdiffeq import odeint
+from tqdm.auto import tqdm
+
+from . import noise
+from .sde import SDE
+from .utils import append_dims, randn_like
+
+__all__ = [
+    "CORRECTORS",
+    "ODE_METHODS",
+    "PREDICTORS",
+    "ancestral",
+    "euler_maruyama",
+    "langevin",
+    "reverse_diffusion",
+    "sample_ode",
+    "sample_pc",
+    "tweedie",
+]
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+StepFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def _per_example(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-example ``[B]`` (or 0-d) quantity broadcast against ``x``."""
+    return append_dims(value.to(x.dtype), x.ndim)
+
+
+def _transition(sde: SDE, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor):
+    """The exact forward transition ``x_t = a x_{t_next} + G z`` between grid times: ``a``, ``G²``,
+    ``std(t)²`` and ``std(t_next)²``, each broadcast against ``x``."""
+    scale, std = sde.marginal(t)
+    scale_next, std_next = sde.marginal(t_next)
+    a = scale / scale_next
+    var, var_next = std**2, std_next**2
+    g2 = var - a**2 * var_next
+    return tuple(_per_example(v, x) for v in (a, g2, var, var_next))
+
+
+def euler_maruyama(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    t_next: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euler-Maruyama step of the reverse SDE (Song et al. 2021, eq. 6): ``x + (f - g² s) dt + g sqrt(|dt|) z``."""
+    dt = _per_example(t_next - t, x)  # negative: time runs backwards
+    x_mean = x + sde.reverse_drift(x, t, score_fn(x, t)) * dt
+    return x_mean + _per_example(sde.diffusion(t), x) * (-dt).sqrt() * randn_like(x, generator), x_mean
+
+
+def reverse_diffusion(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    t_next: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reverse-diffusion predictor (Song et al. 2021, eq. 46): ``x - f_i + G_i² s + G_i z``.
+
+    The forward discretisation is the exact transition ``x_t = a x_{t_next} + G z``, so
+    ``f_i = (a - 1) x`` and ``G_i² = std(t)² - a² std(t_next)²``.
+    """
+    a, g2, _, _ = _transition(sde, x, t, t_next)
+    x_mean = x - (a - 1) * x + g2 * score_fn(x, t)
+    return x_mean + g2.sqrt() * randn_like(x, generator), x_mean
+
+
+def ancestral(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    t_next: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ancestral sampling (Ho et al. 2020, Alg. 2; Song et al. 2021, eqs. 47 and 50) from the posterior
+    ``q(x_{t_next} | x_t, x_0)`` of the discretised forward process, ``x_0`` estimated by Tweedie.
+
+    With ``x_t = a x_{t_next} + G z`` and ``x_{t_next} = m_next x_0 + std_next z'``, the posterior is
+    Gaussian with variance ``std_next² G² / std²`` and, after substituting Tweedie's
+    ``x_0 = (x_t + std² s) / m``, mean ``(x_t + G² s) / a``. VP (``a = sqrt(1 - β_i)``, ``G² = β_i``):
+    DDPM's ``(x + β_i s) / sqrt(1 - β_i)`` with its posterior variance ``β̃_i``. VE (``a = 1``): SMLD's
+    ``x + (σ_i² - σ_{i-1}²) s`` with variance ``σ_{i-1}² (σ_i² - σ_{i-1}²) / σ_i²``.
+    """
+    a, g2, var, var_next = _transition(sde, x, t, t_next)
+    x_mean = (x + g2 * score_fn(x, t)) / a
+    return x_mean + (var_next * g2 / var).sqrt() * randn_like(x, generator), x_mean
+
+
+def langevin(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    t_next: torch.Tensor,
+    generator: torch.Generator | None = None,
+    snr: float = 0.16,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Langevin corrector at time ``t`` (Song et al. 2021, Alg. 4): ``x + ε s + sqrt(2ε) z`` with the
+    signal-to-noise step ``ε = 2 α (r ||z|| / ||s||)²``.
+
+    The norms are averaged over the batch (per-example norms blow up near a mode, where ``||s|| → 0``).
+    ``α = (m(t) / m(t_next))²`` is the squared scale of the step to the next grid time: 1 for VE and
+    ``1 - β_i`` for the discretised VP, as in Song et al. ``t_next`` enters only through ``α``.
+    """
+    scale, _ = sde.marginal(t)
+    scale_next, _ = sde.marginal(t_next)
+    alpha = _per_example((scale / scale_next) ** 2, x)
+    score = score_fn(x, t)
+    z = randn_like(x, generator)
+    score_norm = score.flatten(1).norm(dim=1).mean()
+    noise_norm = z.flatten(1).norm(dim=1).mean()
+    step = 2 * alpha * (snr * noise_norm / score_norm) ** 2
+    x_mean = x + step * score
+    return x_mean + (2 * step).sqrt() * z, x_mean
+
+
+PREDICTORS: dict[str, StepFn] = {
+    "euler_maruyama": euler_maruyama,
+    "reverse_diffusion": reverse_diffusion,
+    "ancestral": ancestral,
+}
+CORRECTORS: dict[str, StepFn] = {"langevin": langevin}
+
+
+def tweedie(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Tweedie's formula (Efron 2011; MATH.md "Denoisers"): ``E[x_0 | x_t] = (x_t + std(t)² s(x_t, t)) / m(t)``."""
+    scale, std = sde.marginal(t)
+    return (x + _per_example(std**2, x) * score_fn(x, t)) / _per_example(scale, x)
+
+
+def _lookup(table: dict[str, StepFn], kind: str, name: str | StepFn) -> StepFn:
+    if callable(name):
+        return name
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(table)}")
+    return table[name]
+
+
+def _sampling_grid(
+    n_steps: int | None, eps: float, time_grid: torch.Tensor | None, x: torch.Tensor
+) -> torch.Tensor:
+    """The decreasing times ``1 = t_0 > ... > t_N = eps`` (or the given grid), as ``x``'s dtype/device."""
+    if time_grid is None:
+        if n_steps is None:
+            raise ValueError("pass n_steps (or an explicit time_grid) for a fixed-step sampler")
+        return noise.time_grid(n_steps, eps=eps, dtype=x.dtype, device=x.device)
+    grid = torch.as_tensor(time_grid, dtype=x.dtype, device=x.device)
+    if grid.ndim != 1 or grid.numel() < 2:
+        raise ValueError(f"time_grid must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}")
+    if n_steps is not None and grid.numel() != n_steps + 1:
+        raise ValueError(f"time_grid has {grid.numel()} times but n_steps={n_steps} needs {n_steps + 1}")
+    if not bool((grid.diff() < 0).all()) or grid.max() > 1 or grid.min() <= 0:
+        raise ValueError("time_grid must decrease strictly and lie in (0, 1]")
+    return grid
+
+
+@torch.no_grad()
+def sample_pc(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x_T: torch.Tensor,
+    n_steps: int | None,
+    predictor: str | StepFn = "reverse_diffusion",
+    corrector: str | StepFn | None = "langevin",
+    snr: float = 0.16,
+    n_corrector_steps: int = 1,
+    denoise: bool = True,
+    eps: float = 1e-3,
+    time_grid: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable[[dict], None] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Predictor-corrector sampling (Song et al. 2021, Alg. 1) from ``x_T`` (prior samples at ``t = 1``).
+
+    For each grid interval ``t_i > t_{i+1}``: ``n_corrector_steps`` corrector steps at ``t_i``, then
+    one predictor step to ``t_{i+1}``. The grid is ``time_grid`` or ``n_steps`` uniform steps from 1
+    to ``eps``. With ``denoise`` the result is Tweedie's ``E[x_0 | x_eps]`` at the last time, which
+    removes the noise of level ``std(eps)`` left by the last step. ``callback`` receives
+    ``{"i", "t", "x", "x_mean"}`` after every predictor step.
+    """
+    predict = _lookup(PREDICTORS, "predictor", predictor)
+    correct = None if corrector is None else _lookup(CORRECTORS, "corrector", corrector)
+    grid = _sampling_grid(n_steps, eps, time_grid, x_T)
+    x = x_T
+    for i in tqdm(range(grid.numel() - 1), disable=not progress, desc="sampling"):
+        t = grid[i].expand(x.shape[0])
+        t_next = grid[i + 1].expand(x.shape[0])
+        if correct is not None:
+            for _ in range(n_corrector_steps):
+                x, _ = correct(score_fn, sde, x, t, t_next, generator, snr=snr)
+        x, x_mean = predict(score_fn, sde, x, t, t_next, generator)
+        if callback is not None:
+            callback({"i": i, "t": float(grid[i + 1]), "x": x, "x_mean": x_mean})
+    if denoise:
+        x = tweedie(score_fn, sde, x, grid[-1].expand(x.shape[0]))
+    return x
+
+
+# our name -> torchdiffeq's name; "heun" is Heun's (explicit trapezoidal) 2-stage method, torchdiffeq's heun2
+ODE_METHODS: dict[str, str] = {"euler": "euler", "heun": "heun2", "rk4": "rk4", "dopri5": "dopri5"}
+ADAPTIVE_METHODS = ("dopri5",)
+
+
+def _check_method(method: str) -> None:
+    if method not in ODE_METHODS:
+        raise ValueError(f"unknown ODE method {method!r}; choose one of {', '.join(ODE_METHODS)}")
+
+
+def solve_ode(
+    func: Callable,
+    y0: torch.Tensor | tuple[torch.Tensor, ...],
+    times: torch.Tensor,
+    method: str,
+    rtol: float,
+    atol: float,
+    t_min: float,
+    t_max: float = 1.0,
+):
+    """Integrate ``dy/dt = func(t[B], y)`` over ``times`` with torchdiffeq, returning the state at each time.
+
+    Fixed-step methods step exactly on ``times``; dopri5 adapts its steps and reports at ``times``.
+    Each evaluation's time is clamped to ``[t_min, t_max]``, since adaptive solvers may evaluate a
+    little past the end (MATH.md: VP quantities are NaN for ``t < 0``). ``t`` is passed per example.
+    """
+    _check_method(method)
+    batch = (y0[0] if isinstance(y0, tuple) else y0).shape[0]
+
+    def rhs(t: torch.Tensor, y):
+        return func(t.clamp(t_min, t_max).expand(batch), y)
+
+    return odeint(rhs, y0, times, rtol=rtol, atol=atol, method=ODE_METHODS[method])
+
+
+def ode_times(
+    method: str,
+    n_steps: int | None,
+    eps: float,
+    time_grid: torch.Tensor | None,
+    x: torch.Tensor,
+) -> torch.Tensor:
+    """Decreasing times for a probability-flow ODE from 1 to ``eps``: the given grid, ``[1, eps]`` for an
+    adaptive method without ``n_steps``, else ``n_steps`` uniform steps."""
+    _check_method(method)
+    if time_grid is None and n_steps is None and method in ADAPTIVE_METHODS:
+        return torch.tensor([1.0, eps], dtype=x.dtype, device=x.device)
+    if time_grid is None and n_steps is None:
+        raise ValueError(f"the fixed-step method {method!r} needs n_steps (or an explicit time_grid)")
+    return _sampling_grid(n_steps, eps, time_grid, x)
+
+
+def counted(score_fn: ScoreFn) -> tuple[ScoreFn, list[int]]:
+    """``score_fn`` wrapped to count its calls: ``(wrapped, counter)`` with the count in ``counter[0]``."""
+    counter = [0]
+
+    def wrapped(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        counter[0] += 1
+        return score_fn(x, t)
+
+    return wrapped, counter
+
+
+@torch.no_grad()
+def sample_ode(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x_T: torch.Tensor,
+    method: str = "dopri5",
+    n_steps: int | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    eps: float = 1e-3,
+    time_grid: torch.Tensor | None = None,
+    return_trajectory: bool = False,
+) -> tuple[torch.Tensor, dict]:
+    """Probability-flow ODE sampler (Song et al. 2021, eq. 13): integrate ``dx/dt = f - ½ g² s`` from 1 to ``eps``.
+
+    ``method``: ``"dopri5"`` (adaptive, ``rtol``/``atol``), or the fixed-step ``"rk4"``, ``"heun"``,
+    ``"euler"`` (orders 4, 2, 1) on ``n_steps`` uniform steps or on ``time_grid``. Returns the
+    samples and ``info`` with ``"nfe"`` (score evaluations), ``"times"`` and, with
+    ``return_trajectory``, ``"trajectory"`` (the state at every time of the grid, ``[T, B, ...]``).
+    """
+    times = ode_times(method, n_steps, eps, time_grid, x_T)
+    score, nfe = counted(score_fn)
+
+    def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return sde.reverse_drift(x, t, score(x, t), probability_flow=True)
+
+    xs = solve_ode(velocity, x_T, times, method, rtol, atol, t_min=float(times.min()))
+    info = {"nfe": nfe[0], "times": times}
+    if return_trajectory:
+        info["trajectory"] = xs
+    return xs[-1], info
