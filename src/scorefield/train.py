@@ -1,0 +1,804 @@
+"""The training loop, and runs read back from their checkpoints.
+
+``train(config, run_dir)`` fits a score model to the data a ``Config`` names: the data are
+standardised by a stored ``Standardizer``; the model is an MLP wrapped by ``ScoreModel`` (SDE kinds)
+or ``NoiseConditionalScore`` (``ncsn``); the objective comes from the plain dict ``OBJECTIVES``.
+AdamW with linear warm-up, gradient clipping and an EMA of the weights (used for sampling);
+``metrics.jsonl``, a tqdm bar, periodic checkpoints; SIGINT/SIGTERM write a checkpoint and stop.
+
+Determinism: nothing random carries state from one step to the next. Step ``k`` reads the data
+order from a permutation seeded by ``(seed, epoch)`` and draws its noise from a generator seeded by
+``(seed, k)``, so a run killed at any point and resumed from a checkpoint ends bitwise equal to an
+uninterrupted one. Under torchrun (``WORLD_SIZE > 1``) every process draws the same global batch
+and the same noise for all of it, but evaluates the network on its own contiguous share of the rows
+only; gradients are averaged by ``DistributedDataParallel``. Example ``i`` of a step therefore sees
+the same data and noise whatever the number of processes, and N processes match one.
+
+``load_run(run_dir)`` rebuilds model (EMA weights), SDE, scaler and config from the newest good
+checkpoint alone, and samples or evaluates log-likelihoods in data units.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import losses
+from .checkpoint import CheckpointError, atomic_write, checkpoint_dir, latest_good, save_checkpoint
+from .config import Config, ConfigError, parse_config, to_toml
+from .datasets import Standardizer, load_data
+from .langevin import annealed_langevin
+from .likelihood import log_likelihood
+from .nets.mlp import MLP
+from .noise import geometric_sigmas, resolve_sigma_max
+from .samplers import sample_ode, sample_pc
+from .score import NoiseConditionalScore, ScoreModel
+from .sde import SDE, VESDE, VPSDE, SubVPSDE
+from .utils import default_device, make_generator
+
+__all__ = [
+    "OBJECTIVES",
+    "Run",
+    "RunError",
+    "Setup",
+    "TrainResult",
+    "TrainingError",
+    "build",
+    "load_run",
+    "train",
+]
+
+RUN_FILES = ("config.toml", "metrics.jsonl", "checkpoints")
+SDES: dict[str, Callable[..., SDE]] = {
+    "ve": lambda c, sigma_max: VESDE(c.sigma_min, sigma_max),
+    "vp": lambda c, sigma_max: VPSDE(c.beta_min, c.beta_max),
+    "subvp": lambda c, sigma_max: SubVPSDE(c.beta_min, c.beta_max),
+    # the noise ladder read as a VE SDE spanning it: samplers and likelihoods of SDEs apply
+    "ncsn": lambda c, sigma_max: VESDE(c.sigma_min, sigma_max),
+}
+SINGLE_LEVEL = ("dsm", "ssm", "ism")  # noise-conditional objectives trained at one noise level
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss); the checkpoints written so far are kept."""
+
+
+class RunError(ValueError):
+    """A run directory or its data cannot be used as asked (the message says what to do)."""
+
+
+def derive_seed(seed: int, purpose: str, index: int) -> int:
+    """A 63-bit seed for the ``index``-th draw of ``purpose``: independent streams from one seed."""
+    digest = hashlib.sha256(f"{seed}/{purpose}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+# --------------------------------------------------------------------------------------------------
+# what a config builds
+
+
+@dataclass
+class Setup:
+    """The objects a config describes: the SDE (for ``ncsn``, a VE SDE spanning the ladder), the
+    noise levels (``ncsn``: the ladder, largest first; single-level objectives: that one level;
+    SDE kinds: None) and the score model ``model(x, t)`` (SDE kinds) or ``model(x, sigma)`` (``ncsn``)."""
+
+    config: Config
+    data_shape: tuple[int, ...]
+    sigma_max: float | None  # the resolved sde.sigma_max (ve, ncsn)
+    sde: SDE
+    sigmas: torch.Tensor | None
+    model: nn.Module
+
+    @property
+    def noise_conditional(self) -> bool:
+        return self.config.sde.kind == "ncsn"
+
+    @property
+    def single_level(self) -> bool:
+        return self.config.objective.kind in SINGLE_LEVEL
+
+    def score_t(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``∇log p_t(x)`` for samplers and likelihoods (``ncsn``: at ``sigma = std(t)`` of the VE view)."""
+        if self.noise_conditional:
+            return self.model(x, self.sde.marginal(t)[1].to(x.dtype))
+        return self.model(x, t)
+
+    def score_sigma(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """``∇log p_sigma(x)`` for annealed Langevin (VE: at the time ``t`` whose std is ``sigma``)."""
+        if self.noise_conditional:
+            return self.model(x, sigma)
+        return self.model(x, self.sde.t_from_std(sigma).to(x.dtype))
+
+
+def noise_levels(config: Config, sigma_max: float | None) -> torch.Tensor | None:
+    """The ladder (largest first) of ncsn and of annealed Langevin on VE; one level for dsm/ssm/ism."""
+    c = config.sde
+    if config.objective.kind in SINGLE_LEVEL:
+        return torch.tensor([config.objective.sigma or c.sigma_min])
+    if c.kind in ("ncsn", "ve"):
+        return geometric_sigmas(sigma_max, c.sigma_min, c.n_levels)
+    return None
+
+
+def build(
+    config: Config, data_shape: tuple[int, ...], sigma_max: float | None, device: torch.device | str = "cpu"
+) -> Setup:
+    """SDE, noise levels and a freshly initialised model (weights seeded by ``train.seed``)."""
+    m = config.model
+    dim = math.prod(data_shape)
+    with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the global RNG
+        torch.manual_seed(config.train.seed)
+        net = MLP(
+            dim, hidden=m.hidden, depth=m.depth, cond=True, embed_dim=m.embed_dim, embedding=m.embedding
+        )
+    sde = SDES[config.sde.kind](config.sde, sigma_max)
+    model = NoiseConditionalScore(net) if config.sde.kind == "ncsn" else ScoreModel(net, sde, param=m.param)
+    sigmas = noise_levels(config, sigma_max)
+    return Setup(
+        config,
+        tuple(data_shape),
+        sigma_max,
+        sde,
+        None if sigmas is None else sigmas.to(device),
+        model.to(device),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# objectives: (score_fn, x, setup, generator) -> per-example loss [B]
+
+Objective = Callable[[Callable, torch.Tensor, Setup, torch.Generator], torch.Tensor]
+
+
+def _sde_dsm(score_fn, x, setup, generator):
+    o = setup.config.objective
+    return losses.sde_dsm(
+        score_fn, setup.sde, x, weighting=o.weighting, eps=setup.config.sde.eps,
+        importance_sampling=o.importance_sampling, generator=generator,
+    )  # fmt: skip
+
+
+def _ncsn(score_fn, x, setup, generator):
+    return losses.ncsn(score_fn, x, setup.sigmas, generator=generator)
+
+
+def _dsm(score_fn, x, setup, generator):
+    return losses.dsm(score_fn, x, float(setup.sigmas[0]), generator=generator)
+
+
+def _ssm(score_fn, x, setup, generator):
+    sigma, o = float(setup.sigmas[0]), setup.config.objective
+    return losses.ssm(lambda y: score_fn(y, sigma), x, n_projections=o.n_projections, generator=generator)
+
+
+def _ism(score_fn, x, setup, generator):
+    sigma, o = float(setup.sigmas[0]), setup.config.objective
+    return losses.ism(
+        lambda y: score_fn(y, sigma), x, trace=o.trace, n_probes=o.n_projections, generator=generator
+    )
+
+
+OBJECTIVES: dict[str, Objective] = {"sde_dsm": _sde_dsm, "ncsn": _ncsn, "dsm": _dsm, "ssm": _ssm, "ism": _ism}
+
+
+def _local_rows(module: nn.Module, lo: int, hi: int, batch: int) -> Callable:
+    """``module(x, c)`` on this process's rows ``[lo, hi)`` of every ``batch`` rows, zeros elsewhere.
+
+    A loss may evaluate the score on its batch repeated (sliced score matching's projections), so
+    row ``r`` belongs to example ``r mod batch``. Those zero rows give losses nobody reads.
+    """
+    cache: dict[int, torch.Tensor] = {}
+
+    def score_fn(x: torch.Tensor, c):
+        repeats = x.shape[0] // batch
+        if repeats not in cache:
+            offsets = torch.arange(repeats, device=x.device)[:, None] * batch
+            cache[repeats] = (offsets + torch.arange(lo, hi, device=x.device)).flatten()
+        rows = cache[repeats]
+        c_rows = c[rows] if isinstance(c, torch.Tensor) and c.ndim == 1 and c.shape[0] == x.shape[0] else c
+        return torch.zeros_like(x).index_copy(0, rows, module(x[rows], c_rows))
+
+    return score_fn
+
+
+# --------------------------------------------------------------------------------------------------
+# state that changes during training
+
+
+class EMA:
+    """Exponential moving average of the weights (Polyak & Juditsky 1992), decay ``min(decay, (1+k)/(10+k))``.
+
+    The warm-up of the decay lets a short run's average forget its random initialisation.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.names = [name for name, _ in model.named_parameters()]
+        self.sources = [p.detach() for _, p in model.named_parameters()]  # views that follow the weights
+        self.shadow = [p.clone() for p in self.sources]
+
+    def update(self, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.shadow, self.sources, 1 - decay)
+
+    def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The model's ``state_dict`` with the averaged parameters in place of the current ones."""
+        state = dict(model.state_dict())
+        state.update(zip(self.names, self.shadow, strict=True))
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, shadow in zip(self.names, self.shadow, strict=True):
+            shadow.copy_(state[name])
+
+
+class EpochOrder:
+    """Data order without replacement: epoch ``e`` is a permutation seeded by ``(seed, e)``.
+
+    Step ``k`` takes examples ``k B .. k B + B - 1`` of the concatenated epochs. The permutations
+    are pure functions of (seed, epoch); the cache only saves recomputing them.
+    """
+
+    def __init__(self, n: int, batch: int, seed: int, device: torch.device):
+        self.n, self.batch, self.seed, self.device = n, batch, seed, device
+        self.cache: dict[int, torch.Tensor] = {}
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        if epoch not in self.cache:
+            if len(self.cache) > 4:
+                self.cache.pop(min(self.cache))
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
+            self.cache[epoch] = torch.randperm(self.n, generator=g).to(self.device)
+        return self.cache[epoch]
+
+    def __call__(self, step: int) -> torch.Tensor:
+        first = step * self.batch
+        epoch, pos = divmod(first, self.n)
+        if pos + self.batch <= self.n:
+            return self.permutation(epoch)[pos : pos + self.batch]
+        parts, remaining = [], self.batch
+        while remaining:
+            take = min(remaining, self.n - pos)
+            parts.append(self.permutation(epoch)[pos : pos + take])
+            remaining, epoch, pos = remaining - take, epoch + 1, 0
+        return torch.cat(parts)
+
+
+def learning_rate(config: Config, step: int) -> float:
+    """Linear warm-up from ``lr / warmup`` to ``lr`` over ``warmup`` steps, then constant."""
+    t = config.train
+    return t.lr * min(1.0, (step + 1) / t.warmup) if t.warmup else t.lr
+
+
+class _StopSignal:
+    """SIGINT / SIGTERM set a flag that the loop reads between steps (main thread only)."""
+
+    def __init__(self):
+        self.signum = 0
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+# --------------------------------------------------------------------------------------------------
+# distributed set-up
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _dist_state() -> Dist:
+    if dist.is_available() and dist.is_initialized():
+        return Dist(dist.get_rank(), dist.get_world_size())
+    return Dist()
+
+
+@contextmanager
+def distributed(device_name: str = "auto"):
+    """Under torchrun (``WORLD_SIZE > 1``) join the process group (gloo on CPU, nccl on CUDA) and yield
+    ``(Dist, device)``; a single process yields ``(Dist(), device)``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = default_device(None if device_name == "auto" else device_name)
+    if world <= 1 or (dist.is_available() and dist.is_initialized()):
+        yield _dist_state(), device
+        return
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield _dist_state(), device
+    finally:
+        dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------------------
+# the run directory
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if existing and not (resume or force):
+        raise RunError(
+            f"run directory {run_dir} already holds a run; "
+            "pass --resume to continue it or --force to start over"
+        )
+    if force and not resume:
+        for name in existing:
+            path = run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_same_run(config: Config, stored: dict[str, Any], run_dir: Path) -> None:
+    """Resuming may change train.* and sample.*, never what defines the model and its data."""
+    old = stored["config"]
+    new = config.model_dump()
+    for section in ("data", "model", "sde", "objective"):
+        for key, value in new[section].items():
+            if old[section].get(key) != value:
+                raise ConfigError(
+                    f"{section}.{key} is {value!r} but the run in {run_dir} was trained with "
+                    f"{old[section].get(key)!r}; resume with the run's value or start over with --force"
+                )
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after ``step`` by a run that died before its next checkpoint."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            atomic_write(path, "".join(line + "\n" for line in kept).encode())
+
+
+def _fingerprint(x: torch.Tensor) -> str:
+    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def prepare_data(config: Config) -> tuple[torch.Tensor, Standardizer, str]:
+    """The raw training data, a scaler fitted to them and their fingerprint (errors as ``ConfigError``)."""
+    try:
+        x = load_data(config.data)
+    except (OSError, ValueError) as error:
+        key = "data.path" if config.data.path is not None else "data.name"
+        raise ConfigError(f"{key}: {error}") from None
+    if x.shape[0] < 2:
+        raise ConfigError(f"the training data hold {x.shape[0]} example(s); at least 2 are needed")
+    return x, Standardizer().fit(x), _fingerprint(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# the loop
+
+
+@dataclass
+class TrainResult:
+    step: int  # steps done
+    checkpoint: Path | None  # the last checkpoint written (None if nothing was to be done)
+    interrupted: int = 0  # the signal number that stopped the run early, else 0
+
+
+class _LossWindow:
+    """Per-step losses since the last check, kept on the device (no host sync per step)."""
+
+    def __init__(self, start: int):
+        self.start, self.losses = start, []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.losses.append(loss)
+
+    def check(self, d: Dist, last_good: int) -> None:
+        """Raise ``TrainingError`` naming the first step (over all processes) whose loss was not finite."""
+        if not self.losses:
+            return
+        finite = torch.isfinite(torch.stack(self.losses))
+        first_bad = torch.where(~finite)[0]
+        bad = torch.tensor(
+            [self.start + 1 + int(first_bad[0]) if first_bad.numel() else 2**62], device=finite.device
+        )
+        if d.world > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MIN)
+        if int(bad) < 2**62:
+            raise TrainingError(
+                f"the loss is not finite at step {int(bad)}; stopped without saving, the last good "
+                f"checkpoint is step {last_good}; lower train.lr or set train.grad_clip"
+            )
+
+    def mean(self, d: Dist) -> float:
+        value = torch.stack(self.losses).mean()
+        if d.world > 1:
+            dist.all_reduce(value)
+            value = value / d.world
+        return float(value)
+
+    def reset(self, start: int) -> None:
+        self.start, self.losses = start, []
+
+
+def train(
+    config: Config, run_dir: str | Path, resume: bool = False, force: bool = False, progress: bool = True
+) -> TrainResult:
+    """Train the model of ``config`` into ``run_dir`` (see the module docstring).
+
+    ``resume`` continues from the newest checkpoint that verifies (starting afresh if there is
+    none); ``force`` deletes an earlier run's files first. Raises ``RunError`` / ``ConfigError`` for
+    misuse, ``TrainingError`` when the loss stops being finite.
+    """
+    run_dir = Path(run_dir)
+    with distributed(config.train.device) as (d, device):
+        return _train(config, run_dir, resume, force, progress, d, device)
+
+
+def _train(
+    config: Config, run_dir: Path, resume: bool, force: bool, progress: bool, d: Dist, device
+) -> TrainResult:
+    t = config.train
+    if t.batch_size % d.world:
+        raise ConfigError(
+            f"train.batch_size ({t.batch_size}) must be divisible by the number of processes ({d.world})"
+        )
+    if d.world > 1 and config.objective.kind == "ism" and config.objective.trace == "exact":
+        raise ConfigError("ism with trace = exact runs on one process; use trace = hutchinson with torchrun")
+    if d.main:
+        _prepare_run_dir(run_dir, resume, force)
+    if d.world > 1:
+        dist.barrier()
+    ckpt = latest_good(run_dir) if resume else None
+    if resume and ckpt is None and any(checkpoint_dir(run_dir).glob("step-*")):
+        raise CheckpointError(f"no checkpoint in {checkpoint_dir(run_dir)} verifies; start over with --force")
+
+    raw, scaler, fingerprint = prepare_data(config)
+    if ckpt is not None:
+        _check_same_run(config, ckpt.meta, run_dir)
+        if ckpt.meta["data_fingerprint"] != fingerprint:
+            raise RunError(f"the training data differ from those the run in {run_dir} was trained on")
+        scaler = Standardizer.from_state_dict(ckpt.state["scaler"])
+        sigma_max = ckpt.meta["sigma_max"]
+    else:
+        sigma_max = _initial_sigma_max(config, scaler.transform(raw))
+    data = scaler.transform(raw).to(device)
+    setup = build(config, tuple(raw.shape[1:]), sigma_max, device)
+    model = setup.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    ema = EMA(model, t.ema_decay)
+    start = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt.state["model"])
+        optimizer.load_state_dict(ckpt.state["optimizer"])
+        ema.load_state_dict(ckpt.state["ema"])
+        torch.set_rng_state(ckpt.state["rng"]["torch_cpu"])
+        start = ckpt.step
+    if d.main:
+        atomic_write(run_dir / "config.toml", to_toml(config).encode())
+        _truncate_metrics(run_dir / "metrics.jsonl", start)
+
+    meta = {
+        "config": config.model_dump(),
+        "data_shape": list(raw.shape[1:]),
+        "data_fingerprint": fingerprint,
+        "sigma_max": sigma_max,
+        "world_size": d.world,
+    }
+
+    def save(step: int) -> Path | None:
+        if not d.main:
+            return None
+        state = {
+            "model": model.state_dict(),
+            "ema": ema.state_dict(model),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": {"torch_cpu": torch.get_rng_state()},
+        }
+        return save_checkpoint(run_dir, step, state, meta | {"step": step}, keep_last=t.keep_last)
+
+    if start >= t.steps:
+        return TrainResult(start, ckpt.path if ckpt else None)
+
+    batch = t.batch_size
+    lo, hi = d.rank * batch // d.world, (d.rank + 1) * batch // d.world
+    if d.world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+        score_fn = _local_rows(wrapped, lo, hi, batch)
+    else:
+        score_fn = model
+    objective = OBJECTIVES[config.objective.kind]
+    order = EpochOrder(data.shape[0], batch, t.seed, device)
+    generator = make_generator(0, device)
+    params = [p for p in model.parameters()]
+    last_saved, last_path = start, ckpt.path if ckpt else None
+    window = _LossWindow(start)
+    grad_norm = torch.zeros(())
+    metrics = open(run_dir / "metrics.jsonl", "a") if d.main else None
+    bar = tqdm(total=t.steps, initial=start, disable=not (progress and d.main), desc="train", unit="step")
+    tick = time.perf_counter()
+    model.train()
+    try:
+        with _StopSignal() as stop:
+            for step in range(start, t.steps):
+                x = data[order(step)]
+                generator.manual_seed(derive_seed(t.seed, "noise", step))
+                loss = objective(score_fn, x, setup, generator)[lo:hi].mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if t.grad_clip > 0:
+                    grad_norm = nn.utils.clip_grad_norm_(params, t.grad_clip)
+                lr = learning_rate(config, step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.step()
+                ema.update(step)
+                window.add(loss.detach())
+                bar.update()
+                done = step + 1
+                if done % t.log_every == 0 or done == t.steps:
+                    window.check(d, last_saved)
+                    if t.grad_clip == 0:
+                        grad_norm = nn.utils.clip_grad_norm_(params, math.inf)
+                    now = time.perf_counter()
+                    record = {
+                        "step": done,
+                        "loss": window.mean(d),
+                        "lr": lr,
+                        "grad_norm": float(grad_norm),
+                        "steps_per_s": (done - window.start) / max(now - tick, 1e-9),
+                    }
+                    tick = now
+                    window.reset(done)
+                    if metrics is not None:
+                        metrics.write(json.dumps(record) + "\n")
+                        metrics.flush()
+                    bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+                signum = stop.signum
+                if d.world > 1:
+                    flag = torch.tensor([signum], device=device)
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    signum = int(flag)
+                if done % t.ckpt_every == 0 or done == t.steps or signum:
+                    window.check(d, last_saved)
+                    last_path, last_saved = save(done), done
+                if signum:
+                    if d.world > 1:
+                        dist.barrier()
+                    return TrainResult(done, last_path, interrupted=signum)
+    finally:
+        bar.close()
+        if metrics is not None:
+            metrics.close()
+    if d.world > 1:
+        dist.barrier()
+    return TrainResult(t.steps, last_path)
+
+
+def _initial_sigma_max(config: Config, z: torch.Tensor) -> float | None:
+    """``sde.sigma_max`` as a number (given, or ``"auto"`` from the standardised data); None for VP kinds."""
+    if config.sde.kind not in ("ve", "ncsn"):
+        return None
+    generator = torch.Generator().manual_seed(derive_seed(config.train.seed, "sigma_max", 0))
+    sigma_max = resolve_sigma_max(config.sde.sigma_max, z, generator=generator)
+    if sigma_max <= config.sde.sigma_min:
+        raise ConfigError(
+            f"sde.sigma_max resolved to {sigma_max:g}, not above sde.sigma_min ({config.sde.sigma_min})"
+        )
+    return sigma_max
+
+
+# --------------------------------------------------------------------------------------------------
+# a trained run
+
+
+def _per_sample_normal(
+    shape: tuple[int, ...], seed: int, purpose: str, start: int, stop: int
+) -> torch.Tensor:
+    """``N(0, I)`` draws ``[stop - start, *shape]``, draw ``i`` seeded by ``(seed, purpose, i)`` alone."""
+    draws = [
+        torch.randn(shape, generator=torch.Generator().manual_seed(derive_seed(seed, purpose, i)))
+        for i in range(start, stop)
+    ]
+    return torch.stack(draws)
+
+
+@dataclass
+class Run:
+    """A trained run: its config, the built objects (model with EMA or last weights), scaler and step."""
+
+    run_dir: Path
+    config: Config
+    setup: Setup
+    scaler: Standardizer
+    step: int
+    device: torch.device
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return self.setup.data_shape
+
+    def check_data(self, x: torch.Tensor) -> None:
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise RunError(
+                f"the data have shape {tuple(x.shape[1:])} per example but the run in {self.run_dir} "
+                f"was trained on {self.data_shape}"
+            )
+
+    def _blocks(self, n: int, batch_size: int):
+        """This process's blocks ``(index, start, stop)`` of ``n`` items in blocks of ``batch_size``."""
+        d = _dist_state()
+        for index, start in enumerate(range(0, n, batch_size)):
+            if index % d.world == d.rank:
+                yield index, start, min(start + batch_size, n)
+
+    @staticmethod
+    def _gather(out: torch.Tensor) -> torch.Tensor:
+        """Each block was filled by one process and is zero in the others: their sum has every block."""
+        if _dist_state().world > 1:
+            dist.all_reduce(out)
+        return out
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        sampler: str | None = None,
+        steps: int | None = None,
+        seed: int = 0,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """``n`` samples in data units, ``[n, *data_shape]`` (torchrun: split over processes, all get all).
+
+        Sample ``i`` starts from a prior draw seeded by ``(seed, i)``, so the ODE sampler's output
+        is a function of the seed and the index alone. The stochastic samplers (pc, em, ald) draw
+        their step noise per block of ``batch_size`` samples: their output depends on the batch
+        size too, but never on the number of processes.
+        """
+        s = self.config.sample
+        sampler = sampler or s.sampler
+        steps = steps or s.steps
+        batch_size = batch_size or s.batch_size
+        if sampler not in SAMPLERS:
+            raise RunError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.setup.single_level and sampler != "ald":
+            raise RunError(
+                f"a model trained at one noise level ({self.config.objective.kind}) has no time axis; "
+                "sample it with ald"
+            )
+        if sampler == "ald" and self.setup.sigmas is None:
+            raise RunError(f"ald needs noise levels; the run's sde.kind ({self.config.sde.kind}) has none")
+        out = torch.zeros((n, *self.data_shape), device=self.device)
+        blocks = list(self._blocks(n, batch_size))
+        for index, start, stop in tqdm(blocks, disable=not progress, desc="sample", unit="block"):
+            x_T = _per_sample_normal(self.data_shape, seed, "prior", start, stop).to(self.device)
+            generator = make_generator(derive_seed(seed, "sample", index), self.device)
+            out[start:stop] = SAMPLERS[sampler](self, x_T, steps, generator)
+        return self.scaler.inverse_transform(self._gather(out).cpu())
+
+    def log_prob(
+        self,
+        x: torch.Tensor,
+        divergence: str = "exact",
+        n_probes: int = 1,
+        seed: int = 0,
+        batch_size: int = 1000,
+    ) -> torch.Tensor:
+        """Log-density of ``x`` (data units, ``[N, *data_shape]``) in nats, ``[N]`` float64, through the
+        probability-flow ODE at ``t = sde.eps``, plus the scaler's log-determinant."""
+        self.check_data(x)
+        if self.setup.single_level:
+            raise RunError(
+                f"a model trained at one noise level ({self.config.objective.kind}) has no likelihood; "
+                "train with ncsn or an SDE"
+            )
+        z = self.scaler.transform(x.to(torch.float32)).to(self.device)
+        out = torch.zeros(x.shape[0], dtype=torch.float64, device=self.device)
+        s = self.config.sample
+        for index, start, stop in self._blocks(x.shape[0], batch_size):
+            generator = make_generator(derive_seed(seed, "probes", index), self.device)
+            logp, _ = log_likelihood(
+                self.setup.score_t, self.setup.sde, z[start:stop], divergence=divergence, n_probes=n_probes,
+                rtol=s.rtol, atol=s.atol, eps=self.config.sde.eps, generator=generator,
+            )  # fmt: skip
+            out[start:stop] = logp.to(torch.float64)
+        return self._gather(out).cpu() + self.scaler.log_det
+
+
+def _sample_ode(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Tensor:
+    s = run.config.sample
+    n_steps = None if s.ode_method == "dopri5" else steps
+    x, _ = sample_ode(
+        run.setup.score_t, run.setup.sde, run.setup.sde.prior_std * x_T, method=s.ode_method,
+        n_steps=n_steps, rtol=s.rtol, atol=s.atol, eps=s.eps,
+    )  # fmt: skip
+    return x
+
+
+def _sample_pc(
+    run: Run, x_T: torch.Tensor, steps: int, generator, predictor="reverse_diffusion", corrector=True
+):
+    s = run.config.sample
+    use_corrector = corrector and s.n_corrector > 0
+    return sample_pc(
+        run.setup.score_t, run.setup.sde, run.setup.sde.prior_std * x_T, steps, predictor=predictor,
+        corrector="langevin" if use_corrector else None, snr=s.snr, n_corrector_steps=max(s.n_corrector, 1),
+        denoise=s.denoise, eps=s.eps, generator=generator,
+    )  # fmt: skip
+
+
+def _sample_em(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Tensor:
+    return _sample_pc(run, x_T, steps, generator, predictor="euler_maruyama", corrector=False)
+
+
+def _sample_ald(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Tensor:
+    s, sigmas = run.config.sample, run.setup.sigmas
+    return annealed_langevin(
+        run.setup.score_sigma,
+        float(sigmas[0]) * x_T,
+        sigmas,
+        s.step_lr,
+        steps,
+        denoise=s.denoise,
+        generator=generator,
+    )
+
+
+SAMPLERS: dict[str, Callable[[Run, torch.Tensor, int, torch.Generator], torch.Tensor]] = {
+    "ode": _sample_ode,
+    "pc": _sample_pc,
+    "em": _sample_em,
+    "ald": _sample_ald,
+}
+
+
+def load_run(run_dir: str | Path, device: str | torch.device | None = None, use_ema: bool = True) -> Run:
+    """The run in ``run_dir`` from its newest checkpoint that verifies: EMA weights (or the last
+    ones), SDE, noise levels, scaler and config. ``CheckpointError`` if there is none."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist")
+    ckpt = latest_good(run_dir)
+    if ckpt is None:
+        raise CheckpointError(f"run directory {run_dir} holds no checkpoint that verifies")
+    config = parse_config(ckpt.meta["config"])
+    device = default_device(device)
+    setup = build(config, tuple(ckpt.meta["data_shape"]), ckpt.meta["sigma_max"], device)
+    setup.model.load_state_dict(ckpt.state["ema" if use_ema else "model"])
+    setup.model.eval().requires_grad_(False)
+    scaler = Standardizer.from_state_dict(ckpt.state["scaler"])
+    return Run(run_dir, config, setup, scaler, ckpt.step, device)
