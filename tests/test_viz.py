@@ -1,0 +1,390 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.quiver import Quiver
+from matplotlib.text import Text
+from PIL import Image
+
+from scorefield.distributions import Gaussian, Parzen, two_gaussians
+from scorefield.samplers import tweedie
+from scorefield.sde import VESDE, VPSDE
+from scorefield.utils import make_generator
+from scorefield.viz import (
+    _hdr_levels,
+    _smooth,
+    annealed_langevin_animation,
+    at_level,
+    exact_noise_score,
+    image_grid,
+    langevin_animation,
+    plot_denoising_strip,
+    plot_gaussian_score_line,
+    plot_loss_curve,
+    plot_naive_vs_annealed,
+    plot_ode_trajectories,
+    plot_samples,
+    plot_score_divergence,
+    plot_score_error,
+    plot_score_field,
+    reverse_sde_animation,
+    run_naive_vs_annealed,
+    tweedie_denoiser,
+    write_gif,
+)
+
+MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
+COV = torch.tensor([[2.0, 0.6], [0.6, 0.5]], dtype=torch.float64)
+
+
+def _of_type(fig: Figure, kind) -> list:
+    return [a for ax in fig.axes for a in (*ax.collections, *ax.images) if isinstance(a, kind)]
+
+
+def _labelled(ax, label: str) -> PathCollection:
+    (found,) = [c for c in ax.collections if c.get_label() == label]
+    return found
+
+
+def _texts(fig: Figure) -> str:
+    return "\n".join(t.get_text() for t in fig.findobj(Text))
+
+
+def _gif_frames(path) -> int:
+    with Image.open(path) as image:
+        return image.n_frames
+
+
+def _gaussian_score(points: np.ndarray) -> np.ndarray:
+    """``-Σ^{-1}(x - μ)`` written out independently of the library."""
+    return -np.linalg.solve(COV.numpy(), (points - MEAN.numpy()).T).T
+
+
+# --- score fields -------------------------------------------------------------------------------
+def test_score_field_draws_the_exact_score_true_beside_learned():
+    p = Gaussian(MEAN, COV)
+    extent, grid = (-3.0, 5.0, -4.0, 3.0), 9
+    fig = plot_score_field(p, lambda x: 0.5 * p.score(x), extent=extent, grid=grid)
+    assert len(fig.axes) == 2
+    quivers = _of_type(fig, Quiver)
+    assert len(quivers) == 2 and all(q.N == grid * grid for q in quivers)
+    true, learned = quivers
+    np.testing.assert_allclose(np.stack([true.U, true.V], 1), _gaussian_score(true.XY), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack([learned.U, learned.V], 1), 0.5 * _gaussian_score(learned.XY), rtol=1e-5, atol=1e-6
+    )
+    assert true.scale == learned.scale  # one arrow scale, so the panels compare by eye
+    # the density underneath peaks at the mean
+    image = _of_type(fig, AxesImage)[0]
+    density = image.get_array()
+    iy, ix = np.unravel_index(np.argmax(density), density.shape)
+    xs, ys = np.linspace(*extent[:2], density.shape[1]), np.linspace(*extent[2:], density.shape[0])
+    assert abs(xs[ix] - 1.0) < 0.1 and abs(ys[iy] + 0.5) < 0.1
+
+
+def test_score_field_of_a_bare_score_function_normalised_with_data():
+    data = torch.randn(50, 2, generator=make_generator(0))
+    fig = plot_score_field(lambda x: -x, extent=(-2, 2, -2, 2), grid=7, data=data, normalize=True)
+    assert len(fig.axes) == 1 and not _of_type(fig, AxesImage)
+    assert fig.axes[0].get_title() == "score"  # a bare score is not called the true one
+    (q,) = _of_type(fig, Quiver)
+    norms = np.hypot(q.U, q.V)
+    np.testing.assert_allclose(norms[np.hypot(*q.XY.T) > 0], 1.0, rtol=1e-6)
+    assert _labelled(fig.axes[0], "data").get_offsets().shape == (50, 2)
+    with pytest.raises(ValueError, match="extent"):
+        plot_score_field(lambda x: -x)
+
+
+class _Conditional(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * t[:, None]
+
+
+def test_at_level_fixes_a_conditional_score_and_keeps_its_module():
+    model = _Conditional().double()  # a float32 grid would fail on its float64 weights
+    score = at_level(model, 0.5)
+    x = torch.randn(4, 2, dtype=torch.float64)
+    np.testing.assert_allclose(score(x).detach().numpy(), 0.5 * model.linear(x).detach().numpy(), rtol=1e-12)
+    fig = plot_score_field(score, extent=(-1, 1, -1, 1), grid=3)
+    (q,) = _of_type(fig, Quiver)
+    expected = 0.5 * model.linear(torch.as_tensor(q.XY)).detach().numpy()
+    np.testing.assert_allclose(np.stack([q.U, q.V], 1), expected, rtol=1e-12)
+
+
+def test_score_error_is_the_norm_of_the_difference_and_its_p_weighted_mean():
+    p = Gaussian(MEAN, COV)
+    offset = torch.tensor([0.3, -0.4], dtype=torch.float64)  # error exactly 0.5 everywhere
+    fig = plot_score_error(p, lambda x: p.score(x) + offset, extent=(-4, 6, -4, 3), grid=20)
+    assert len(fig.axes) == 3  # error map, its colour bar, error vs density
+    (image,) = _of_type(fig, AxesImage)
+    np.testing.assert_allclose(image.get_array(), 0.5, rtol=1e-5)  # a bare function runs in float32
+    assert "E_p‖error‖² = 0.25" in fig._suptitle.get_text()
+    assert len(fig.axes[0].collections) >= 1  # the density contours
+    assert _labelled(fig.axes[1], "grid points").get_offsets().shape == (400, 2)
+
+
+def test_score_error_title_is_the_fisher_divergence_by_quadrature():
+    # learned score 0: E_p ||grad log p||^2 = E ||S^-1 (x - mu)||^2 = tr S^-1 (6 standard deviations each way)
+    p = Gaussian(MEAN, COV)
+    fig = plot_score_error(p, torch.zeros_like, extent=(-7.5, 9.5, -4.7, 3.7), grid=80)
+    weighted = float(fig._suptitle.get_text().split("=")[1].split()[0])
+    assert weighted == pytest.approx(float(torch.linalg.inv(COV).trace()), rel=0.01)
+
+
+def test_highest_density_levels_of_a_standard_gaussian():
+    # the region {p > c} of N(0, I_2) holds mass m when c = (1 - m) / (2 pi)
+    xs = np.linspace(-6, 6, 601)
+    r2 = xs[:, None] ** 2 + xs[None, :] ** 2
+    levels = _hdr_levels(np.exp(-r2 / 2) / (2 * math.pi), masses=(0.9, 0.5))
+    np.testing.assert_allclose(levels, [0.1 / (2 * math.pi), 0.5 / (2 * math.pi)], rtol=0.01)
+
+
+def test_gaussian_score_line_is_minus_x_minus_mu_over_sigma_squared():
+    fig = plot_gaussian_score_line(mean=1.5, std=0.5, n=101)
+    assert len(fig.axes) == 2  # score and density share the x axis
+    (score_line,) = [ln for ln in fig.axes[0].lines if ln.get_label().startswith("score")]
+    (density_line,) = fig.axes[1].lines
+    x = score_line.get_xdata()
+    np.testing.assert_allclose(score_line.get_ydata(), -(x - 1.5) / 0.25, rtol=1e-12)
+    pdf = np.exp(-((x - 1.5) ** 2) / (2 * 0.25)) / math.sqrt(2 * math.pi * 0.25)
+    np.testing.assert_allclose(density_line.get_ydata(), pdf, rtol=1e-10)
+    assert x.min() == pytest.approx(-0.5) and x.max() == pytest.approx(3.5)
+
+
+def test_divergence_of_a_gaussian_score_is_minus_the_trace_of_the_precision():
+    p = Gaussian(MEAN, COV)
+    fig = plot_score_divergence(p, extent=(-3, 5, -4, 3), grid=12, arrows=5)
+    assert len(fig.axes) == 2  # the map and its colour bar
+    (image,) = _of_type(fig, AxesImage)
+    expected = -float(torch.linalg.inv(COV).trace())
+    np.testing.assert_allclose(image.get_array(), expected, rtol=1e-10)
+    assert _of_type(fig, Quiver)[0].N == 25
+
+
+def test_divergence_shows_the_data_as_sinks_and_sources_between_them():
+    # Parzen score: div s = -d/sigma^2 + tr Cov_r(x_i)/sigma^4 (the responsibilities' spread of the
+    # data). Points D = 2 apart, sigma = 0.5: at a point r = 1/(1 + e^8) of the other one, so
+    # div = -8 + 64 r (1 - r) (a sink); half-way between, r = 1/2 and div = -8 + 16 = +8 (a source).
+    data = torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    fig = plot_score_divergence(Parzen(data, 0.5), extent=(-2, 2, -2, 2), grid=21, data=data)
+    div = _of_type(fig, AxesImage)[0].get_array()  # grid step 0.2: (-1, 0) is column 5, row 10
+    r = 1 / (1 + math.exp(8))
+    assert div[10, 5] == pytest.approx(-8 + 64 * r * (1 - r), rel=1e-9)
+    assert div[10, 15] == pytest.approx(-8 + 64 * r * (1 - r), rel=1e-9)
+    assert div[10, 10] == pytest.approx(8.0, rel=1e-9)
+    assert div.min() >= -8 - 1e-9  # the spread term is never negative
+    assert _labelled(fig.axes[0], "data").get_offsets().shape == (2, 2)
+
+
+# --- animations ---------------------------------------------------------------------------------
+def test_write_gif_keeps_every_frame_even_identical_ones(tmp_path):
+    frame = np.zeros((10, 2))
+    path = write_gif([frame, frame, frame + 1], tmp_path / "a.gif", extent=(-2, 2, -2, 2))
+    assert _gif_frames(path) == 3
+    with Image.open(path) as image:
+        assert image.size == (240, 240)  # 3 inches at 80 dpi
+    with pytest.raises(ValueError, match="titles"):
+        write_gif([frame], tmp_path / "b.gif", titles=["a", "b"])
+    with pytest.raises(ValueError, match=r"\[N, 2\]"):
+        write_gif([np.zeros((4, 3))], tmp_path / "c.gif")
+
+
+def test_langevin_animation_frame_counts(tmp_path):
+    p = Gaussian(MEAN, COV)
+    x0 = torch.randn(64, 2, generator=make_generator(0), dtype=torch.float64)
+    path = langevin_animation(
+        p.score,
+        x0,
+        tmp_path / "l.gif",
+        step_size=0.1,
+        n_steps=30,
+        n_frames=12,
+        background=p,
+        generator=make_generator(1),
+    )
+    assert _gif_frames(path) == 12
+    short = langevin_animation(p.score, x0, tmp_path / "s.gif", n_steps=4, n_frames=12, extent=(-4, 4, -4, 4))
+    assert _gif_frames(short) == 5  # the start and 4 steps: no more frames than states
+
+
+def test_annealed_and_reverse_sde_animations(tmp_path):
+    mixture = two_gaussians(dtype=torch.float64)
+    x0 = 8 * torch.rand(64, 2, generator=make_generator(0), dtype=torch.float64) - 4
+    path = annealed_langevin_animation(
+        exact_noise_score(mixture),
+        x0,
+        tmp_path / "a.gif",
+        sigmas=[10.0, 3.0, 1.0],
+        step_lr=0.05,
+        n_steps_each=5,
+        n_frames=10,
+        generator=make_generator(1),
+    )
+    assert _gif_frames(path) == 10
+    sde = VPSDE()
+
+    def score(x, t):
+        return mixture.diffuse(sde, float(t[0])).score(x)
+
+    x_T = sde.prior_sample((64, 2), generator=make_generator(2), dtype=torch.float64)
+    path = reverse_sde_animation(
+        score,
+        sde,
+        x_T,
+        tmp_path / "r.gif",
+        n_steps=20,
+        n_frames=8,
+        background=mixture,
+        generator=make_generator(3),
+    )
+    assert _gif_frames(path) == 8
+
+
+# --- naive vs annealed --------------------------------------------------------------------------
+def test_naive_langevin_keeps_the_wrong_weights_and_annealing_recovers_them():
+    mixture = two_gaussians(dtype=torch.float64)
+    x0, naive, annealed = run_naive_vs_annealed(mixture, n=600, generator=make_generator(0))
+    assert x0.shape == naive.shape == annealed.shape == (600, 2)
+    from scorefield.metrics import mode_weights
+
+    naive_w, annealed_w = mode_weights(naive, mixture), mode_weights(annealed, mixture)
+    # 600 samples: the standard error of a weight is about 0.016
+    assert abs(float(naive_w[0]) - 0.5) < 0.1, naive_w  # the uniform start's split of the basins
+    assert abs(float(annealed_w[0]) - 0.8) < 0.06, annealed_w
+    fig = plot_naive_vs_annealed(mixture, naive, annealed)
+    assert len(fig.axes) == 2
+    text = _texts(fig)
+    assert text.count("true weights 0.80 / 0.20") == 2
+    for w in (naive_w, annealed_w):
+        assert f"mode weights {float(w[0]):.2f} / {float(w[1]):.2f}" in text
+    assert all(_labelled(ax, "samples").get_offsets().shape == (600, 2) for ax in fig.axes)
+
+
+# --- denoising, trajectories, samples, loss -----------------------------------------------------
+def test_denoising_strip_with_sigmas_shows_the_exact_posterior_mean():
+    # data N(0, I): E[x | x + sigma z] = x_noisy / (1 + sigma^2)
+    p = Gaussian(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
+    x0 = p.sample(200, generator=make_generator(0))
+    levels = [0.1, 0.5, 2.0]
+    fig = plot_denoising_strip(
+        x0, levels, tweedie_denoiser(exact_noise_score(p)), generator=make_generator(1)
+    )
+    assert len(fig.axes) == 2 * len(levels)
+    for j, sigma in enumerate(levels):
+        noisy = _labelled(fig.axes[j], "noisy").get_offsets()
+        denoised = _labelled(fig.axes[len(levels) + j], "denoised").get_offsets()
+        assert noisy.shape == denoised.shape == (200, 2)
+        np.testing.assert_allclose(denoised, noisy / (1 + sigma**2), rtol=1e-10)
+        assert np.std(noisy - x0.numpy()) == pytest.approx(sigma, rel=0.1)
+
+
+def test_denoising_strip_with_an_sde_and_with_images():
+    sde = VPSDE()
+    p = Gaussian(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
+    x0 = p.sample(100, generator=make_generator(0))
+
+    def denoise(x, t):
+        return tweedie(lambda y, s: p.diffuse(sde, float(s[0])).score(y), sde, x, t)
+
+    fig = plot_denoising_strip(x0, [0.2, 0.6], denoise, sde=sde, generator=make_generator(1))
+    for j, t in enumerate([0.2, 0.6]):
+        m, std = (float(v) for v in sde.marginal(t))
+        noisy = _labelled(fig.axes[j], "noisy").get_offsets()
+        denoised = _labelled(fig.axes[2 + j], "denoised").get_offsets()
+        np.testing.assert_allclose(denoised, m * noisy / (m**2 + std**2), rtol=1e-8)  # unit variance data
+    images = torch.rand(6, 1, 8, 8, generator=make_generator(2))
+    fig = plot_denoising_strip(images, [0.1, 0.3, 1.0], lambda x, s: x, n_show=4, value_range=(0, 1))
+    assert len(fig.axes) == 6
+    shapes = [im.get_array().shape for im in _of_type(fig, AxesImage)]
+    assert shapes == [(12, 42)] * 6  # 4 images of 8x8 in a row, padding 2
+
+
+def test_ode_trajectories_end_where_the_linear_flow_sends_them():
+    # Data N(0, s^2 I) under VE: p_t = N(0, (s^2 + std(t)^2) I), the flow dx/dt = g^2 x / (2 (s^2 + std^2))
+    # scales every point by sqrt(s^2 + std(t)^2): x_eps = x_1 sqrt((s^2 + std_eps^2) / (s^2 + std_1^2)).
+    s2, sde = 0.25, VESDE(sigma_min=0.01, sigma_max=3.0)
+    p = Gaussian(torch.zeros(2, dtype=torch.float64), s2 * torch.eye(2, dtype=torch.float64))
+    x_T = sde.prior_sample((30, 2), generator=make_generator(0), dtype=torch.float64)
+    fig = plot_ode_trajectories(
+        lambda x, t: p.diffuse(sde, float(t[0])).score(x),
+        sde,
+        x_T,
+        n_steps=40,
+        data=p.sample(100, generator=make_generator(1)),
+        eps=1e-3,
+    )
+    (paths,) = [c for c in fig.axes[0].collections if isinstance(c, LineCollection)]
+    segments = paths.get_segments()
+    assert len(segments) == 30 and all(len(seg) == 41 for seg in segments)
+    ends = np.stack([seg[-1] for seg in segments])
+    std_eps, std_1 = float(sde.marginal(1e-3)[1]), float(sde.marginal(1.0)[1])
+    np.testing.assert_allclose(ends, x_T.numpy() * math.sqrt((s2 + std_eps**2) / (s2 + std_1**2)), rtol=1e-4)
+    np.testing.assert_allclose(np.stack([seg[0] for seg in segments]), x_T.numpy())
+
+
+def test_image_grid_size_layout_and_values(tmp_path):
+    x = torch.zeros(10, 1, 5, 6)
+    x[3] = 1.0  # white: row 0, column 3
+    x[5] = 1.0  # white: row 1, column 1
+    grid = image_grid(x, nrow=4, padding=2, path=tmp_path / "g.png")
+    assert grid.mode == "L" and grid.size == (4 * 6 + 5 * 2, 3 * 5 + 4 * 2)
+    pixels = np.asarray(grid)
+    assert (pixels[2:7, 26:32] == 255).all() and (pixels[9:14, 10:16] == 255).all()
+    assert pixels.sum() == 2 * 255 * 30
+    with Image.open(tmp_path / "g.png") as saved:
+        assert saved.size == grid.size
+    rgb = image_grid(torch.rand(3, 3, 4, 4), nrow=8, padding=1, value_range=(0, 1))
+    assert rgb.mode == "RGB" and rgb.size == (3 * 4 + 4, 4 + 2)
+    with pytest.raises(ValueError, match="C, H, W"):
+        image_grid(torch.zeros(2, 4, 4))
+
+
+def test_plot_samples_for_points_images_and_tables():
+    g = make_generator(0)
+    fig = plot_samples(torch.randn(300, 2, generator=g), data=torch.randn(500, 2, generator=g))
+    assert len(fig.axes) == 2
+    assert _labelled(fig.axes[0], "data").get_offsets().shape == (500, 2)
+    assert _labelled(fig.axes[1], "samples").get_offsets().shape == (300, 2)
+    fig = plot_samples(torch.rand(20, 3, 4, 4, generator=g), nrow=5)
+    (image,) = _of_type(fig, AxesImage)
+    assert image.get_array().shape == (4 * 4 + 5 * 2, 5 * 4 + 6 * 2, 3)
+    fig = plot_samples(torch.randn(100, 6, generator=g), data=torch.randn(100, 6, generator=g), max_dims=3)
+    assert len(fig.axes) == 9
+
+
+def test_loss_curve_reads_metrics_jsonl(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": k, "loss": math.exp(-k / 50), "lr": 1e-3} for k in range(0, 500, 10)]
+    rows.insert(5, {"step": 50, "val_loss": 0.5})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    fig = plot_loss_curve(path)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    labels = [ln.get_label() for ln in ax.lines if not ln.get_label().startswith("_")]
+    assert labels == ["loss", "val_loss"]
+    (raw, smooth) = [ln for ln in ax.lines if ln.get_color() == "C0"]
+    assert len(raw.get_xdata()) == 50
+    np.testing.assert_allclose(smooth.get_ydata(), _smooth(raw.get_ydata(), 0.8), rtol=1e-12)  # 1 - 10/50
+    path.write_text("\n".join(json.dumps({"step": k, "loss": -1.0 - k}) for k in range(5)))
+    assert plot_loss_curve(path).axes[0].get_yscale() == "linear"  # ISM/SSM losses go negative
+    path.write_text(json.dumps({"step": 0, "lr": 0.1}) + "\n")
+    with pytest.raises(ValueError, match="no finite values"):
+        plot_loss_curve(path)
+
+
+def test_smoothing_is_an_unbiased_moving_average():
+    np.testing.assert_allclose(_smooth(np.full(20, 3.0), 0.9), 3.0, rtol=1e-12)  # no warm-up bias
+    x = np.arange(5.0)
+    expected = [
+        sum(0.5 ** (i - j) * 0.5 * x[j] for j in range(i + 1)) / (1 - 0.5 ** (i + 1)) for i in range(5)
+    ]
+    np.testing.assert_allclose(_smooth(x, 0.5), expected, rtol=1e-12)
