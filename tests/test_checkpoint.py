@@ -129,8 +129,11 @@ def test_damage_is_detected_and_latest_good_walks_back(tmp_path):
         load_checkpoint(ckpt_dir / "step-0000003.safetensors")
     with pytest.raises(CheckpointError, match="is corrupt"):
         load_checkpoint(ckpt_dir / "step-0000002.json")
-    with pytest.warns(UserWarning, match="skipping checkpoint of step 4"):
+    with pytest.warns(UserWarning) as record:
         ckpt = latest_good(tmp_path)
+    assert [str(w.message).split(":")[0] for w in record] == [
+        f"skipping checkpoint of step {step}" for step in (4, 3, 2)
+    ]
     assert ckpt.step == 1 and torch.equal(ckpt.state["x"], torch.ones(4))
 
 
@@ -144,8 +147,10 @@ def test_unreadable_metadata_and_nothing_at_all(tmp_path):
     meta.write_text('{"format": "something else"}')
     with pytest.raises(CheckpointError, match="is not a scorefield checkpoint"):
         load_checkpoint(meta)
-    with pytest.warns(UserWarning):
-        assert latest_good(tmp_path) is None
+    with pytest.raises(
+        CheckpointError, match=r"no checkpoint in .* verifies; the newest \(step 5\): .*not a scorefield"
+    ):
+        latest_good(tmp_path)
 
 
 def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):

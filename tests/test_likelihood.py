@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from _exact import exact_score
+
 from scorefield.distributions import GaussianMixture
 from scorefield.likelihood import bits_per_dim, divergence, log_det_scaling, log_likelihood
 from scorefield.sde import VESDE, VPSDE, SubVPSDE

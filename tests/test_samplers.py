@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from _exact import exact_score, held_apart_mixture
+
 from scorefield.metrics import energy_distance, mode_weights
 from scorefield.samplers import CORRECTORS, PREDICTORS, sample_ode, sample_pc
 from scorefield.sde import VESDE, VPSDE, SubVPSDE

@@ -216,11 +216,23 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def latest_good(run_dir: str | Path) -> Checkpoint | None:
-    """The newest checkpoint of ``run_dir`` that verifies (a warning names each one skipped), or None."""
+    """The newest checkpoint of ``run_dir`` that verifies, a warning naming each newer one skipped.
+
+    None when ``run_dir`` holds no checkpoint at all; ``CheckpointError`` (with the newest one's
+    fault) when it holds some but none verifies.
+    """
     ckpt_dir = checkpoint_dir(run_dir)
+    skipped: list[tuple[int, CheckpointError]] = []
     for step in list_checkpoints(run_dir):
         try:
-            return load_checkpoint(_paths(ckpt_dir, step)[0])
+            ckpt = load_checkpoint(_paths(ckpt_dir, step)[0])
         except CheckpointError as error:
-            warnings.warn(f"skipping checkpoint of step {step}: {error}", stacklevel=2)
+            skipped.append((step, error))
+            continue
+        for skipped_step, error in skipped:
+            warnings.warn(f"skipping checkpoint of step {skipped_step}: {error}", stacklevel=2)
+        return ckpt
+    if skipped:
+        step, error = skipped[0]
+        raise CheckpointError(f"no checkpoint in {ckpt_dir} verifies; the newest (step {step}): {error}")
     return None

@@ -6,7 +6,9 @@ sigma_min >= sigma_max, a missing file, NaN or Inf in the data, data of the wron
 a missing or corrupt checkpoint, an existing run directory) ends with one line on stderr,
 ``scorefield: error: ...``, and exit status 2; results are written only once complete, atomically,
 so a failure never damages a good file. Under torchrun every subcommand splits its work over the
-processes and only process 0 writes.
+processes and only process 0 writes; there, spell ``--run`` as ``--run-dir`` and ``--n`` as
+``--num-samples``, because torchrun's own parser claims abbreviations of its options
+(``--run-path``, ``--nnodes``, ...) anywhere on the line.
 """
 
 from __future__ import annotations
@@ -51,9 +53,9 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _say(message: str, stream=sys.stdout) -> None:
+def _say(message: str, stream=None) -> None:
     if _is_main_process():
-        print(message, file=stream, flush=True)
+        print(message, file=stream or sys.stdout, flush=True)
 
 
 def _positive_int(text: str) -> int:
@@ -118,13 +120,9 @@ def _write_array(path: Path, columns: dict[str, np.ndarray] | np.ndarray) -> Non
 
 
 def _cmd_train(args) -> int:
-    if args.config is None and not args.resume:
-        raise UsageError("train needs --config FILE (or --resume of an existing run)")
-    config_file = args.config
-    if config_file is None:
+    config_file = args.config  # else: the run's own config when resuming, the defaults when not
+    if config_file is None and args.resume and (args.out / "config.toml").is_file():
         config_file = args.out / "config.toml"
-        if not config_file.is_file():
-            raise UsageError(f"nothing to resume: {config_file} does not exist; pass --config FILE")
     config = load_config(config_file, args.set)
     result = train(config, args.out, resume=args.resume, force=args.force, progress=not args.quiet)
     if result.interrupted:
@@ -267,7 +265,14 @@ def _cmd_demo(args) -> int:
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", type=Path, required=True, help="run directory written by `scorefield train`")
+    p.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        type=Path,
+        required=True,
+        help="run directory written by `scorefield train`",
+    )
     p.add_argument("--device", default=None, help='"cpu", "cuda[:k]"; default: CUDA when present')
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -277,7 +282,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a score model from a TOML config")
-    p.add_argument("--config", type=Path, help="TOML config (presets in configs/)")
+    p.add_argument("--config", type=Path, help="TOML config (presets in configs/); default: the defaults")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=500"
     )
@@ -289,7 +294,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
     _add_run_args(p)
-    p.add_argument("--n", type=_positive_int, required=True, help="number of samples")
+    p.add_argument(
+        "--n", "--num-samples", dest="n", type=_positive_int, required=True, help="number of samples"
+    )
     p.add_argument("--sampler", choices=tuple(SAMPLERS), help="default: the run's sample.sampler")
     p.add_argument("--steps", type=_positive_int, help="sampler steps (per level for ald)")
     p.add_argument("--seed", type=int, default=0)

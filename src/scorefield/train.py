@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses
-from .checkpoint import CheckpointError, atomic_write, checkpoint_dir, latest_good, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write, latest_good, save_checkpoint
 from .config import Config, ConfigError, parse_config, to_toml
 from .datasets import Standardizer, load_data
 from .langevin import annealed_langevin
@@ -480,8 +480,6 @@ def _train(
     if d.world > 1:
         dist.barrier()
     ckpt = latest_good(run_dir) if resume else None
-    if resume and ckpt is None and any(checkpoint_dir(run_dir).glob("step-*")):
-        raise CheckpointError(f"no checkpoint in {checkpoint_dir(run_dir)} verifies; start over with --force")
 
     raw, scaler, fingerprint = prepare_data(config)
     if ckpt is not None:
@@ -788,13 +786,13 @@ SAMPLERS: dict[str, Callable[[Run, torch.Tensor, int, torch.Generator], torch.Te
 
 def load_run(run_dir: str | Path, device: str | torch.device | None = None, use_ema: bool = True) -> Run:
     """The run in ``run_dir`` from its newest checkpoint that verifies: EMA weights (or the last
-    ones), SDE, noise levels, scaler and config. ``CheckpointError`` if there is none."""
+    ones), SDE, noise levels, scaler and config. ``CheckpointError`` if none verifies."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run directory {run_dir} does not exist")
     ckpt = latest_good(run_dir)
     if ckpt is None:
-        raise CheckpointError(f"run directory {run_dir} holds no checkpoint that verifies")
+        raise CheckpointError(f"run directory {run_dir} holds no checkpoint; train it first")
     config = parse_config(ckpt.meta["config"])
     device = default_device(device)
     setup = build(config, tuple(ckpt.meta["data_shape"]), ckpt.meta["sigma_max"], device)
