@@ -56,7 +56,7 @@ def binomial_ok(count: int, n: int, p: float, z: float = 5.0) -> bool:
     return abs(count - n * p) <= z * math.sqrt(n * p * (1 - p))
 
 
-def test_two_gaussians_has_the_seeds_mode_weights():
+def test_two_gaussians_has_the_tutorials_mode_weights():
     n = 20_000
     x = two_gaussians(n, gen())
     upper = int((x.sum(1) > 0).sum())

@@ -64,7 +64,7 @@ def test_mala_acceptance_falls_with_step_size():
 
 
 def test_annealing_recovers_mode_weights_that_plain_langevin_misses():
-    # The seeds' central claim. Modes at -(5,5) (weight 0.8) and +(5,5) (weight 0.2), chains started
+    # The tutorials' central claim. Modes at -(5,5) (weight 0.8) and +(5,5) (weight 0.2), chains started
     # uniformly on [-8, 8]^2. Plain Langevin with the exact score only rolls each chain into the
     # basin it starts in (about half the box each); annealed Langevin on the exact smoothed scores
     # mixes at large sigma, where the modes overlap, and keeps the 0.8 / 0.2 split as they separate.

@@ -130,7 +130,7 @@ def test_sharded_rows_give_the_same_per_example_losses(overrides):
 
 
 def test_training_learns_the_true_diffused_score(tmp_path):
-    """VP SDE on the seeds' mixture: at t = 0.3 the learned score is close to the exact one (Fisher)."""
+    """VP SDE on the tutorials' mixture: at t = 0.3 the learned score is close to the exact one (Fisher)."""
     config = load_config(
         Path(__file__).parents[1] / "configs" / "toy_vp.toml",
         ["train.steps=400", "data.n=4000", "model.hidden=64", "train.device=cpu", "train.ckpt_every=400"],

@@ -256,7 +256,10 @@ def _plot_2d(viz, run, data: torch.Tensor, what: str, path: Path, args):
 def _cmd_demo(args) -> int:
     from .report import run_demo
 
-    run_demo(args.out, args.quick)
+    results = run_demo(args.out, args.quick, progress=not args.quiet, seed=args.seed)
+    _say(
+        f"wrote {args.out / 'report.html'} and {args.out / 'results.json'} ({results['wall_s']['total']:.0f} s)"
+    )
     return 0
 
 
@@ -333,9 +336,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for the figures")
     p.set_defaults(handler=_cmd_plot)
 
-    p = sub.add_parser("demo", help="the seeds' story end to end: report.html, figures, numbers")
+    p = sub.add_parser("demo", help="the tutorials' story end to end: report.html, figures, numbers")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--quick", action="store_true", help="a smaller, faster version")
+    p.add_argument("--quick", action="store_true", help="a smaller, faster version (under a minute)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_demo)
     return parser
 

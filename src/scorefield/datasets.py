@@ -1,6 +1,6 @@
 """Data: 2-D toy samplers, scikit-learn's bundled tables, ``.npy`` / ``.csv`` files, and a scaler.
 
-- Toys ``(n, generator=None) -> [n, 2]`` (float32), registered in ``TOY``: the seeds' two-Gaussian
+- Toys ``(n, generator=None) -> [n, 2]`` (float32), registered in ``TOY``: the tutorials' two-Gaussian
   mixture plus the usual benchmarks of the field (FFJORD's eight Gaussians, checkerboard, pinwheel,
   swiss roll; moons; concentric rings). Every draw comes from ``generator``.
 - ``digits`` (8x8 handwritten digits, values 0..16) and ``breast_cancer`` (30 features): bundled with
@@ -57,7 +57,7 @@ def _check_n(n: int) -> int:
 
 
 def two_gaussians(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The seeds' mixture ``0.8 N(-(5, 5), I) + 0.2 N((5, 5), I)`` (``distributions.two_gaussians``)."""
+    """The tutorials' mixture ``0.8 N(-(5, 5), I) + 0.2 N((5, 5), I)`` (``distributions.two_gaussians``)."""
     return _two_gaussians_mixture().sample(_check_n(n), generator=generator)
 
 

@@ -252,10 +252,10 @@ def two_gaussians(
     std: float = 1.0,
     dtype: torch.dtype = torch.float32,
 ) -> GaussianMixture:
-    """The seeds' 2-D mixture of two Gaussians: modes at ``-(c, c)`` and ``+(c, c)``, covariance ``std^2 I``.
+    """The tutorials' 2-D mixture of two Gaussians: modes at ``-(c, c)`` and ``+(c, c)``, covariance ``std^2 I``.
 
     With the default ``center=5`` the modes are about 14 standard deviations apart, far enough
-    that plain Langevin dynamics cannot move mass between them (seed 000, "Langevin").
+    that plain Langevin dynamics cannot move mass between them (the score-functions tutorial, "Langevin").
     """
     means = torch.tensor([[-center, -center], [center, center]], dtype=dtype)
     covs = (std**2 * torch.eye(2, dtype=dtype)).expand(2, 2, 2).clone()

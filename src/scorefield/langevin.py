@@ -46,7 +46,7 @@ def _check_x0(x0: torch.Tensor) -> None:
 def _langevin_step(
     x: torch.Tensor, score: torch.Tensor, step_size: float, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """One Langevin update ``x + eps s(x) + sqrt(2 eps) z`` (seed 000; MATH.md, "Sampling")."""
+    """One Langevin update ``x + eps s(x) + sqrt(2 eps) z`` (the score-functions tutorial; MATH.md, "Sampling")."""
     return x + step_size * score + math.sqrt(2 * step_size) * randn_like(x, generator)
 
 
@@ -76,7 +76,7 @@ def langevin(
     callback: Callback | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Unadjusted Langevin dynamics (seed 000): ``x_{k+1} = x_k + eps s(x_k) + sqrt(2 eps) z_k``.
+    """Unadjusted Langevin dynamics (the score-functions tutorial): ``x_{k+1} = x_k + eps s(x_k) + sqrt(2 eps) z_k``.
 
     Args:
         score_fn: ``x [B, ...] -> grad log p(x) [B, ...]``.

@@ -2,7 +2,7 @@
 
 - ``geometric_sigmas``: the NCSN ladder ``sigma_1 > ... > sigma_L`` (largest first, sampling order).
 - ``max_pairwise_distance`` / ``resolve_sigma_max``: ``sigma_max`` about the largest distance between
-  two training points (Song & Ermon 2020, technique 1; seed 000, "Recommendations").
+  two training points (Song & Ermon 2020, technique 1; the score-functions tutorial, "Recommendations").
 - ``level_ratio`` / ``num_levels``: the number of levels from the data dimension
   (Song & Ermon 2020, technique 2).
 - ``time_grid``: decreasing times ``t_max = t_0 > ... > t_N = eps`` for the SDE samplers.

@@ -28,7 +28,7 @@ def batch_marginal(
 
 
 class EnergyScore(nn.Module):
-    """Score of an energy model ``p(x) ∝ exp(-E(x))``: ``s(x) = -∇_x E(x)`` (Hyvärinen 2005; seed 000).
+    """Score of an energy model ``p(x) ∝ exp(-E(x))``: ``s(x) = -∇_x E(x)`` (Hyvärinen 2005; the score-functions tutorial).
 
     ``energy_net(x, *cond)`` returns one energy per example (``[B]`` or ``[B, 1]``). The normalising
     constant never appears. When gradients are enabled the score keeps its graph

@@ -1,4 +1,4 @@
-"""Figures of the seeds' story: score fields, their errors and divergence, Langevin animations,
+"""Figures of the tutorials' story: score fields, their errors and divergence, Langevin animations,
 naive vs annealed sampling, denoising strips, ODE trajectories, sample grids and loss curves.
 
 Every ``plot_*`` function builds and returns a ``matplotlib.figure.Figure`` (no pyplot, so no global
@@ -241,7 +241,7 @@ def plot_score_field(
     normalize: bool = False,
     density_grid: int = 100,
 ) -> Figure:
-    """Seed 000's "score function of a mixture of 2 Gaussians": arrows over the density, true and learned.
+    """The score-functions tutorial's "score function of a mixture of 2 Gaussians": arrows over the density, true and learned.
 
     One panel per field (true, then learned if given), ``grid x grid`` arrows each, drawn to one
     common scale (the longest true arrow spans 0.9 of a grid cell) so the two compare by eye; with
@@ -282,7 +282,7 @@ def plot_score_error(
     grid: int = 60,
     data: ArrayLike | None = None,
 ) -> Figure:
-    """Seed 000's "inaccurate in low-density regions": the error ``||s_θ - ∇log p||`` under density contours.
+    """The score-functions tutorial's "inaccurate in low-density regions": the error ``||s_θ - ∇log p||`` under density contours.
 
     Left: the error map, with the highest-density regions holding 50/90/99% of the mass outlined.
     Right: the error at every grid point against ``log p`` there. The title compares the error
@@ -318,7 +318,7 @@ def plot_score_error(
 def plot_gaussian_score_line(
     mean: float = 0.0, std: float = 1.0, extent: tuple[float, float] | None = None, n: int = 201
 ) -> Figure:
-    """Seed 002's aside "the score function of a gaussian": ``s(x) = -(x - μ)/σ²``, with the density.
+    """The diffusion tutorial's aside "the score function of a gaussian": ``s(x) = -(x - μ)/σ²``, with the density.
 
     The score (left axis) is drawn from ``scorefield.distributions.Gaussian`` in one dimension; the
     density ``N(x; μ, σ²)`` shares the x axis on a second y axis. The score crosses zero at the mean.
@@ -351,7 +351,7 @@ def plot_score_divergence(
     data: ArrayLike | None = None,
     arrows: int = 15,
 ) -> Figure:
-    """Seed 002's "the score function should be a sink at the data points": ``∇·s(x)`` over the plane.
+    """The diffusion tutorial's "the score function should be a sink at the data points": ``∇·s(x)`` over the plane.
 
     The divergence is exact (the trace of the autograd Jacobian, ``scorefield.likelihood.divergence``).
     Negative divergence (blue) is a sink: the score field converges there, at the data. The field's
@@ -409,7 +409,7 @@ def write_gif(
     size: float = 3.0,
     dpi: int = 80,
 ) -> Path:
-    """A GIF of 2-D particles, one frame per ``[N, 2]`` array of ``frames`` (seed 000's Langevin animation).
+    """A GIF of 2-D particles, one frame per ``[N, 2]`` array of ``frames`` (the score-functions tutorial's Langevin animation).
 
     Each frame is drawn with matplotlib (over ``background``'s density, if given) into a Pillow
     image. Every frame carries a title (``titles`` or ``"frame i/n"``), which keeps consecutive frames
@@ -480,7 +480,7 @@ def langevin_animation(
     generator: torch.Generator | None = None,
     fps: float = 12.0,
 ) -> Path:
-    """Seed 000's "using Langevin dynamics to sample from a mixture of 2 Gaussians" as a GIF of particles.
+    """The score-functions tutorial's "using Langevin dynamics to sample from a mixture of 2 Gaussians" as a GIF of particles.
 
     Runs ``scorefield.langevin.langevin`` from ``x0 [N, 2]`` and keeps ``n_frames`` evenly spaced
     states (fewer if there are fewer steps). Returns the GIF's path.
@@ -511,7 +511,7 @@ def annealed_langevin_animation(
     generator: torch.Generator | None = None,
     fps: float = 12.0,
 ) -> Path:
-    """Annealed Langevin (Song & Ermon 2019, Alg. 1; seed 000's "run Langevin for all noise levels") as a GIF.
+    """Annealed Langevin (Song & Ermon 2019, Alg. 1; the score-functions tutorial's "run Langevin for all noise levels") as a GIF.
 
     ``sigmas`` largest first; each frame's title names its noise level. Returns the GIF's path.
     """
@@ -587,7 +587,7 @@ def run_naive_vs_annealed(
     n_steps_each: int = 100,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seed 000's "problems with naive Langevin sampling": naive and annealed chains from one uniform start.
+    """The score-functions tutorial's "problems with naive Langevin sampling": naive and annealed chains from one uniform start.
 
     ``x0`` is uniform over a square holding every mode of ``mixture`` with 3 standard deviations
     to spare. The naive chain follows the score at the smallest level ``sigmas[-1]`` (the exact
@@ -624,7 +624,7 @@ def plot_naive_vs_annealed(
     extent: Extent | None = None,
     density_grid: int = 80,
 ) -> Figure:
-    """Seed 000's "problems with naive Langevin sampling": naive vs annealed samples, with mode weights.
+    """The score-functions tutorial's "problems with naive Langevin sampling": naive vs annealed samples, with mode weights.
 
     Two panels over the mixture's density; each states the fraction of its samples in each mode
     (``scorefield.metrics.mode_weights``) against the true weights. Naive Langevin keeps the split
@@ -707,7 +707,7 @@ def plot_denoising_strip(
     value_range: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
 ) -> Figure:
-    """Seed 002's "stacked denoisers": data at increasing noise (top) and their one-step denoising (bottom).
+    """The diffusion tutorial's "stacked denoisers": data at increasing noise (top) and their one-step denoising (bottom).
 
     Without ``sde`` the levels are noise standard deviations ``σ``, ``x̃ = x0 + σ z``, and
     ``denoise_fn(x̃, σ[B])`` estimates ``x0`` (e.g. ``tweedie_denoiser(noise_score)``); with ``sde``
@@ -787,7 +787,7 @@ def plot_samples(
     max_dims: int = 4,
     value_range: tuple[float, float] | None = None,
 ) -> Figure:
-    """Samples vs data (seed 000's "sample from a mixture of 2 Gaussians"): scatter, pair plot or image grid.
+    """Samples vs data (the score-functions tutorial's "sample from a mixture of 2 Gaussians"): scatter, pair plot or image grid.
 
     - images ``[B, C, H, W]``: a grid of the first ``max_images`` samples, beside the data's if given;
     - 2-D points: data and samples in side-by-side panels sharing their axes;
