@@ -7,7 +7,7 @@ import torch
 from _exact import exact_score
 
 from scorefield.distributions import GaussianMixture
-from scorefield.likelihood import bits_per_dim, divergence, log_det_scaling, log_likelihood
+from scorefield.likelihood import bits_per_dim, dequantize, divergence, log_det_scaling, log_likelihood
 from scorefield.sde import VESDE, VPSDE, SubVPSDE
 
 # The prior only approximates p_1 (MATH.md). Averaged over the data the error is second order
@@ -98,6 +98,26 @@ def test_bits_per_dim_hand_computed():
     # a hand case: d = 2, logp = -1 nat, bin width 0.5: -( -1 + 2 ln 0.5 ) / (2 ln 2) = (1 + 2 ln 2)/(2 ln 2)
     got = bits_per_dim(torch.tensor([-1.0]), torch.zeros(1, 2), bin_width=0.5)
     assert got.item() == pytest.approx((1 + 2 * math.log(2)) / (2 * math.log(2)))
+
+
+def test_dequantized_bits_per_dim_is_the_code_length_of_the_bins():
+    k = torch.randint(0, 17, (4000, 1), generator=gen(4)).double()
+    u = dequantize(k, gen(5)) - k
+    assert torch.equal(dequantize(k, gen(5)) - k, u) and (u >= 0).all() and (u < 1).all()
+    assert u.mean().item() == pytest.approx(1 / 2, abs=5 * math.sqrt(1 / 12 / 4000))
+    # the sample variance of U[0, 1) has variance Var((U - 1/2)^2) / n = (1/180) / n
+    assert u.var().item() == pytest.approx(1 / 12, abs=5 * math.sqrt(1 / 180 / 4000))
+    # p = N(8, 3^2) on the pixel axis puts mass P(k) on [k, k+1): a code for k costs -log2 P(k) bits.
+    # Dequantized bits/dim, averaged over u, exceed it by the Jensen gap log E_u p - E_u log p, which
+    # is ~ slope^2 Var(u) / 2 = ((k + 1/2 - 8) / 9)^2 / 24 nats: at most 0.037 nats here.
+    normal = torch.distributions.Normal(torch.tensor(8.0, dtype=torch.float64), 3.0)
+    levels = torch.arange(17, dtype=torch.float64)[:, None]
+    code_length = -(normal.cdf(levels + 1) - normal.cdf(levels)).log2().squeeze(1)
+    x = levels.repeat(2000, 1)  # (17 * 2000, 1)
+    bits = bits_per_dim(normal.log_prob(dequantize(x, gen(6))).squeeze(1), x, bin_width=1.0).view(2000, 17)
+    gap_bits = ((levels.squeeze(1) + 0.5 - 8) / 9) ** 2 / 24 / math.log(2)
+    stderr = bits.std(0) / math.sqrt(2000)
+    assert ((bits.mean(0) - code_length - gap_bits).abs() < 4 * stderr + 2e-3).all()
 
 
 def test_bad_arguments_are_refused():

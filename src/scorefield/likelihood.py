@@ -18,9 +18,9 @@ import torch
 from . import noise
 from .samplers import ADAPTIVE_METHODS, ScoreFn, counted, solve_ode
 from .sde import SDE
-from .utils import rademacher_like
+from .utils import rademacher_like, rand_like
 
-__all__ = ["DIVERGENCES", "bits_per_dim", "divergence", "log_det_scaling", "log_likelihood"]
+__all__ = ["DIVERGENCES", "bits_per_dim", "dequantize", "divergence", "log_det_scaling", "log_likelihood"]
 
 DIVERGENCES = ("exact", "hutchinson")
 VectorField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -170,3 +170,13 @@ def bits_per_dim(logp: torch.Tensor, x: torch.Tensor, bin_width: float | torch.T
     d = x[0].numel()
     log_bins = d * torch.log(torch.as_tensor(bin_width, dtype=logp.dtype, device=logp.device))
     return -(logp + log_bins) / (d * math.log(2))
+
+
+def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform dequantization (Theis et al. 2016): integer values ``k`` become ``k + u``, ``u ~ U[0, 1)``.
+
+    A density ``p`` of the result, in the integers' own units, puts about ``p(k + u)`` of its mass on
+    the bin ``[k, k+1)^d`` (bins of width 1), and ``E_u[-log p(k + u)]`` bounds the code length of
+    ``k`` from above: pass ``log p(dequantize(x))`` to ``bits_per_dim`` with ``bin_width = 1``.
+    """
+    return x + rand_like(x, generator)
