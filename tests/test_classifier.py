@@ -8,6 +8,7 @@ import torch
 
 from scorefield.classifier import (
     DIGITS_LEVELS,
+    DIGITS_SCALER,
     MIN_SAMPLES,
     ClassifierConfig,
     DigitsClassifier,
@@ -20,8 +21,9 @@ from scorefield.classifier import (
     frechet_digits_distance,
     in_pixel_units,
     scale_digits,
+    to_levels,
 )
-from scorefield.datasets import Standardizer
+from scorefield.likelihood import dequantize
 
 D = 64
 BIN = 2 / DIGITS_LEVELS  # width of one grey level in [-1, 1]
@@ -61,11 +63,21 @@ def test_the_split_is_fixed_disjoint_and_stratified(split):
     assert torch.equal(pooled.sum(0), digits().sum(0)) and pooled.shape[0] == digits().shape[0]
 
 
-def test_scaling_fills_the_unit_cube_with_the_dequantized_bins():
-    edges = torch.arange(DIGITS_LEVELS + 1, dtype=torch.float64)
-    torch.testing.assert_close(scale_digits(edges)[[0, -1]], torch.tensor([-1.0, 1.0], dtype=torch.float64))
-    torch.testing.assert_close(
-        scale_digits(edges).diff(), torch.full((DIGITS_LEVELS,), BIN, dtype=torch.float64)
+def test_scaling_maps_the_dequantized_bins_onto_the_unit_cube():
+    edges = torch.arange(DIGITS_LEVELS + 1, dtype=torch.float64)[:, None].expand(-1, D)  # k = 0 .. 17
+    y = scale_digits(edges)
+    torch.testing.assert_close(y[[0, -1]], torch.tensor([[-1.0], [1.0]], dtype=torch.float64).expand(2, D))
+    torch.testing.assert_close(y.diff(dim=0), torch.full((DIGITS_LEVELS, D), BIN, dtype=torch.float64))
+    assert scale_digits(torch.zeros(3, 1, 8, 8)).shape == (3, 1, 8, 8)
+
+
+def test_to_levels_inverts_the_dequantization(split):
+    x = split.x_test
+    assert torch.equal(to_levels(dequantize(x, gen(0)), dequantized=True), x)
+    jitter = torch.rand(x.shape, generator=gen(1)) * 0.98 - 0.49  # within half a level
+    assert torch.equal(to_levels(x + jitter, dequantized=False), x)
+    assert torch.equal(
+        to_levels(torch.tensor([-3.0, 16.7, 40.0]), dequantized=True), torch.tensor([0.0, 16, 16])
     )
 
 
@@ -156,11 +168,11 @@ def test_class_histogram_of_the_test_split(classifier, split):
 # --------------------------------------------------------------------------------------------------
 # bits/dim: the dequantization and scaling terms against densities with known bin probabilities
 
-SCALER = Standardizer(torch.full((1, 8, 8), 8.5), torch.full((1, 8, 8), 8.5))  # y = 2x/17 - 1
+SCALER = DIGITS_SCALER
 
 
 def test_the_scaler_is_the_scaling_and_its_log_det_is_d_log_of_the_bin_width(split):
-    torch.testing.assert_close(SCALER.transform(split.x_test), scale_digits(split.x_test))
+    torch.testing.assert_close(SCALER.transform(split.x_test), split.x_test * 2 / 17 - 1)
     assert float(SCALER.log_det) == pytest.approx(D * math.log(BIN))
 
 

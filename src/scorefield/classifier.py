@@ -37,13 +37,14 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .datasets import digits
+from .datasets import IMAGE_LEVELS, digits, image_scaler
 from .likelihood import bits_per_dim, dequantize
 from .metrics import frechet_distance
 from .utils import make_generator
 
 __all__ = [
     "DIGITS_LEVELS",
+    "DIGITS_SCALER",
     "MIN_SAMPLES",
     "ClassifierConfig",
     "DigitsClassifier",
@@ -57,9 +58,10 @@ __all__ = [
     "frechet_digits_distance",
     "in_pixel_units",
     "scale_digits",
+    "to_levels",
 ]
 
-DIGITS_LEVELS = 17  # pixel values 0..16
+DIGITS_LEVELS = IMAGE_LEVELS["digits_images"]  # pixel values 0..16
 N_CLASSES = 10
 MIN_SAMPLES = 1000  # fewer generated samples make the Fréchet distance's upward bias dominate
 
@@ -98,10 +100,21 @@ def digits_split(seed: int = 0, test_fraction: float = 0.2) -> DigitsSplit:
     return DigitsSplit(x[~is_test], y[~is_test], x[is_test], y[is_test])
 
 
+DIGITS_SCALER = image_scaler((1, 8, 8), DIGITS_LEVELS)  # y = 2 x / 17 - 1, the image runs' scaling
+
+
 def scale_digits(x: torch.Tensor) -> torch.Tensor:
-    """Pixels to the model's space: ``y = 2 x / 17 - 1``, so the bins ``[k, k+1)`` of dequantized
-    pixels fill ``[-1, 1)`` exactly."""
-    return x * (2 / DIGITS_LEVELS) - 1
+    """Pixels to the model's space, ``[N, 1, 8, 8]`` (or ``[N, 64]``) in ``[-1, 1]``: ``y = 2 x / 17 - 1``
+    (``datasets.image_scaler``), so the bins ``[k, k+1)`` of dequantized pixels fill ``[-1, 1)``."""
+    return DIGITS_SCALER.transform(x.reshape(-1, 1, 8, 8)).reshape(x.shape)
+
+
+def to_levels(x: torch.Tensor, dequantized: bool) -> torch.Tensor:
+    """Continuous samples in pixel units back on the 17 levels: ``floor`` for a model of dequantized
+    pixels ``k + u`` (the inverse of ``dequantize``), the nearest level for a model of the integers;
+    clamped to ``0 .. 16``. A perfect model's samples then have exactly the data's distribution."""
+    levels = x.floor() if dequantized else x.round()
+    return levels.clamp(0, DIGITS_LEVELS - 1)
 
 
 # --------------------------------------------------------------------------------------------------
