@@ -83,7 +83,22 @@ BAD = [
     (["sde.sigma_max=auto"], r'sde.sigma_max = "auto" applies to sde.kind = ve or ncsn'),
     (["objective.importance_sampling=true"], r"importance_sampling needs kind = sde_dsm and weighting = lik"),
     (["model.embed_dim=33"], r"model.embed_dim: embed_dim must be even"),
-    (["data.name=mnist"], r"unknown data set 'mnist'"),
+    (["data.name=mnst"], r"unknown data set 'mnst'"),
+    (["data.name=mnist"], r"data.name = mnist is read from files: set data.path"),
+    (["data.hflip=true"], r"hflip and dequantize apply to images"),
+    (["model.kind=unet"], r"model.kind = unet needs images"),
+    (
+        ["data.name=digits_images", "model.kind=unet", "model.channel_mults=[]"],
+        r"model.channel_mults: List should",
+    ),
+    (
+        ["data.name=digits_images", "model.kind=unet", "model.channel_mults=[1, 0]"],
+        r"expected positive integers",
+    ),
+    (
+        ["data.name=digits_images", "model.kind=unet", "model.dropout=1.0"],
+        r"model.dropout: Input should be less",
+    ),
     (["train=3"], r"train: Input should be a valid dictionary"),
     (["steps"], r"override 'steps' is not of the form section.key=value"),
     (["train.steps.x=1"], r"train.steps: Input should be a valid integer, got \{'x': 1\}"),

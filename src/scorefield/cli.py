@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import os
 import signal
 import sys
@@ -35,6 +36,7 @@ __all__ = ["main"]
 PROG = "scorefield"
 PLOTS = ("samples", "loss", "field", "denoise", "langevin")
 ARRAY_SUFFIXES = (".npy", ".csv")
+GRID_MAX = 256  # samples shown in the PNG grid that `sample` writes for image runs
 
 
 class UsageError(Exception):
@@ -137,13 +139,38 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _write_image_grid(path: Path, run, x: torch.Tensor) -> None:
+    """The first ``GRID_MAX`` samples, in the model's ``[-1, 1]`` range, tiled in a square PNG, atomically."""
+    from .viz import image_grid
+
+    shown = x[:GRID_MAX]
+    grid = image_grid(
+        run.scaler.transform(shown), nrow=math.ceil(math.sqrt(shown.shape[0])), value_range=(-1.0, 1.0)
+    )
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buffer.getvalue())
+
+
 def _cmd_sample(args) -> int:
+    images = args.out.suffix.lower() == ".png"
     with distributed(args.device or "auto") as (d, device):
         run = load_run(args.run, device=device, use_ema=not args.last)
+        if images and len(run.data_shape) != 3:
+            raise UsageError(
+                f"--out {args.out} asks for an image grid; the run's data have shape {run.data_shape}"
+            )
         x = run.sample(args.n, args.sampler, args.steps, args.seed, args.batch_size, progress=not args.quiet)
+        array_path = args.out.with_suffix(".npy") if images else args.out
+        written = [array_path]
         if d.main:
-            _write_array(args.out, x.numpy())
-    _say(f"wrote {args.n} samples ({args.sampler or run.config.sample.sampler}) to {args.out}")
+            _write_array(array_path, x.numpy())
+            if len(run.data_shape) == 3:  # images: a grid next to the array
+                written.append(array_path.with_suffix(".png"))
+                _write_image_grid(written[-1], run, x)
+    sampler = args.sampler or run.config.sample.sampler
+    _say(f"wrote {args.n} samples ({sampler}) to {' and '.join(str(p) for p in written)}")
     return 0
 
 
@@ -305,7 +332,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive_int, help="samples per sampler call")
     p.add_argument("--last", action="store_true", help="use the last weights instead of the EMA")
-    p.add_argument("--out", type=_output_path(ARRAY_SUFFIXES), required=True, help="FILE.npy or FILE.csv")
+    p.add_argument(
+        "--out",
+        type=_output_path((*ARRAY_SUFFIXES, ".png")),
+        required=True,
+        help="FILE.npy or FILE.csv; image runs also write a grid FILE.png (with --out FILE.png: and FILE.npy)",
+    )
     p.set_defaults(handler=_cmd_sample)
 
     for name, help_text, handler in (

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .datasets import BUNDLED, TOY
+from .datasets import BUNDLED, IMAGE_FILES, IMAGE_LEVELS, TOY
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,26 +53,64 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     name: str | None = Field(
-        "two_gaussians", description="a toy or bundled data set; unused when path is set"
+        "two_gaussians",
+        description="a toy or bundled data set, or an image format (mnist, cifar10, image_folder) read from path",
     )
-    path: str | None = Field(None, description="a .npy or .csv table, one example per row; overrides name")
+    path: str | None = Field(
+        None,
+        description="a .npy or .csv table, one example per row (overrides name); or the files of an image format",
+    )
     n: int = Field(10_000, gt=0, description="how many examples a toy draws (toys only)")
     seed: int = Field(0, description="seed of the toy draw, so every run sees the same data set")
+    hflip: bool = Field(
+        False, description="images: mirror each training image left-right with probability 1/2"
+    )
+    dequantize: bool = Field(
+        False,
+        description="images: add uniform noise within each pixel's bin, so likelihoods are bits/dim bounds",
+    )
+
+    @property
+    def images(self) -> bool:
+        """Whether the data are images ``[N, C, H, W]`` (an entry of ``datasets.IMAGE_LEVELS``)."""
+        return self.name in IMAGE_LEVELS and (self.path is None or self.name in IMAGE_FILES)
 
     @model_validator(mode="after")
     def _known_name(self) -> DataConfig:
+        if self.name in IMAGE_FILES and self.path is None:
+            raise ValueError(f"data.name = {self.name} is read from files: set data.path to them")
         if self.path is None:
             known = sorted(TOY) + sorted(BUNDLED)
             if self.name not in known:
                 raise ValueError(
-                    f"unknown data set {self.name!r}; choose one of {', '.join(known)} or set path"
+                    f"unknown data set {self.name!r}; choose one of {', '.join(known)}, "
+                    f"or {', '.join(sorted(IMAGE_FILES))} with path, or set path to a table"
                 )
+        if (self.hflip or self.dequantize) and not self.images:
+            raise ValueError(
+                f"hflip and dequantize apply to images ({', '.join(sorted(IMAGE_LEVELS))}), not {self.name!r}"
+            )
         return self
 
 
 class ModelConfig(_Section):
+    kind: Literal["mlp", "unet"] = Field("mlp", description="the network: an MLP, or a U-Net for images")
     hidden: int = Field(128, gt=0, description="width of each hidden layer of the MLP")
-    depth: int = Field(3, gt=0, description="number of hidden layers")
+    depth: int = Field(3, gt=0, description="number of hidden layers of the MLP")
+    channels: int = Field(64, gt=0, description="U-Net: channels of the first level")
+    channel_mults: list[int] = Field(
+        [1, 2],
+        min_length=1,
+        description="U-Net: channels of each level as multiples; each level halves the size",
+    )
+    n_res_blocks: int = Field(
+        2, gt=0, description="U-Net: residual blocks per level (the decoder has one more)"
+    )
+    attention_resolutions: list[int] = Field(
+        [],
+        description="U-Net: image sizes (e.g. 16 for 32x32 images) at which self-attention follows the blocks",
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="U-Net: dropout inside the residual blocks")
     embed_dim: int = Field(
         64, ge=2, description="size of the noise-level embedding (even: sin and cos pairs)"
     )
@@ -86,6 +124,13 @@ class ModelConfig(_Section):
     def _even(cls, value: int) -> int:
         if value % 2:
             raise ValueError(f"embed_dim must be even (one sin and one cos per frequency), got {value}")
+        return value
+
+    @field_validator("channel_mults", "attention_resolutions")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError(f"expected positive integers, got {value}")
         return value
 
 
@@ -216,6 +261,10 @@ class Config(_Section):
             raise ValueError(f"sample.sampler = ald needs noise levels (sde.kind = ve or ncsn), not {kind}")
         if self.sde.sigma_max == "auto" and kind not in ("ve", "ncsn"):
             raise ValueError(f'sde.sigma_max = "auto" applies to sde.kind = ve or ncsn, not {kind}')
+        if self.model.kind == "unet" and not self.data.images:
+            raise ValueError(
+                f"model.kind = unet needs images ({', '.join(sorted(IMAGE_LEVELS))}), not data {self.data.name!r}"
+            )
         sigma = self.objective.sigma
         if sigma is not None and objective not in ("dsm", "ssm", "ism"):
             raise ValueError(f"objective.sigma applies to dsm, ssm and ism, not {objective}")

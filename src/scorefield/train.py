@@ -1,8 +1,10 @@
 """The training loop, and runs read back from their checkpoints.
 
 ``train(config, run_dir)`` fits a score model to the data a ``Config`` names: the data are
-standardised by a stored ``Standardizer``; the model is an MLP wrapped by ``ScoreModel`` (SDE kinds)
-or ``NoiseConditionalScore`` (``ncsn``); the objective comes from the plain dict ``OBJECTIVES``.
+standardised by a stored ``Standardizer`` (images: mapped to ``[-1, 1]`` by ``image_scaler``, then
+optionally flipped and dequantized afresh at every step); the model is an MLP or a U-Net wrapped by
+``ScoreModel`` (SDE kinds) or ``NoiseConditionalScore`` (``ncsn``); the objective comes from the
+plain dict ``OBJECTIVES``.
 AdamW with linear warm-up, gradient clipping and an EMA of the weights (used for sampling);
 ``metrics.jsonl``, a tqdm bar, periodic checkpoints; SIGINT/SIGTERM write a checkpoint and stop.
 
@@ -42,15 +44,16 @@ from tqdm.auto import tqdm
 from . import losses
 from .checkpoint import CheckpointError, atomic_write, latest_good, save_checkpoint
 from .config import Config, ConfigError, parse_config, to_toml
-from .datasets import Standardizer, load_data
+from .datasets import IMAGE_LEVELS, Standardizer, image_scaler, load_data, random_hflip
 from .langevin import annealed_langevin
 from .likelihood import log_likelihood
 from .nets.mlp import MLP
+from .nets.unet import UNet
 from .noise import geometric_sigmas, resolve_sigma_max
 from .samplers import sample_ode, sample_pc
 from .score import NoiseConditionalScore, ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
-from .utils import default_device, make_generator
+from .utils import default_device, make_generator, rand_like
 
 __all__ = [
     "OBJECTIVES",
@@ -59,7 +62,9 @@ __all__ = [
     "Setup",
     "TrainResult",
     "TrainingError",
+    "augment",
     "build",
+    "build_net",
     "load_run",
     "train",
 ]
@@ -137,19 +142,39 @@ def noise_levels(config: Config, sigma_max: float | None) -> torch.Tensor | None
     return None
 
 
+def build_net(config: Config, data_shape: tuple[int, ...]) -> nn.Module:
+    """The network ``F(x, c)`` of ``model.kind``: an MLP on the flattened data, or a U-Net on ``[C, H, W]``."""
+    m = config.model
+    if m.kind == "mlp":
+        return MLP(
+            math.prod(data_shape), hidden=m.hidden, depth=m.depth, cond=True, embed_dim=m.embed_dim,
+            embedding=m.embedding,
+        )  # fmt: skip
+    if len(data_shape) != 3:
+        raise ConfigError(f"model.kind = unet needs images [C, H, W], but the data have shape {data_shape}")
+    try:
+        return UNet(
+            data_shape[0], max(data_shape[1:]), channels=m.channels, channel_mults=m.channel_mults,
+            n_res_blocks=m.n_res_blocks, attention_resolutions=m.attention_resolutions, dropout=m.dropout,
+            embed_dim=m.embed_dim, embedding=m.embedding,
+        )  # fmt: skip
+    except ValueError as error:
+        raise ConfigError(f"model: {error}") from None
+
+
 def build(
     config: Config, data_shape: tuple[int, ...], sigma_max: float | None, device: torch.device | str = "cpu"
 ) -> Setup:
     """SDE, noise levels and a freshly initialised model (weights seeded by ``train.seed``)."""
-    m = config.model
-    dim = math.prod(data_shape)
     with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the global RNG
         torch.manual_seed(config.train.seed)
-        net = MLP(
-            dim, hidden=m.hidden, depth=m.depth, cond=True, embed_dim=m.embed_dim, embedding=m.embedding
-        )
+        net = build_net(config, data_shape)
     sde = SDES[config.sde.kind](config.sde, sigma_max)
-    model = NoiseConditionalScore(net) if config.sde.kind == "ncsn" else ScoreModel(net, sde, param=m.param)
+    model = (
+        NoiseConditionalScore(net)
+        if config.sde.kind == "ncsn"
+        else ScoreModel(net, sde, param=config.model.param)
+    )
     sigmas = noise_levels(config, sigma_max)
     return Setup(
         config,
@@ -400,7 +425,21 @@ def prepare_data(config: Config) -> tuple[torch.Tensor, Standardizer, str]:
         raise ConfigError(f"{key}: {error}") from None
     if x.shape[0] < 2:
         raise ConfigError(f"the training data hold {x.shape[0]} example(s); at least 2 are needed")
-    return x, Standardizer().fit(x), _fingerprint(x)
+    if config.data.images:
+        scaler = image_scaler(tuple(x.shape[1:]), IMAGE_LEVELS[config.data.name])
+    else:
+        scaler = Standardizer().fit(x)
+    return x, scaler, _fingerprint(x)
+
+
+def augment(config: Config, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A training batch of scaled images, flipped (``data.hflip``) and dequantized (``data.dequantize``:
+    uniform noise across one pixel bin, ``2 / levels`` wide in ``[-1, 1]``), both drawn from ``generator``."""
+    if config.data.hflip:
+        z = random_hflip(z, generator)
+    if config.data.dequantize:
+        z = z + (2 / IMAGE_LEVELS[config.data.name]) * rand_like(z, generator)
+    return z
 
 
 # --------------------------------------------------------------------------------------------------
@@ -554,6 +593,7 @@ def _train(
             for step in range(start, t.steps):
                 x = data[order(step)]
                 generator.manual_seed(derive_seed(t.seed, "noise", step))
+                x = augment(config, x, generator)
                 loss = objective(score_fn, x, setup, generator)[lo:hi].mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
