@@ -238,6 +238,47 @@ def _check_method(method: str) -> None:
         raise ValueError(f"unknown ODE method {method!r}; choose one of {', '.join(ODE_METHODS)}")
 
 
+# Butcher tableaux (c, a, b) of the fixed-step methods, integrated here without torchdiffeq's per-step
+# wrappers and interpolation; "rk4" is Kutta's 3/8 rule, the variant torchdiffeq's "rk4" uses.
+TABLEAUX: dict[str, tuple[tuple[float, ...], tuple[tuple[float, ...], ...], tuple[float, ...]]] = {
+    "euler": ((0.0,), ((),), (1.0,)),
+    "heun": ((0.0, 1.0), ((), (1.0,)), (0.5, 0.5)),
+    "rk4": (
+        (0.0, 1 / 3, 2 / 3, 1.0),
+        ((), (1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)),
+        (1 / 8, 3 / 8, 3 / 8, 1 / 8),
+    ),
+}
+
+
+def _combine(y, h: float, weights: tuple[float, ...], ks: list):
+    """``y + h Σ_j w_j k_j`` for a tensor or a tuple of tensors (the state of a joint ODE)."""
+    if isinstance(y, tuple):
+        return tuple(_combine(part, h, weights, [k[i] for k in ks]) for i, part in enumerate(y))
+    for w, k in zip(weights, ks, strict=True):
+        if w:
+            y = y + (h * w) * k
+    return y
+
+
+def _fixed_grid(func: Callable, y0, times: torch.Tensor, method: str, batch: int):
+    """An explicit Runge-Kutta method stepping exactly on ``times``: the state at each time, stacked."""
+    c, a, b = TABLEAUX[method]
+    grid = times.tolist()
+    y, states = y0, [y0]
+    for t, t_next in zip(grid[:-1], grid[1:], strict=True):
+        h = t_next - t
+        ks: list = []
+        for c_i, a_i in zip(c, a, strict=True):
+            t_i = torch.full((batch,), t + c_i * h, dtype=times.dtype, device=times.device)
+            ks.append(func(t_i, _combine(y, h, a_i, ks)))
+        y = _combine(y, h, b, ks)
+        states.append(y)
+    if isinstance(y0, tuple):
+        return tuple(torch.stack(parts) for parts in zip(*states, strict=True))
+    return torch.stack(states)
+
+
 def solve_ode(
     func: Callable,
     y0: torch.Tensor | tuple[torch.Tensor, ...],
@@ -248,14 +289,17 @@ def solve_ode(
     t_min: float,
     t_max: float = 1.0,
 ):
-    """Integrate ``dy/dt = func(t[B], y)`` over ``times`` with torchdiffeq, returning the state at each time.
+    """Integrate ``dy/dt = func(t[B], y)`` over ``times``, returning the state at each time.
 
-    Fixed-step methods step exactly on ``times``; dopri5 adapts its steps and reports at ``times``.
-    Each evaluation's time is clamped to ``[t_min, t_max]``, since adaptive solvers may evaluate a
-    little past the end (MATH.md: VP quantities are NaN for ``t < 0``). ``t`` is passed per example.
+    Fixed-step methods step exactly on ``times`` (``TABLEAUX``); dopri5 (torchdiffeq) adapts its
+    steps and reports at ``times``. Each dopri5 evaluation's time is clamped to ``[t_min, t_max]``,
+    since adaptive solvers may evaluate a little past the end (MATH.md: VP quantities are NaN for
+    ``t < 0``). ``t`` is passed per example.
     """
     _check_method(method)
     batch = (y0[0] if isinstance(y0, tuple) else y0).shape[0]
+    if method in TABLEAUX:
+        return _fixed_grid(func, y0, times, method, batch)
 
     def rhs(t: torch.Tensor, y):
         return func(t.clamp(t_min, t_max).expand(batch), y)
