@@ -1,0 +1,462 @@
+"""Sampler quality against cost: distance to the true distribution per number of score evaluations (NFE).
+
+Two settings share one 2-D target, a mixture of three held-apart Gaussians with weights 0.6/0.3/0.1:
+
+1. exact scores of the diffused mixture (``GaussianMixture.diffuse(sde, t).score`` in closed form), so
+   only the sampler's own error is measured;
+2. a small MLP ``ScoreModel`` trained here on samples of the mixture (VP SDE, ``sde_dsm``), so the
+   samplers are compared on a learned model, the same one for all.
+
+Samplers: scorefield's Euler-Maruyama and predictor-corrector (``sample_pc``), annealed Langevin
+(VE, exact score only), the probability-flow ODE with every fixed-step method of ``sample_ode`` (and
+Heun on the EDM grid), dopri5 at several tolerances, and ``sample_dpm`` (DPM-Solver++, orders 1 and 2).
+Beside them diffusers' ``DPMSolverMultistepScheduler`` (DPM-Solver++(2M)), ``EulerDiscreteScheduler``
+and ``DDPMScheduler`` drive the same score through an adapter (skipped with a line when diffusers is
+not installed: ``pip install -e '.[bench]'``).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from scorefield import noise
+from scorefield.distributions import GaussianMixture
+from scorefield.langevin import annealed_langevin
+from scorefield.losses import sde_dsm
+from scorefield.metrics import energy_distance, mode_weights, sliced_wasserstein
+from scorefield.nets.mlp import MLP
+from scorefield.samplers import counted, sample_dpm, sample_ode, sample_pc, tweedie
+from scorefield.score import ScoreModel
+from scorefield.sde import SDE, VESDE, VPSDE
+from scorefield.train import EMA
+
+from .common import fmt, markdown_table, write_results
+
+N_TRAIN = 1000  # diffusers' discrete VP schedule: alpha_bar_i = m(t_i)^2 at t_i = (i + 1) / N_TRAIN
+
+
+def target(dtype=torch.float64) -> GaussianMixture:
+    """Three modes, held apart, with unequal weights so that weight errors show."""
+    means = torch.tensor([[-3.0, 0.0], [3.0, 0.0], [0.0, 3.5]], dtype=dtype)
+    covs = (0.5**2 * torch.eye(2, dtype=dtype)).expand(3, 2, 2).clone()
+    return GaussianMixture(means, covs, torch.tensor([0.6, 0.3, 0.1], dtype=dtype))
+
+
+class ExactScore:
+    """``∇ log`` of the mixture pushed through ``x -> scale x + std z``: the score of
+    ``Σ_k w_k N(scale μ_k, scale² C_k + std² I)``, the same function as
+    ``mixture.diffuse(sde, t).score`` (checked in ``main``), with one small ``[K, d, d]`` inverse per
+    call instead of triangular solves over the whole batch."""
+
+    def __init__(self, mixture: GaussianMixture):
+        self.mixture = mixture
+        self.means, self.covs, self.log_weights = mixture.means, mixture.covs, mixture.weights.log()
+        self.eye = torch.eye(mixture.dim, dtype=self.means.dtype)
+
+    def __call__(self, x: torch.Tensor, scale: float, std: float) -> torch.Tensor:
+        covs = scale**2 * self.covs + std**2 * self.eye  # (K, d, d)
+        precision = torch.linalg.inv(covs)
+        diff = x.to(self.means.dtype)[:, None, :] - scale * self.means  # (N, K, d)
+        prec_diff = torch.einsum("kde,nke->nkd", precision, diff)
+        log_r = self.log_weights - 0.5 * torch.logdet(covs) - 0.5 * (diff * prec_diff).sum(-1)  # (N, K)
+        return -(torch.softmax(log_r, dim=1)[..., None] * prec_diff).sum(1).to(x.dtype)
+
+    def at_time(self, sde: SDE) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            scale, std = sde.marginal(float(t[0]))
+            return self(x, float(scale), float(std))
+
+        return score_fn
+
+    def at_sigma(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self(x, 1.0, float(sigma[0]))
+
+
+def train_model(
+    mixture: GaussianMixture, sde: SDE, steps: int, generator: torch.Generator
+) -> tuple[ScoreModel, float]:
+    """A small MLP score model (eps parameterisation) fitted by continuous DSM; returns the EMA model."""
+    model = ScoreModel(MLP(2, hidden=128, depth=3), sde, param="eps")
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    ema = EMA(model, 0.995)
+    start = time.perf_counter()
+    for step in range(steps):
+        x = mixture.sample(512, generator).float()
+        loss = sde_dsm(model, sde, x, generator=generator).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        ema.update(step)
+    model.load_state_dict(ema.state_dict(model))
+    return model.eval().requires_grad_(False), time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------------------------------
+# the samplers, each (score_fn, x_T, budget, generator) -> x; NFE is counted by the caller
+
+
+def _em(score_fn, sde, x_T, budget, generator):
+    return sample_pc(
+        score_fn, sde, x_T, budget - 1, predictor="euler_maruyama", corrector=None, generator=generator
+    )
+
+
+def _pc(score_fn, sde, x_T, budget, generator):
+    return sample_pc(score_fn, sde, x_T, max(1, (budget - 1) // 2), generator=generator)
+
+
+def _ode(method: str, per_step: int, grid: str = "uniform"):
+    def run(score_fn, sde, x_T, budget, generator):
+        n = max(1, budget // per_step)
+        times = noise.time_grid(n, eps=1e-3, kind=grid, sde=sde) if grid != "uniform" else None
+        return sample_ode(score_fn, sde, x_T, method=method, n_steps=n, time_grid=times)[0]
+
+    return run
+
+
+def _dpm(order: int, **options):
+    def run(score_fn, sde, x_T, budget, generator):
+        return sample_dpm(score_fn, sde, x_T, budget - 1, order=order, **options)[0]
+
+    return run
+
+
+def discrete_betas(sde: SDE) -> torch.Tensor:
+    """``β_i = 1 - ᾱ_i / ᾱ_{i-1}`` with ``ᾱ_i = m(t_i)²``, ``t_i = (i + 1) / N``: the continuous VP
+    SDE discretised to diffusers' ``N = 1000`` training steps."""
+    t = torch.arange(1, N_TRAIN + 1, dtype=torch.float64) / N_TRAIN
+    alpha_bar = sde.marginal(t)[0] ** 2
+    return 1 - alpha_bar / torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+
+
+def _diffusers(kind: str):
+    """A diffusers scheduler driving ``score_fn``: ε = -std(t) s(x, t) at ``t = (index + 1) / N``."""
+
+    def run(score_fn, sde, x_T, budget, generator):
+        import diffusers
+
+        betas = discrete_betas(sde).numpy()
+        if kind == "dpm++":
+            scheduler = diffusers.DPMSolverMultistepScheduler(N_TRAIN, trained_betas=betas)
+        elif kind == "euler":
+            scheduler = diffusers.EulerDiscreteScheduler(N_TRAIN, trained_betas=betas)
+        else:  # trailing spacing starts at the last training step, where x_T is the prior
+            scheduler = diffusers.DDPMScheduler(
+                N_TRAIN, trained_betas=betas, clip_sample=False, timestep_spacing="trailing"
+            )
+        scheduler.set_timesteps(budget)
+        x = x_T * scheduler.init_noise_sigma
+        for index in scheduler.timesteps:
+            x_in = scheduler.scale_model_input(x, index)
+            t = (float(index) + 1) / N_TRAIN
+            eps = -float(sde.marginal(t)[1]) * score_fn(x_in, torch.full((x.shape[0],), t))
+            extra = {"generator": generator} if kind == "ddpm" else {}
+            x = scheduler.step(eps, index, x, **extra).prev_sample
+        return x
+
+    return run
+
+
+SAMPLERS: dict[str, Callable] = {
+    "EM (sample_pc euler_maruyama)": _em,
+    "PC (reverse_diffusion + langevin)": _pc,
+    "ODE euler": _ode("euler", 1),
+    "ODE heun": _ode("heun", 2),
+    "ODE heun, EDM grid": _ode("heun", 2, "edm"),
+    "ODE rk4": _ode("rk4", 4),
+    "sample_dpm order 1 (DDIM)": _dpm(1),
+    "sample_dpm order 2 (DPM-Solver++2M)": _dpm(2),
+    "sample_dpm order 2, log-SNR grid to eps=1e-3": _dpm(2, grid="log_snr", eps=1e-3),
+    "diffusers DPMSolverMultistep (DPM-Solver++2M)": _diffusers("dpm++"),
+    "diffusers EulerDiscrete": _diffusers("euler"),
+    "diffusers DDPM": _diffusers("ddpm"),
+}
+DIFFUSERS = {name for name in SAMPLERS if name.startswith("diffusers")}
+
+
+def diffusers_available() -> str | None:
+    """None when diffusers imports, else the reason it does not."""
+    try:
+        import diffusers  # noqa: F401
+    except Exception as error:  # ImportError, or a broken optional dependency of it
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+STOCHASTIC = {"EM (sample_pc euler_maruyama)", "PC (reverse_diffusion + langevin)", "diffusers DDPM"}
+BEST = "sample_dpm order 2 (DPM-Solver++2M)"
+DPM_PEER = "diffusers DPMSolverMultistep (DPM-Solver++2M)"
+EM = "EM (sample_pc euler_maruyama)"
+
+
+class Scorer:
+    """Distances of a sample set to the truth: energy distance, sliced W2, the largest mode-weight
+    error and, for deterministic samplers, the RMS distance to the converged probability-flow ODE
+    solution from the same prior draws (the solver's own error, free of sampling noise)."""
+
+    def __init__(self, mixture: GaussianMixture, n: int, n_truth: int, seed: int):
+        self.mixture = mixture
+        self.truth = mixture.sample(n_truth, torch.Generator().manual_seed(seed))
+        floors = [
+            self.energy(mixture.sample(n, torch.Generator().manual_seed(seed + 1 + i))) for i in range(4)
+        ]
+        self.floor = (statistics.mean(floors), statistics.stdev(floors))
+        self.reference: torch.Tensor | None = None
+
+    def energy(self, x: torch.Tensor) -> float:
+        return energy_distance(x.double(), self.truth)
+
+    def __call__(self, x: torch.Tensor, deterministic: bool = True) -> tuple[float, float, float, float]:
+        x = x.double()
+        if not torch.isfinite(x).all():
+            return math.nan, math.nan, math.nan, math.nan
+        sw = sliced_wasserstein(x, self.truth, n_projections=128, generator=torch.Generator().manual_seed(0))
+        weight_error = float((mode_weights(x, self.mixture) - self.mixture.weights).abs().max())
+        ode_error = math.nan
+        if deterministic and self.reference is not None:
+            ode_error = float((x - self.reference).square().sum(1).mean().sqrt())
+        return self.energy(x), sw, weight_error, ode_error
+
+    def set_reference(self, score_fn, sde: SDE, x_T: torch.Tensor) -> int:
+        """The converged ODE solution (dopri5 at 1e-7, then Tweedie at eps, as sample_dpm ends)."""
+
+        def score64(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return score_fn(y.to(x_T.dtype), t.to(x_T.dtype)).double()
+
+        x, info = sample_ode(score64, sde, x_T.double(), rtol=1e-7, atol=1e-7)
+        self.reference = tweedie(score64, sde, x, info["times"][-1].double().expand(x.shape[0]))
+        return info["nfe"]
+
+
+def run_grid(
+    samplers: dict[str, Callable],
+    score_fn,
+    sde: SDE,
+    x_T: torch.Tensor,
+    budgets: list[int],
+    scorer: Scorer,
+    skip: dict[str, str],
+) -> dict[tuple[str, int], dict]:
+    results = {}
+    for name, sampler in samplers.items():
+        if name in skip:
+            continue
+        begin = time.perf_counter()
+        for budget in budgets:
+            score, nfe = counted(score_fn)
+            start = time.perf_counter()
+            x = sampler(score, sde, x_T, budget, torch.Generator().manual_seed(budget))
+            wall = time.perf_counter() - start
+            ed, sw, we, oe = scorer(x, name not in STOCHASTIC)
+            results[name, budget] = {"nfe": nfe[0], "ed": ed, "sw": sw, "we": we, "oe": oe, "wall": wall}
+        print(f"  {name}: {time.perf_counter() - begin:.1f} s", flush=True)
+    return results
+
+
+def dopri5_rows(score_fn, sde, x_T, scorer, tolerances) -> list[list]:
+    rows = []
+    for tol in tolerances:
+        start = time.perf_counter()
+        x, info = sample_ode(score_fn, sde, x_T, rtol=tol, atol=tol)
+        wall = time.perf_counter() - start
+        rows.append([f"dopri5 rtol=atol={tol:g}", info["nfe"], *scorer(x), wall * 1e3])
+    return rows
+
+
+def ald_rows(exact: ExactScore, x_T_ve: torch.Tensor, sigma_max: float, budgets, scorer) -> list[list]:
+    """Annealed Langevin (NCSN; Song & Ermon 2019) on the exact VE score: ``L`` geometric levels from
+    ``sigma_max`` to 0.01, ``T`` steps each (``T ≈ sqrt(NFE/10)``), step ``0.3 σ_i²``, final denoising."""
+    rows = []
+    for budget in budgets:
+        n_each = max(1, round(math.sqrt(budget / 10)))
+        levels = max(2, (budget - 1) // n_each)
+        sigmas = noise.geometric_sigmas(sigma_max, 0.01, levels, dtype=torch.float64)
+        score, nfe = counted(exact.at_sigma)
+        start = time.perf_counter()
+        x = annealed_langevin(
+            score, x_T_ve, sigmas, 0.3 * 0.01**2, n_each, generator=torch.Generator().manual_seed(budget)
+        )
+        wall = time.perf_counter() - start
+        rows.append([f"ALD, {levels} levels x {n_each}", nfe[0], *scorer(x, False), wall * 1e3])
+    return rows
+
+
+def long_rows(results, budgets, samplers, skip) -> list[list]:
+    rows = []
+    for name in samplers:
+        if name in skip:
+            rows.append([name, "-", "skipped", skip[name], "", "", ""])
+            continue
+        for budget in budgets:
+            r = results[name, budget]
+            rows.append([name, r["nfe"], r["ed"], r["sw"], r["we"], r["oe"], r["wall"] * 1e3])
+    return rows
+
+
+def pivot(results, budgets, samplers, skip, key: str) -> str:
+    rows = []
+    for name in samplers:
+        if name in skip:
+            rows.append([name] + ["skipped"] * len(budgets))
+        elif key == "oe" and name in STOCHASTIC:
+            continue
+        else:
+            rows.append(
+                [name] + [fmt(results[name, b][key], 3) + f" ({results[name, b]['nfe']})" for b in budgets]
+            )
+    return markdown_table(["sampler \\ NFE budget", *map(str, budgets)], rows)
+
+
+def verdict(results, scorer: Scorer, skip) -> list[str]:
+    """The two targets: at 20 NFE, scorefield's best vs diffusers' DPM-Solver++; at 50 NFE vs EM at 1000."""
+    ours = [n for n in SAMPLERS if n not in DIFFUSERS and n not in STOCHASTIC]
+    best = min(ours, key=lambda n: results[n, 20]["oe"])
+    band = 2 * scorer.floor[1]
+    lines = []
+    if DPM_PEER in skip:
+        lines.append(f"- 20 NFE: diffusers skipped ({skip[DPM_PEER]})")
+    else:
+        a, b = results[best, 20], results[DPM_PEER, 20]
+        ok = a["oe"] <= b["oe"] and a["ed"] <= b["ed"] + band
+        lines.append(
+            f"- 20 NFE: best scorefield ODE sampler **{best}**: ODE error {a['oe']:.3g}, energy distance "
+            f"{a['ed']:.3g}; diffusers DPM-Solver++: ODE error {b['oe']:.3g}, energy distance {b['ed']:.3g} "
+            f"(ODE-error ratio {a['oe'] / b['oe']:.2f}; energy distances compared within 2 sd of the sampling "
+            f"noise, {band:.2g}): {'met' if ok else 'NOT met'}"
+        )
+    if (EM, 1000) in results:
+        a, b = results[BEST, 50]["ed"], results[EM, 1000]["ed"]
+        lines.append(
+            f"- 50 NFE: sample_dpm order 2 energy distance {a:.3g} vs Euler-Maruyama at 1000 NFE {b:.3g} "
+            f"(within 2 sd of the sampling noise, {band:.2g}): {'met' if a <= b + band else 'NOT met'}"
+        )
+    return lines
+
+
+def main(quick: bool = False) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small 2-D models: one thread is fastest and steadiest on a shared machine
+    try:
+        _main(quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _main(quick: bool) -> None:
+    n, n_truth = (400, 1000) if quick else (2000, 4000)
+    budgets = [10, 20] if quick else [10, 20, 50, 100, 1000]
+    tolerances = [1e-2, 1e-3] if quick else [1e-2, 1e-3, 1e-4, 1e-5]
+    train_steps = 200 if quick else 2000
+    mixture = target()
+    exact = ExactScore(mixture)
+    sde = VPSDE()
+    probe = torch.randn(64, 2, dtype=torch.float64)
+    torch.testing.assert_close(exact(probe, 0.7, 0.4), mixture.diffuse(_Fixed(0.7, 0.4), 0.0).score(probe))
+    scorer = Scorer(mixture, n, n_truth, seed=1)
+    reason = diffusers_available()
+    skip = {name: f"diffusers not installed ({reason})" for name in DIFFUSERS} if reason else {}
+    x_T = sde.prior_sample((n, 2), generator=torch.Generator().manual_seed(0))
+    header = [
+        "sampler",
+        "NFE",
+        "energy distance",
+        "sliced W2",
+        "max mode-weight error",
+        "ODE error",
+        "wall ms",
+    ]
+    sections = []
+
+    # 1. exact scores
+    start = time.perf_counter()
+    reference_nfe = scorer.set_reference(exact.at_time(sde), sde, x_T)
+    exact_results = run_grid(SAMPLERS, exact.at_time(sde), sde, x_T, budgets, scorer, skip)
+    extra = dopri5_rows(exact.at_time(sde), sde, x_T, scorer, tolerances)
+    sigma_max = noise.max_pairwise_distance(scorer.truth)
+    ve = VESDE(0.01, sigma_max)
+    x_T_ve = ve.prior_sample((n, 2), generator=torch.Generator().manual_seed(0))
+    scorer.set_reference(exact.at_time(ve), ve, x_T_ve)
+    extra += ald_rows(exact, x_T_ve, sigma_max, budgets, scorer)
+    for budget in budgets[1:3]:
+        for name in (BEST, EM):
+            score, nfe = counted(exact.at_time(ve))
+            begin = time.perf_counter()
+            x = SAMPLERS[name](score, ve, x_T_ve, budget, torch.Generator().manual_seed(budget))
+            wall = time.perf_counter() - begin
+            extra.append([f"{name}, VE SDE", nfe[0], *scorer(x, name not in STOCHASTIC), wall * 1e3])
+    exact_wall = time.perf_counter() - start
+    sections += [
+        (
+            "Exact scores (VP SDE): energy distance to the truth (NFE in brackets)",
+            pivot(exact_results, budgets, SAMPLERS, skip, "ed"),
+        ),
+        (
+            "Exact scores: RMS distance to the converged ODE solution (deterministic samplers)",
+            pivot(exact_results, budgets, SAMPLERS, skip, "oe"),
+        ),
+        ("Exact scores: targets", "\n".join(verdict(exact_results, scorer, skip))),
+        (
+            "Exact scores: every metric",
+            markdown_table(header, long_rows(exact_results, budgets, SAMPLERS, skip)),
+        ),
+        (
+            f"Exact scores: dopri5 (VP); annealed Langevin and VE SDE (sigma_max = {sigma_max:.3g}, the largest pairwise distance)",
+            markdown_table(header, extra),
+        ),
+    ]
+
+    # 2. a trained VP model
+    model, train_wall = train_model(mixture, sde, train_steps, torch.Generator().manual_seed(3))
+    start = time.perf_counter()
+    scorer.set_reference(model, sde, x_T)
+    trained_results = run_grid(SAMPLERS, model, sde, x_T, budgets, scorer, skip)
+    dopri = dopri5_rows(model, sde, x_T, scorer, tolerances)
+    trained_wall = time.perf_counter() - start
+    sections += [
+        (
+            f"Trained VP model ({train_steps} steps, {train_wall:.0f} s): energy distance to the truth",
+            pivot(trained_results, budgets, SAMPLERS, skip, "ed"),
+        ),
+        (
+            "Trained model: RMS distance to the model's converged ODE solution",
+            pivot(trained_results, budgets, SAMPLERS, skip, "oe"),
+        ),
+        ("Trained model: targets", "\n".join(verdict(trained_results, scorer, skip))),
+        (
+            "Trained model: every metric",
+            markdown_table(header, long_rows(trained_results, budgets, SAMPLERS, skip) + dopri),
+        ),
+    ]
+    floor_mean, floor_sd = scorer.floor
+    notes = f"""
+{n} samples per sampler, all from the same prior draws; the truth is {n_truth} exact samples of the
+mixture. Sampling noise (independent exact sets of {n} samples against the truth): energy distance
+{floor_mean:.2g} +- {floor_sd:.2g} (the estimator is unbiased, so it fluctuates around 0).
+"ODE error": RMS distance to the converged probability-flow solution from the same prior draws
+(dopri5 at rtol = atol = 1e-7 plus Tweedie at eps, {reference_nfe} NFE on the exact score) - the solver's
+own error, free of sampling noise; deterministic samplers only (diffusers' samplers solve the ODE of
+the 1000-step discretised schedule, so theirs also holds that discretisation's difference).
+NFE = score evaluations, counted; for a budget B: EM B-1 steps + Tweedie denoising; PC (B-1)//2
+predictor + corrector steps + denoising; ODE euler/heun/rk4 B, B/2, B/4 steps (uniform in t, or the EDM
+grid, rho = 7); sample_dpm B-1 steps + denoising (default: one uniform grid from 1 to 0, the
+last step the denoising one; or the log-SNR grid to eps = 1e-3); diffusers B steps (DPM-Solver++
+and Euler: default linspace spacing; DDPM: trailing spacing, clip_sample off). Adapter: trained_betas
+from alpha_bar(t_i) = m(t_i)^2, t_i = (i+1)/1000; epsilon = -std(t) s(x, t) at t = (index+1)/1000.
+Wall time: exact-score part {exact_wall:.0f} s, trained part {trained_wall:.0f} s (one thread).
+"""
+    write_results("samplers", "Sampler quality against score evaluations", sections, notes)
+
+
+class _Fixed:
+    """An SDE stand-in whose marginal is one fixed ``(scale, std)``, to check ``ExactScore``."""
+
+    def __init__(self, scale: float, std: float):
+        self.scale, self.std = scale, std
+
+    def marginal(self, t):
+        return torch.tensor(self.scale, dtype=torch.float64), torch.tensor(self.std, dtype=torch.float64)
