@@ -7,6 +7,7 @@ import pytest
 import torch
 from _exact import exact_score, held_apart_mixture
 
+from scorefield import likelihood
 from scorefield.distributions import GaussianMixture
 from scorefield.metrics import mode_weights
 from scorefield.samplers import counted, sample_dpm, sample_ode
@@ -119,3 +120,23 @@ def test_counts_score_evaluations_exactly_and_visits_the_grid(denoise):
 def test_rejects_unknown_order():
     with pytest.raises(ValueError, match="order"):
         sample_dpm(lambda x, t: x, VPSDE(), torch.zeros(2, 2), 5, order=3)
+
+
+@pytest.mark.parametrize("rows", [1, 50, 10**6])
+@pytest.mark.parametrize("shape", [(40, 7), (30, 2, 3, 3)])
+def test_exact_divergence_in_chunks_is_the_jacobian_trace(shape, rows, monkeypatch):
+    """The exact divergence's chunked backward passes (one basis vector, a partial last chunk, all at
+    once) give the trace of the Jacobian that torch.func computes, for vectors and images."""
+    monkeypatch.setattr(likelihood, "EXACT_ROWS", rows)
+    g = gen(5)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    d = x[0].numel()
+    weight = torch.randn(d, d, generator=g, dtype=torch.float64)
+
+    def fn(y, t):
+        return torch.tanh(y.flatten(1) @ weight).reshape(y.shape) * (1 + t.reshape(-1, *[1] * (y.ndim - 1)))
+
+    t = torch.full((shape[0],), 0.3, dtype=torch.float64)
+    jacobian = torch.func.vmap(torch.func.jacrev(lambda yi, ti: fn(yi[None], ti[None])[0].flatten()))(x, t)
+    trace = jacobian.reshape(shape[0], d, d).diagonal(dim1=1, dim2=2).sum(-1)
+    torch.testing.assert_close(likelihood.divergence(fn, x, t), trace, rtol=1e-12, atol=1e-12)
