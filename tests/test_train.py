@@ -208,10 +208,10 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_good_checkpoints(tmp_pa
 @pytest.mark.parametrize(
     ("overrides", "samplers"),
     [
-        (["sde.kind=subvp"], ["ode", "pc", "em"]),
-        (["sde.kind=ve", "sde.sigma_max=auto", "model.param=denoiser"], ["ode", "ald"]),
+        (["sde.kind=subvp"], ["ode", "dpm", "pc", "em"]),
+        (["sde.kind=ve", "sde.sigma_max=auto", "model.param=denoiser"], ["ode", "dpm", "ald"]),
         (["sde.kind=vp", "objective.weighting=likelihood", "objective.importance_sampling=true"], ["pc"]),
-        (["sde.kind=ncsn", "objective.kind=ncsn", "sde.sigma_max=auto"], ["ald", "ode"]),
+        (["sde.kind=ncsn", "objective.kind=ncsn", "sde.sigma_max=auto"], ["ald", "ode", "dpm"]),
         (["sde.kind=ncsn", "objective.kind=dsm", "objective.sigma=0.1"], ["ald"]),
         (["sde.kind=ncsn", "objective.kind=ism", "sde.sigma_max=1.0"], ["ald"]),
         (["sde.kind=ncsn", "objective.kind=ism", "objective.trace=hutchinson", "sde.sigma_max=1.0"], []),

@@ -12,7 +12,7 @@ from .estimator import ScoreAnomalyDetector, ScoreDensityEstimator
 from .langevin import annealed_langevin, langevin, mala
 from .likelihood import bits_per_dim, log_likelihood
 from .noise import geometric_sigmas
-from .samplers import sample_ode, sample_pc
+from .samplers import sample_dpm, sample_ode, sample_pc
 from .score import EnergyScore, NoiseConditionalScore, ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
@@ -36,6 +36,7 @@ __all__ = [
     "annealed_langevin",
     "sample_pc",
     "sample_ode",
+    "sample_dpm",
     "log_likelihood",
     "bits_per_dim",
     "ScoreDensityEstimator",

@@ -217,8 +217,10 @@ class TrainConfig(_Section):
 
 
 class SampleConfig(_Section):
-    sampler: Literal["ode", "pc", "em", "ald"] = Field(
-        "ode", description="probability-flow ODE, predictor-corrector, Euler-Maruyama or annealed Langevin"
+    sampler: Literal["ode", "dpm", "pc", "em", "ald"] = Field(
+        "ode",
+        description="probability-flow ODE, its DPM-Solver++(2M) integrator (20-50 steps), "
+        "predictor-corrector, Euler-Maruyama or annealed Langevin",
     )
     steps: int = Field(500, gt=0, description="sampler steps (fixed-step ODE methods too); per level for ald")
     ode_method: Literal["dopri5", "rk4", "heun", "euler"] = Field("dopri5", description="ODE solver")

@@ -50,7 +50,7 @@ from .likelihood import log_likelihood
 from .nets.mlp import MLP
 from .nets.unet import UNet
 from .noise import geometric_sigmas, resolve_sigma_max
-from .samplers import sample_ode, sample_pc
+from .samplers import sample_dpm, sample_ode, sample_pc
 from .score import NoiseConditionalScore, ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 from .utils import default_device, make_generator, rand_like
@@ -722,8 +722,8 @@ class Run:
     ) -> torch.Tensor:
         """``n`` samples in data units, ``[n, *data_shape]`` (torchrun: split over processes, all get all).
 
-        Sample ``i`` starts from a prior draw seeded by ``(seed, i)``, so the ODE sampler's output
-        is a function of the seed and the index alone. The stochastic samplers (pc, em, ald) draw
+        Sample ``i`` starts from a prior draw seeded by ``(seed, i)``, so the ODE samplers' (ode, dpm)
+        output is a function of the seed and the index alone. The stochastic samplers (pc, em, ald) draw
         their step noise per block of ``batch_size`` samples: their output depends on the batch
         size too, but never on the number of processes.
         """
@@ -787,6 +787,11 @@ def _sample_ode(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Ten
     return x
 
 
+def _sample_dpm(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Tensor:
+    x, _ = sample_dpm(run.setup.score_t, run.setup.sde, run.setup.sde.prior_std * x_T, steps)
+    return x
+
+
 def _sample_pc(
     run: Run, x_T: torch.Tensor, steps: int, generator, predictor="reverse_diffusion", corrector=True
 ):
@@ -818,6 +823,7 @@ def _sample_ald(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Ten
 
 SAMPLERS: dict[str, Callable[[Run, torch.Tensor, int, torch.Generator], torch.Tensor]] = {
     "ode": _sample_ode,
+    "dpm": _sample_dpm,
     "pc": _sample_pc,
     "em": _sample_em,
     "ald": _sample_ald,
