@@ -7,12 +7,13 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from scorefield.distributions import Gaussian
-from scorefield.estimator import ScoreAnomalyDetector, ScoreDensityEstimator
+from scorefield.estimator import ScoreAnomalyDetector, ScoreDensityEstimator, Whitener
 
 # A correlated 2-D Gaussian in "data units" far from standardised (mean 50, scales 10 and 0.5),
 # so a wrong scaler log-determinant would show as an offset of log(10 * 0.5) ~ 1.6 nats.
 MEAN = torch.tensor([50.0, -3.0], dtype=torch.float64)
 COV = torch.tensor([[100.0, 2.0], [2.0, 0.25]], dtype=torch.float64)
+COV3 = torch.tensor([[4.0, 1.0, 0.5], [1.0, 1.0, -0.1], [0.5, -0.1, 0.25]], dtype=torch.float64) * 9
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +91,44 @@ def test_anomaly_detector_flags_the_far_points():
     flagged = (det.predict(normal) == -1).mean()
     assert 0.0 < flagged < 0.15  # about the contamination share of the training rows
     assert (det.decision_function(outliers) < 0).all()
+
+
+def test_whitener_is_an_invertible_affine_map_with_its_log_determinant():
+    g = torch.Generator().manual_seed(1)
+    x = Gaussian(torch.tensor([1.0, -2.0, 30.0], dtype=torch.float64), COV3).sample(4000, g)
+    w = Whitener().fit(x)
+    z = w.transform(x)
+    # Ledoit-Wolf shrinkage is small for 4000 rows in 3-D: the whitened rows have about unit covariance
+    torch.testing.assert_close(torch.cov(z.T), torch.eye(3, dtype=torch.float64), atol=0.03, rtol=0)
+    torch.testing.assert_close(w.inverse_transform(z), x)
+    jac = torch.autograd.functional.jacobian(lambda row: w.transform(row[None])[0], x[0])  # dz/dx
+    torch.testing.assert_close(w.log_det, torch.linalg.slogdet(jac)[1])
+    s = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(w.pullback(s), s @ jac)  # chain rule: grad_x = J^T grad_z
+    # a constant feature and an exact linear relation: degenerate directions, still a finite map
+    degenerate = torch.cat([x, x[:, :1] - 2 * x[:, 1:2], torch.full_like(x[:, :1], 3.0)], dim=1)
+    w = Whitener().fit(degenerate)
+    assert torch.isfinite(w.matrix).all() and torch.isfinite(w.log_det)
+    torch.testing.assert_close(w.inverse_transform(w.transform(degenerate)), degenerate)
+
+
+def test_a_zero_network_is_the_whitened_gaussian_in_data_units():
+    g = torch.Generator().manual_seed(2)
+    x = Gaussian(MEAN, COV).sample(300, g).numpy()
+    est = ScoreDensityEstimator(steps=1, eval_eps=1e-3, seed=0).fit(x)
+    output = est.model_.net.net.output
+    torch.nn.init.zeros_(output.weight), torch.nn.init.zeros_(output.bias)
+    # denoiser preconditioning: F = 0 is the score of N(0, I) diffused, which VP leaves N(0, I) at every t,
+    # so log p is the Gaussian with the whitener's mean and covariance, mapped back to data units
+    std = est.scaler_.standardizer.std.double()
+    precision = est.scaler_.matrix.double() @ est.scaler_.matrix.double()
+    cov = torch.linalg.inv(precision) * std[:, None] * std[None, :]
+    truth = Gaussian(est.scaler_.standardizer.mean.double(), cov).log_prob(torch.as_tensor(x[:50]))
+    np.testing.assert_allclose(est.score_samples(x[:50]), truth.numpy(), rtol=0, atol=2e-3)
+
+
+def test_far_outliers_get_a_finite_log_density_below_the_data(fitted):
+    _, est, _, test = fitted
+    far = np.array([[50.0 + 1e3, -3.0], [50.0, -3.0 - 1e2]])  # 100 and 200 standard deviations out
+    logp = est.score_samples(far)
+    assert np.isfinite(logp).all() and (logp < est.score_samples(test).min()).all()
