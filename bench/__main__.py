@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench import common
+
 
 def available() -> list[str]:
     return sorted(p.stem.removeprefix("bench_") for p in Path(__file__).resolve().parent.glob("bench_*.py"))
@@ -24,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(available()))
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(available())}")
+    if args.quick:  # smoke runs must not overwrite the real tables
+        common.RESULTS = common.RESULTS / "quick"
     for name in names:
         start = time.perf_counter()
         print(f"== bench {name}", flush=True)

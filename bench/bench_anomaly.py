@@ -18,7 +18,6 @@ import math
 import time
 
 import numpy as np
-import torch
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.ensemble import IsolationForest
 from sklearn.model_selection import GridSearchCV
@@ -26,7 +25,7 @@ from sklearn.neighbors import KernelDensity, LocalOutlierFactor
 from sklearn.svm import OneClassSVM
 
 from bench.bench_density import BANDWIDTHS, KDE_RTOL, Standardised, fit_gmm
-from bench.common import markdown_table, write_results
+from bench.common import markdown_table, one_thread, write_results
 from scorefield.estimator import ScoreAnomalyDetector
 from scorefield.metrics import auroc
 
@@ -133,16 +132,8 @@ def run_task(task, found: dict) -> tuple[dict, dict]:
     return aurocs, seconds
 
 
+@one_thread
 def main(quick: bool = False) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small MLPs: one intra-op thread is fastest, and steady on a shared machine
-    try:
-        _main(quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _main(quick: bool) -> None:
     found, missing = detectors(quick)
     names = list(found)
     digit_tasks = digits_tasks(quick)

@@ -17,7 +17,7 @@ from scorefield.likelihood import log_likelihood
 from scorefield.sde import VPSDE
 
 from .bench_samplers import ExactScore, target
-from .common import markdown_table, write_results
+from .common import markdown_table, one_thread, write_results
 
 EPS = 1e-5
 
@@ -48,16 +48,8 @@ def evaluate(score_fn, sde, x, truth, **options) -> dict:
     }
 
 
+@one_thread
 def main(quick: bool = False) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small 2-D models: one thread is fastest and steadiest on a shared machine
-    try:
-        _main(quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _main(quick: bool) -> None:
     n = 16 if quick else 128
     dims = [2] if quick else [2, 16]
     probes = [1, 4] if quick else [1, 4, 16]

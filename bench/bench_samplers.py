@@ -35,7 +35,7 @@ from scorefield.score import ScoreModel
 from scorefield.sde import SDE, VESDE, VPSDE
 from scorefield.train import EMA
 
-from .common import fmt, markdown_table, write_results
+from .common import fmt, markdown_table, one_thread, write_results
 
 N_TRAIN = 1000  # diffusers' discrete VP schedule: alpha_bar_i = m(t_i)^2 at t_i = (i + 1) / N_TRAIN
 
@@ -338,16 +338,8 @@ def verdict(results, scorer: Scorer, skip) -> list[str]:
     return lines
 
 
+@one_thread
 def main(quick: bool = False) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small 2-D models: one thread is fastest and steadiest on a shared machine
-    try:
-        _main(quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _main(quick: bool) -> None:
     n, n_truth = (400, 1000) if quick else (2000, 4000)
     budgets = [10, 20] if quick else [10, 20, 50, 100, 1000]
     tolerances = [1e-2, 1e-3] if quick else [1e-2, 1e-3, 1e-4, 1e-5]

@@ -33,7 +33,7 @@ from scorefield.score import ScoreModel
 from scorefield.sde import VPSDE
 from scorefield.train import EMA, build, prepare_data, train
 
-from .common import interleaved_times, markdown_table, median, write_results
+from .common import interleaved_times, markdown_table, median, one_thread, write_results
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy_vp.toml"
 
@@ -259,16 +259,8 @@ def divergence_section(quick: bool) -> tuple[str, dict]:
     return markdown_table(header, rows) + "\n\n" + note, speedups
 
 
+@one_thread
 def main(quick: bool = False) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models: one thread is fastest and steadiest on a shared machine
-    try:
-        _main(quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _main(quick: bool) -> None:
     train_md, _ = training_section(quick)
     sample_md, _ = sampling_section(quick)
     div_md, _ = divergence_section(quick)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import statistics
 import sys
@@ -77,3 +78,19 @@ def write_results(name: str, title: str, sections: Sequence[tuple[str, str]], no
     path.write_text(text)
     print(text, flush=True)
     return path
+
+
+def one_thread(run: Callable[[bool], None]) -> Callable[[bool], None]:
+    """``run(quick)`` on one intra-op thread, restored afterwards: the small models of these benchmarks run
+    fastest so, and steadiest on a shared machine (two threads fighting other jobs can be ten times slower)."""
+
+    @functools.wraps(run)
+    def main(quick: bool = False) -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            run(quick)
+        finally:
+            torch.set_num_threads(threads)
+
+    return main
