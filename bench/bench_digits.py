@@ -61,7 +61,9 @@ def trained_run(quick: bool) -> tuple[Path, float | None]:
     run_dir = ROOT / "runs" / ("bench_digits_quick" if quick else "bench_digits")
     config = load_config(CONFIG, [f"data.name={TRAIN_SPLIT}", *(QUICK if quick else ())])
     start = time.perf_counter()
-    train(config, run_dir, resume=True, progress=False)
+    result = train(config, run_dir, resume=True, progress=False)
+    if result.interrupted:
+        raise SystemExit(f"training interrupted at step {result.step}; run the benchmark again to resume it")
     return run_dir, time.perf_counter() - start
 
 
