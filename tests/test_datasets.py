@@ -134,7 +134,20 @@ def test_digits_and_breast_cancer_are_bundled():
     assert table.min() == 0 and table.max() == 16 and torch.equal(table, table.round())
     cancer = breast_cancer()
     assert cancer.shape == (569, 30) and torch.isfinite(cancer).all()
-    assert set(BUNDLED) == {"digits", "digits_images", "breast_cancer"}
+    assert set(BUNDLED) == {
+        "digits",
+        "digits_images",
+        "digits_images_train",
+        "digits_images_test",
+        "breast_cancer",
+    }
+    train, test = BUNDLED["digits_images_train"](), BUNDLED["digits_images_test"]()
+    assert train.shape == (1438, 1, 8, 8) and test.shape == (359, 1, 8, 8)
+    # the two sides partition the bundled images: same multiset of rows, sorted
+    whole = BUNDLED["digits_images"]().reshape(1797, 64)
+    parts = torch.cat([train, test]).reshape(1797, 64)
+    key = lambda x: sorted(map(tuple, x.long().tolist()))  # noqa: E731
+    assert key(parts) == key(whole)
 
 
 # --------------------------------------------------------------------------------------------------

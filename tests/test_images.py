@@ -142,7 +142,14 @@ def test_load_data_reads_image_files_through_their_name(tmp_path):
     assert load_data(spec).shape == (3, 1, 28, 28)
     with pytest.raises(ValueError, match="set data.path"):
         load_data(SimpleNamespace(name="cifar10", path=None, n=1, seed=0))
-    assert set(IMAGE_LEVELS) == {"digits_images", "mnist", "cifar10", "image_folder"}
+    assert set(IMAGE_LEVELS) == {
+        "digits_images",
+        "digits_images_train",
+        "digits_images_test",
+        "mnist",
+        "cifar10",
+        "image_folder",
+    }
 
 
 # --------------------------------------------------------------------------------------------------

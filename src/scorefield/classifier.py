@@ -2,7 +2,7 @@
 features give a Fréchet distance (FID's recipe, Heusel et al. 2017, at 8x8), and bits/dim under
 uniform dequantization with Gaussian-mixture and kernel-density baselines.
 
-- ``digits_split``: THE train/test split of the 1797 digits (seeded, stratified by class; 20% test,
+- ``digits_split`` (from ``datasets``, where the presets train on ``digits_images_train``): THE train/test split of the 1797 digits (seeded, stratified by class; 20% test,
   359 images). Models are trained on ``train``; every number here is measured on ``test``.
 - ``DigitsClassifier``: a tiny CNN trained on the training split, deterministically, and cached on
   disk under a hash of its config (safetensors + JSON through ``checkpoint``; a cache that does not
@@ -30,14 +30,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .datasets import IMAGE_LEVELS, digits, image_scaler
+from .datasets import IMAGE_LEVELS, DigitsSplit, digits_split, image_scaler
 from .likelihood import bits_per_dim, dequantize
 from .metrics import frechet_distance
 from .utils import make_generator
@@ -68,36 +68,6 @@ MIN_SAMPLES = 1000  # fewer generated samples make the Fréchet distance's upwar
 
 # --------------------------------------------------------------------------------------------------
 # the data: one split, one scaling
-
-
-class DigitsSplit(NamedTuple):
-    """Images ``[N, 1, 8, 8]`` float32 in pixel units (integers 0..16) and labels ``[N]`` int64."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-
-def digits_split(seed: int = 0, test_fraction: float = 0.2) -> DigitsSplit:
-    """The train/test split of scikit-learn's digits used by every digits number in scorefield.
-
-    Stratified: in each class, a fraction ``test_fraction`` (rounded) of its images, chosen by a
-    permutation seeded by ``seed``, goes to the test side. The defaults give 1438 training and 359
-    test images (35 to 37 of each digit).
-    """
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    from sklearn.datasets import load_digits
-
-    x = digits(images=True)
-    y = torch.from_numpy(load_digits().target.astype(np.int64))
-    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-    is_test = torch.zeros(x.shape[0], dtype=torch.bool)
-    for c in range(N_CLASSES):
-        members = perm[y[perm] == c]
-        is_test[members[: round(test_fraction * members.numel())]] = True
-    return DigitsSplit(x[~is_test], y[~is_test], x[is_test], y[is_test])
 
 
 DIGITS_SCALER = image_scaler((1, 8, 8), DIGITS_LEVELS)  # y = 2 x / 17 - 1, the image runs' scaling

@@ -23,7 +23,7 @@ import gzip
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -43,6 +43,8 @@ __all__ = [
     "eight_gaussians",
     "image_folder",
     "image_scaler",
+    "DigitsSplit",
+    "digits_split",
     "load_data",
     "load_table",
     "mnist",
@@ -175,9 +177,41 @@ def breast_cancer() -> torch.Tensor:
     return torch.from_numpy(load_breast_cancer().data.astype(np.float32))
 
 
+class DigitsSplit(NamedTuple):
+    """Images ``[N, 1, 8, 8]`` float32 in pixel units (integers 0..16) and labels ``[N]`` int64."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def digits_split(seed: int = 0, test_fraction: float = 0.2) -> DigitsSplit:
+    """The train/test split of scikit-learn's digits used by every digits number in scorefield.
+
+    Stratified: in each class, a fraction ``test_fraction`` (rounded) of its images, chosen by a
+    permutation seeded by ``seed``, goes to the test side. The defaults give 1438 training and 359
+    test images (35 to 37 of each digit).
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    from sklearn.datasets import load_digits
+
+    x = digits(images=True)
+    y = torch.from_numpy(load_digits().target.astype(np.int64))
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    is_test = torch.zeros(x.shape[0], dtype=torch.bool)
+    for c in range(10):
+        members = perm[y[perm] == c]
+        is_test[members[: round(test_fraction * members.numel())]] = True
+    return DigitsSplit(x[~is_test], y[~is_test], x[is_test], y[is_test])
+
+
 BUNDLED: dict[str, Callable[[], torch.Tensor]] = {
     "digits": digits,
     "digits_images": lambda: digits(images=True),
+    "digits_images_train": lambda: digits_split().x_train,  # the split every digits number is measured on
+    "digits_images_test": lambda: digits_split().x_test,
     "breast_cancer": breast_cancer,
 }
 
@@ -317,7 +351,14 @@ IMAGE_FILES: dict[str, Callable[[str | Path], torch.Tensor]] = {
     "image_folder": image_folder,
 }
 # every image data set and its number of grey levels per channel (pixel values 0 .. levels - 1)
-IMAGE_LEVELS: dict[str, int] = {"digits_images": 17, "mnist": 256, "cifar10": 256, "image_folder": 256}
+IMAGE_LEVELS: dict[str, int] = {
+    "digits_images": 17,
+    "digits_images_train": 17,
+    "digits_images_test": 17,
+    "mnist": 256,
+    "cifar10": 256,
+    "image_folder": 256,
+}
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
