@@ -310,3 +310,8 @@ def test_sample_writes_an_array_and_a_png_grid_for_image_runs(tmp_path):
     assert grid.size == (columns * 8 + (columns + 1) * 2, 3 * 8 + (rows) * 2) and grid.mode == "L"
     assert main([*common, "--out", str(tmp_path / "s.npy")]) == 0
     assert np.array_equal(np.load(tmp_path / "s.npy"), array) and (tmp_path / "s.png").is_file()
+    # the denoising strip works on images; the plane-only figures refuse them with one clear line
+    plot = ["plot", "--run", str(tmp_path / "run"), "--n", "6", "--quiet", "--out", str(tmp_path / "figs")]
+    assert main([*plot, "--what", "denoise", "samples"]) == 0
+    assert (tmp_path / "figs" / "denoise.png").is_file() and (tmp_path / "figs" / "samples.png").is_file()
+    assert main([*plot, "--what", "field"]) == 2

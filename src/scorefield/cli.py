@@ -235,8 +235,9 @@ def _cmd_plot(args) -> int:
 
 
 def _plot_2d(viz, run, data: torch.Tensor, what: str, path: Path, args):
-    """Figures in the plane of the data, in data units: the score field, denoising, the sampling path."""
-    if run.data_shape != (2,):
+    """The score field and the sampling path in the plane of 2-D data (data units); the denoising strip,
+    in the model's standardised (or [-1, 1] image) space, for points and images alike."""
+    if run.data_shape != (2,) and what != "denoise":
         raise UsageError(f"--what {what} needs 2-D data; the run's data have shape {run.data_shape}")
     setup, scaler = run.setup, run.scaler
     std = scaler.std.to(run.device)
