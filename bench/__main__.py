@@ -13,7 +13,6 @@ from pathlib import Path
 
 from bench import common
 
-
 LONG = ("digits",)
 
 

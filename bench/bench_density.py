@@ -23,7 +23,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity
 
-from bench.common import markdown_table, write_results
+from bench.common import markdown_table, one_thread, write_results
 from scorefield.datasets import TOY, breast_cancer, digits
 from scorefield.estimator import ScoreDensityEstimator
 
@@ -200,16 +200,8 @@ def report(results: list[dict], quick: bool) -> None:
     )
 
 
+@one_thread
 def main(quick: bool = False) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small MLPs: one intra-op thread is fastest, and steady on a shared machine
-    try:
-        _main(quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _main(quick: bool) -> None:
     names = ("moons", "breast_cancer") if quick else TOYS + TABLES
     report([evaluate(name, quick) for name in names], quick)
 
