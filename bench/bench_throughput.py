@@ -9,7 +9,8 @@ interleaved (``interleaved_times``), and quoted as a ratio (library rate / minim
   (data, model, run directory, the final checkpoint). The minimal loop: random batch indices, AdamW,
   ``sde_dsm``, ``clip_grad_norm_``, the EMA's ``_foreach_lerp_`` - the same model, batch and loss,
   without data order, per-step seeding, LR schedule, loss window or logging.
-- Sampling: ``sample_pc`` (Euler-Maruyama predictor), ``sample_ode`` (euler, rk4) and ``sample_dpm``
+- Sampling: ``sample_pc`` (Euler-Maruyama predictor, its noise from a ``torch.Generator`` and keyed by
+  sample with ``KeyedNoise``), ``sample_ode`` (euler, rk4) and ``sample_dpm``
   against loops that apply the same update with python-number coefficients; the unit is score
   evaluations per second.
 - Exact divergence (``likelihood.divergence``, one batched vector-Jacobian product over all basis
@@ -26,6 +27,7 @@ import torch
 
 from scorefield import losses
 from scorefield.config import load_config
+from scorefield.keyed import KeyedNoise
 from scorefield.likelihood import divergence
 from scorefield.nets.mlp import MLP
 from scorefield.samplers import sample_dpm, sample_ode, sample_pc
@@ -167,8 +169,13 @@ def sampling_candidates(model, sde: VPSDE, x_T: torch.Tensor, n: int) -> dict:
         sample_pc(model, sde, x_T, n, predictor="euler_maruyama", corrector=None, denoise=False,
                   generator=torch.Generator().manual_seed(1))  # fmt: skip
 
+    def em_keyed():  # noise keyed by sample (as `scorefield sample` draws it): batch-size invariant
+        sample_pc(model, sde, x_T, n, predictor="euler_maruyama", corrector=None, denoise=False,
+                  generator=KeyedNoise(1, torch.arange(batch)))  # fmt: skip
+
     return {
         "sample_pc (euler_maruyama)": (em, em_minimal, n),
+        "sample_pc (euler_maruyama), KeyedNoise": (em_keyed, em_minimal, n),
         "sample_ode euler": (
             lambda: sample_ode(model, sde, x_T, method="euler", n_steps=n),
             euler_minimal,

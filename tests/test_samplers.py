@@ -7,6 +7,7 @@ import pytest
 import torch
 from _exact import exact_score, held_apart_mixture
 
+from scorefield.keyed import KeyedNoise
 from scorefield.metrics import energy_distance, mode_weights
 from scorefield.samplers import CORRECTORS, PREDICTORS, sample_ode, sample_pc
 from scorefield.sde import VESDE, VPSDE, SubVPSDE
@@ -34,7 +35,7 @@ def check_matches_data(x, band):
     assert ed < band, (ed, band)
 
 
-@pytest.mark.parametrize("corrector", [None, "langevin"])
+@pytest.mark.parametrize("corrector", [None, "langevin", "langevin_batch"])
 @pytest.mark.parametrize("predictor", list(PREDICTORS))
 def test_every_predictor_with_and_without_corrector_reproduces_the_data(predictor, corrector, noise_band):
     sde = VPSDE()
@@ -92,7 +93,7 @@ def test_fixed_step_ode_methods_converge_at_their_order():
         assert abs(slope - order) < 0.3, (method, errors, slope)
 
 
-def test_corrector_step_size_follows_the_batch_averaged_snr_rule():
+def test_batch_corrector_step_size_follows_the_batch_averaged_snr_rule():
     # for a standard normal p_t under VE, z and s have the same average norm, so eps = 2 r^2
     sde = VESDE(sigma_min=0.01, sigma_max=1.0)
     x = torch.randn(4000, 2, generator=gen(8), dtype=torch.float64)
@@ -102,11 +103,35 @@ def test_corrector_step_size_follows_the_batch_averaged_snr_rule():
         return -x  # exact score of N(0, I)
 
     g1, g2 = gen(9), gen(9)
-    new, mean = CORRECTORS["langevin"](score, sde, x, t, t, g1, snr=0.1)
+    new, mean = CORRECTORS["langevin_batch"](score, sde, x, t, t, g1, snr=0.1)
     z = torch.randn(x.shape, generator=g2, dtype=x.dtype)
     step = 2 * (0.1 * z.norm(dim=1).mean() / x.norm(dim=1).mean()) ** 2
     torch.testing.assert_close(mean, x + step * score(x, t))
     torch.testing.assert_close(new, mean + torch.sqrt(2 * step) * z)
+
+
+def test_corrector_step_is_the_snr_rule_at_the_typical_score_and_per_sample():
+    """eps = 2 alpha (r std(t))^2: for p_t = N(0, std^2 I) (VE started from a point) it is Song et al.'s
+    rule with E||z||^2 / E||s||^2 = std^2; it differs per time, never per batch."""
+    sde = VPSDE()
+    t, t_next = torch.full((6,), 0.5, dtype=torch.float64), torch.full((6,), 0.48, dtype=torch.float64)
+    x = torch.randn(6, 3, generator=gen(10), dtype=torch.float64)
+    (m, std), (m_next, _) = sde.marginal(t[:1]), sde.marginal(t_next[:1])
+    step = 2 * (m / m_next) ** 2 * (0.2 * std) ** 2
+
+    def score(x, t):
+        return -x / std**2
+
+    new, mean = CORRECTORS["langevin"](score, sde, x, t, t_next, gen(11), snr=0.2)
+    z = torch.randn(x.shape, generator=gen(11), dtype=x.dtype)
+    torch.testing.assert_close(mean, x + step * score(x, t))
+    torch.testing.assert_close(new, mean + torch.sqrt(2 * step) * z)
+    # with noise keyed by sample, a sub-batch gets exactly the rows it would get in the whole batch
+    keyed = KeyedNoise(3, torch.arange(6))
+    whole, _ = CORRECTORS["langevin"](score, sde, x, t, t_next, keyed, snr=0.2)
+    keyed = KeyedNoise(3, torch.arange(2, 4))
+    part, _ = CORRECTORS["langevin"](score, sde, x[2:4], t[:2], t_next[:2], keyed, snr=0.2)
+    torch.testing.assert_close(part, whole[2:4], rtol=1e-12, atol=1e-12)
 
 
 def test_samplers_are_reproducible_and_build_no_graph():

@@ -9,6 +9,7 @@ API is exactly what this module lists in ``__all__``; ``losses``, ``metrics``, `
 from . import datasets, losses, metrics, nets
 from .distributions import Gaussian, GaussianMixture, Parzen, two_gaussians
 from .estimator import ScoreAnomalyDetector, ScoreDensityEstimator
+from .keyed import KeyedNoise
 from .langevin import annealed_langevin, langevin, mala
 from .likelihood import bits_per_dim, log_likelihood
 from .noise import geometric_sigmas
@@ -37,6 +38,7 @@ __all__ = [
     "sample_pc",
     "sample_ode",
     "sample_dpm",
+    "KeyedNoise",
     "log_likelihood",
     "bits_per_dim",
     "ScoreDensityEstimator",

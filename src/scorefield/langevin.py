@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .utils import append_dims, batch_sum, rand_like, randn_like
+from .utils import Generator, append_dims, batch_sum, rand_like, randn_like
 
 __all__ = ["annealed_langevin", "langevin", "mala"]
 
@@ -44,7 +44,7 @@ def _check_x0(x0: torch.Tensor) -> None:
 
 
 def _langevin_step(
-    x: torch.Tensor, score: torch.Tensor, step_size: float, generator: torch.Generator | None
+    x: torch.Tensor, score: torch.Tensor, step_size: float, generator: Generator | None
 ) -> torch.Tensor:
     """One Langevin update ``x + eps s(x) + sqrt(2 eps) z`` (the score-functions tutorial; MATH.md, "Sampling")."""
     return x + step_size * score + math.sqrt(2 * step_size) * randn_like(x, generator)
@@ -53,7 +53,7 @@ def _langevin_step(
 def _run_chain(
     x: torch.Tensor,
     plan: Sequence[tuple[ScoreFn, float]],
-    generator: torch.Generator | None,
+    generator: Generator | None,
     callback: Callback | None,
     progress: bool,
     desc: str,
@@ -72,7 +72,7 @@ def langevin(
     x0: torch.Tensor,
     step_size: float,
     n_steps: int,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
     callback: Callback | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -103,7 +103,7 @@ def annealed_langevin(
     step_lr: float,
     n_steps_each: int,
     denoise: bool = True,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
     callback: Callback | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -172,7 +172,7 @@ def mala(
     x0: torch.Tensor,
     step_size: float,
     n_steps: int,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
     callback: Callback | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, float]:

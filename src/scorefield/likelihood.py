@@ -18,7 +18,7 @@ import torch
 from . import noise
 from .samplers import ADAPTIVE_METHODS, ScoreFn, counted, solve_ode
 from .sde import SDE
-from .utils import rademacher_like, rand_like
+from .utils import Generator, rademacher_like, rand_like
 
 __all__ = ["DIVERGENCES", "bits_per_dim", "dequantize", "divergence", "log_det_scaling", "log_likelihood"]
 
@@ -34,11 +34,16 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"unknown divergence {kind!r}; choose one of {', '.join(DIVERGENCES)}")
 
 
-def _draw_probes(x: torch.Tensor, n_probes: int, generator: torch.Generator | None) -> torch.Tensor:
-    """``n_probes`` Rademacher probes per example: ``[P, B, ...]``."""
+def _draw_probes(x: torch.Tensor, n_probes: int, generator: Generator | None) -> torch.Tensor:
+    """``n_probes`` Rademacher probes per example: ``[P, B, ...]`` (drawn ``[B, P, ...]``, so that a
+    ``KeyedNoise`` gives each example its own probes whatever its batch)."""
     if n_probes < 1:
         raise ValueError(f"n_probes must be >= 1, got {n_probes}")
-    return rademacher_like(x.expand(n_probes, *x.shape), generator)
+    return (
+        rademacher_like(x.unsqueeze(1).expand(x.shape[0], n_probes, *x.shape[1:]), generator)
+        .transpose(0, 1)
+        .contiguous()
+    )
 
 
 def value_and_divergence(
@@ -84,7 +89,7 @@ def divergence(
     kind: str = "exact",
     probes: torch.Tensor | None = None,
     n_probes: int = 1,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
 ) -> torch.Tensor:
     """Divergence ``∇_x · fn(x, t)`` per example, ``[B]``: exact, or Hutchinson (1989)'s ``E_v[vᵀ ∇fn v]``.
 
@@ -110,7 +115,7 @@ def log_likelihood(
     eps: float = 1e-5,
     method: str = "dopri5",
     n_steps: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Log-likelihood by the probability-flow ODE (Song et al. 2021, eq. 39): ``log p_eps(x)`` in nats, ``[N]``.
 
@@ -186,7 +191,7 @@ def bits_per_dim(logp: torch.Tensor, x: torch.Tensor, bin_width: float | torch.T
     return -(logp + log_bins) / (d * math.log(2))
 
 
-def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def dequantize(x: torch.Tensor, generator: Generator | None = None) -> torch.Tensor:
     """Uniform dequantization (Theis et al. 2016): integer values ``k`` become ``k + u``, ``u ~ U[0, 1)``.
 
     A density ``p`` of the result, in the integers' own units, puts about ``p(k + u)`` of its mass on

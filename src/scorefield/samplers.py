@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import noise
 from .sde import SDE
-from .utils import append_dims, randn_like
+from .utils import Generator, append_dims, randn_like
 
 __all__ = [
     "CORRECTORS",
@@ -36,6 +36,7 @@ __all__ = [
     "ancestral",
     "euler_maruyama",
     "langevin",
+    "langevin_batch",
     "reverse_diffusion",
     "sample_dpm",
     "sample_ode",
@@ -69,7 +70,7 @@ def euler_maruyama(
     x: torch.Tensor,
     t: torch.Tensor,
     t_next: torch.Tensor,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Euler-Maruyama step of the reverse SDE (Song et al. 2021, eq. 6): ``x + (f - g² s) dt + g sqrt(|dt|) z``."""
     dt = _per_example(t_next - t, x)  # negative: time runs backwards
@@ -83,7 +84,7 @@ def reverse_diffusion(
     x: torch.Tensor,
     t: torch.Tensor,
     t_next: torch.Tensor,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reverse-diffusion predictor (Song et al. 2021, eq. 46): ``x - f_i + G_i² s + G_i z``.
 
@@ -101,7 +102,7 @@ def ancestral(
     x: torch.Tensor,
     t: torch.Tensor,
     t_next: torch.Tensor,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ancestral sampling (Ho et al. 2020, Alg. 2; Song et al. 2021, eqs. 47 and 50) from the posterior
     ``q(x_{t_next} | x_t, x_0)`` of the discretised forward process, ``x_0`` estimated by Tweedie.
@@ -123,19 +124,38 @@ def langevin(
     x: torch.Tensor,
     t: torch.Tensor,
     t_next: torch.Tensor,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
     snr: float = 0.16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Langevin corrector at time ``t`` (Song et al. 2021, Alg. 4): ``x + ε s + sqrt(2ε) z`` with the
-    signal-to-noise step ``ε = 2 α (r ||z|| / ||s||)²``.
+    signal-to-noise step ``ε = 2 α (r std(t))²``, one per example.
 
-    The norms are averaged over the batch (per-example norms blow up near a mode, where ``||s|| → 0``).
-    ``α = (m(t) / m(t_next))²`` is the squared scale of the step to the next grid time: 1 for VE and
-    ``1 - β_i`` for the discretised VP, as in Song et al. ``t_next`` enters only through ``α``.
+    Song et al.'s rule ``ε = 2 α (r ||z|| / ||s||)²`` needs the typical size of the score. Under the
+    forward process ``E||s||² ≤ d / std(t)²`` (the Fisher information of a Gaussian convolution), with
+    equality wherever the noise dominates, and ``E||z||² = d``: so ``ε = 2 α (r std)²`` is that rule at
+    the score's typical size, and it depends on nothing but ``t``. Per-example norms instead blow up near
+    a mode (``||s|| → 0``; in 2-D a few steps jump by tens of units) and batch-averaged ones make each
+    sample depend on its batch (``langevin_batch``). ``α = (m(t) / m(t_next))²`` is the squared scale of
+    the step to the next grid time: 1 for VE and ``1 - β_i`` for the discretised VP, as in Song et al.
     """
-    scale, _ = sde.marginal(t)
-    scale_next, _ = sde.marginal(t_next)
-    alpha = _per_example((scale / scale_next) ** 2, x)
+    alpha, std = _corrector_scales(sde, x, t, t_next)
+    step = 2 * alpha * (snr * std) ** 2
+    x_mean = x + step * score_fn(x, t)
+    return x_mean + (2 * step).sqrt() * randn_like(x, generator), x_mean
+
+
+def langevin_batch(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    t_next: torch.Tensor,
+    generator: Generator | None = None,
+    snr: float = 0.16,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Langevin corrector with Song et al.'s step ``ε = 2 α (r ||z|| / ||s||)²`` (their Alg. 4 and code),
+    the norms averaged over the batch: each sample's step then depends on the rest of its batch."""
+    alpha, _ = _corrector_scales(sde, x, t, t_next)
     score = score_fn(x, t)
     z = randn_like(x, generator)
     score_norm = score.flatten(1).norm(dim=1).mean()
@@ -145,12 +165,19 @@ def langevin(
     return x_mean + (2 * step).sqrt() * z, x_mean
 
 
+def _corrector_scales(sde: SDE, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor):
+    """``α = (m(t) / m(t_next))²`` and ``std(t)``, broadcast against ``x``."""
+    scale, std = sde.marginal(t)
+    scale_next, _ = sde.marginal(t_next)
+    return _per_example((scale / scale_next) ** 2, x), _per_example(std, x)
+
+
 PREDICTORS: dict[str, StepFn] = {
     "euler_maruyama": euler_maruyama,
     "reverse_diffusion": reverse_diffusion,
     "ancestral": ancestral,
 }
-CORRECTORS: dict[str, StepFn] = {"langevin": langevin}
+CORRECTORS: dict[str, StepFn] = {"langevin": langevin, "langevin_batch": langevin_batch}
 
 
 def tweedie(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -198,7 +225,7 @@ def sample_pc(
     denoise: bool = True,
     eps: float = 1e-3,
     time_grid: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     progress: bool = False,
 ) -> torch.Tensor:

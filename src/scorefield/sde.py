@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .utils import append_dims, batch_sum
+from .keyed import KeyedNoise
+from .utils import Generator, append_dims, batch_sum
 
 __all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE"]
 
@@ -86,12 +87,15 @@ class SDE(ABC):
     def prior_sample(
         self,
         shape: tuple[int, ...] | torch.Size,
-        generator: torch.Generator | None = None,
+        generator: Generator | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> torch.Tensor:
         """Samples of the prior ``N(0, prior_std² I)``, of the given shape ``[B, ...]``."""
-        z = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+        if isinstance(generator, KeyedNoise):  # one row per sample, keyed by its index
+            z = generator.randn(shape, dtype).to(device or generator.device)
+        else:
+            z = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
         return self.prior_std * z
 
     def prior_logp(self, z: torch.Tensor) -> torch.Tensor:

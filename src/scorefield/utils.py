@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from .keyed import KeyedNoise
+
+Generator = torch.Generator | KeyedNoise  # what the stochastic functions accept as ``generator``
+
 
 def append_dims(x: torch.Tensor, n_dims: int) -> torch.Tensor:
     """Append trailing singleton dimensions to ``x`` until it has ``n_dims`` dimensions.
@@ -22,18 +26,24 @@ def batch_sum(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).sum(dim=1)
 
 
-def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Standard normal noise shaped like ``x``, drawn from ``generator`` when given."""
+def randn_like(x: torch.Tensor, generator: Generator | None = None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x``, drawn from ``generator`` (per sample for ``KeyedNoise``)."""
+    if isinstance(generator, KeyedNoise):
+        return generator.randn(x.shape, x.dtype).to(x.device)
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def rand_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform [0, 1) noise shaped like ``x``, drawn from ``generator`` when given."""
+def rand_like(x: torch.Tensor, generator: Generator | None = None) -> torch.Tensor:
+    """Uniform [0, 1) noise shaped like ``x``, drawn from ``generator`` (per sample for ``KeyedNoise``)."""
+    if isinstance(generator, KeyedNoise):
+        return generator.rand(x.shape, x.dtype).to(x.device)
     return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def rademacher_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def rademacher_like(x: torch.Tensor, generator: Generator | None = None) -> torch.Tensor:
     """Random signs (+1/-1 with equal probability) shaped like ``x``."""
+    if isinstance(generator, KeyedNoise):
+        return generator.rademacher(x.shape, x.dtype).to(x.device)
     bits = torch.randint(0, 2, x.shape, generator=generator, device=x.device)
     return bits.to(x.dtype) * 2 - 1
 
