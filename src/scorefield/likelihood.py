@@ -2,7 +2,7 @@
 
 Along the ODE ``dx/dt = f̃(x, t) = f(x, t) - ½ g(t)² s(x, t)`` the log-density obeys the
 instantaneous change of variables (Chen et al. 2018), so
-``log p_0(x_0) = log p_1(x_1) + ∫_0^1 ∇·f̃(x_t, t) dt`` (MATH.md, "Likelihood"). The state and the
+``log p_0(x_0) = log p_1(x_1) + ∫_0^1 ∇·f̃(x_t, t) dt`` (docs/math.md#likelihood). The state and the
 accumulated divergence are integrated together from ``eps`` to 1, and ``p_1`` is replaced by the
 SDE's prior. The divergence is exact (one vector-Jacobian product per dimension, batched) or
 Hutchinson's estimate ``E_v[vᵀ (∇f̃) v]`` with Rademacher probes held fixed along the path.
@@ -15,9 +15,8 @@ from collections.abc import Callable
 
 import torch
 
-from . import noise
-from .samplers import ADAPTIVE_METHODS, ScoreFn, counted, solve_ode
-from .sde import SDE
+from .ode import counted, ode_times, solve_ode
+from .sde import SDE, ScoreFn
 from .utils import Generator, rademacher_like, rand_like
 
 __all__ = ["DIVERGENCES", "bits_per_dim", "dequantize", "divergence", "log_det_scaling", "log_likelihood"]
@@ -122,7 +121,7 @@ def log_likelihood(
     Integrates ``(x_t, Δ_t)`` with ``dΔ/dt = ∇·f̃(x_t, t)`` from ``t = eps`` (``x``) to 1 and returns
     ``sde.prior_logp(x_1) + Δ_1``. The answer is the density at time ``eps``, which for small ``eps``
     is the data density (under VE, smoothed by ``sigma_min``; see ``VESDE``); it errs by how far the
-    prior is from the true ``p_1`` (MATH.md). ``method`` is dopri5 (``rtol``/``atol``) or a fixed-step
+    prior is from the true ``p_1`` (docs/math.md#likelihood). ``method`` is dopri5 (``rtol``/``atol``) or a fixed-step
     method on ``n_steps`` uniform steps.
 
     ``info``: ``"nfe"`` (score evaluations), ``"prior_logp"`` and ``"delta_logp"`` (the two terms),
@@ -143,12 +142,7 @@ def log_likelihood(
     def dynamics(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         return value_and_divergence(flow, state[0], t, probes)
 
-    if method in ADAPTIVE_METHODS and n_steps is None:
-        times = torch.tensor([eps, 1.0], dtype=x.dtype, device=x.device)
-    elif n_steps is None:
-        raise ValueError(f"the fixed-step method {method!r} needs n_steps")
-    else:
-        times = noise.time_grid(n_steps, eps=eps, dtype=x.dtype, device=x.device).flip(0)
+    times = ode_times(method, n_steps, eps, None, x).flip(0)  # from eps up to 1
     n_estimates = 1 if probes is None else probes.shape[0]
     delta0 = x.new_zeros(n_estimates, x.shape[0])
     with torch.no_grad():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,10 @@ import torch
 from .keyed import KeyedNoise
 from .utils import Generator, append_dims, batch_sum
 
-__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE"]
+__all__ = ["SDE", "ScoreFn", "VESDE", "VPSDE", "SubVPSDE"]
+
+# ``score_fn(x [B, ...], t [B]) -> grad_x log p_t(x) [B, ...]``: what samplers and likelihoods consume
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _LOG_2PI = math.log(2 * math.pi)
 
