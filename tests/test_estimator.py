@@ -78,7 +78,7 @@ def test_scikit_learn_conventions_and_errors(fitted):
         ScoreDensityEstimator().fit(np.array([[0.0, 1.0]] * 20 + [[np.nan, 0.0]]))
     with pytest.raises(ValueError, match="features"):
         est.score_samples(np.zeros((3, 5)))
-    with pytest.raises(ValueError, match="unknown sde"):
+    with pytest.raises(ValueError, match="'sde' parameter of ScoreDensityEstimator"):
         ScoreDensityEstimator(sde="nope").fit(np.random.default_rng(0).normal(size=(50, 2)))
 
 
