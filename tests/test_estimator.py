@@ -132,3 +132,15 @@ def test_far_outliers_get_a_finite_log_density_below_the_data(fitted):
     far = np.array([[50.0 + 1e3, -3.0], [50.0, -3.0 - 1e2]])  # 100 and 200 standard deviations out
     logp = est.score_samples(far)
     assert np.isfinite(logp).all() and (logp < est.score_samples(test).min()).all()
+
+
+def test_a_run_shorter_than_one_held_out_check_keeps_its_training():
+    """The held-out loss is also evaluated at the last step, so 60 steps are kept, not the initial net."""
+    x = Gaussian(MEAN, COV).sample(300, torch.Generator().manual_seed(1)).numpy()
+    est = ScoreDensityEstimator(steps=60, hidden=16, seed=0).fit(x)
+    torch.manual_seed(0)  # as fit seeds the initialisation
+    initial = dict(ScoreDensityEstimator(steps=60, hidden=16, seed=0)._build(2, None).named_parameters())
+    assert est.n_steps_ == 60 and np.isfinite(est.validation_loss_)
+    trained = dict(est.model_.named_parameters())
+    assert all(initial[k].shape == v.shape for k, v in trained.items())
+    assert any(not torch.equal(v, initial[k]) for k, v in trained.items())

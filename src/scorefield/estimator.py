@@ -456,7 +456,7 @@ class ScoreDensityEstimator(BaseEstimator):
                 for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
                     pe.lerp_(p, 1 - decay)
             self.n_steps_ = step
-            if step % eval_every == 0:
+            if step % eval_every == 0 or step == end:  # the last step too: a short run is kept
                 val = self._validation_loss(ema, z_val)
                 bar.set_postfix(held_out_loss=f"{val:.4f}")
                 if not math.isfinite(best) or val < best - 1e-4 * abs(best):
