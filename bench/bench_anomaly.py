@@ -1,8 +1,9 @@
 """Anomaly detection: AUROC of ``ScoreAnomalyDetector`` (score ``-log p(x)``) against standard detectors.
 
 - digits, one class at a time as the normal class: fit on that class's training rows (about 135 rows of
-  64 pixels), test on the held-out rows of every class, the other nine classes being the anomalies;
-  the mean AUROC over the ten classes, ± its standard error over classes.
+  the 48-55 pixels that vary within the class; the constant ones are dropped for every detector), test
+  on the held-out rows of every class, the other nine classes being the anomalies; the mean AUROC over
+  the ten classes, ± its standard error over classes.
 - breast_cancer: fit on 200 benign rows, test on the other 157 benign rows and all 212 malignant ones.
 
 Peers: scikit-learn's IsolationForest, LocalOutlierFactor (``novelty=True``), OneClassSVM, KernelDensity
@@ -102,15 +103,15 @@ def digits_tasks(quick: bool) -> list[tuple[str, np.ndarray, np.ndarray, np.ndar
     n_train = int(0.75 * len(x))
     train, test = perm[:n_train], perm[n_train:]
     classes = (0,) if quick else range(10)
-    return [
-        (
-            f"digit {c}",
-            x[train][y[train] == c].astype(np.float64),
-            x[test][y[test] == c].astype(np.float64),
-            x[test][y[test] != c].astype(np.float64),
-        )
-        for c in classes
-    ]
+    tasks = []
+    for c in classes:
+        rows = x[train][y[train] == c]
+        # pixels that never vary within the class (9-16 of 64, mostly the border) carry no density
+        # (ScoreAnomalyDetector refuses a constant column): every detector sees the same other pixels
+        kept = rows.std(axis=0) > 0
+        split = (rows, x[test][y[test] == c], x[test][y[test] != c])
+        tasks.append((f"digit {c}", *(part[:, kept].astype(np.float64) for part in split)))
+    return tasks
 
 
 def breast_cancer_task() -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
