@@ -26,6 +26,7 @@ import torch
 
 from scorefield import noise
 from scorefield.distributions import GaussianMixture
+from scorefield.fit import EMA, Trainer, fit
 from scorefield.langevin import annealed_langevin
 from scorefield.losses import sde_dsm
 from scorefield.metrics import energy_distance, mode_weights, sliced_wasserstein
@@ -33,7 +34,6 @@ from scorefield.nets.mlp import MLP
 from scorefield.samplers import counted, sample_dpm, sample_ode, sample_pc, tweedie
 from scorefield.score import ScoreModel
 from scorefield.sde import SDE, VESDE, VPSDE
-from scorefield.train import EMA
 
 from .common import fmt, markdown_table, one_thread, write_results
 
@@ -82,16 +82,14 @@ def train_model(
 ) -> tuple[ScoreModel, float]:
     """A small MLP score model (eps parameterisation) fitted by continuous DSM; returns the EMA model."""
     model = ScoreModel(MLP(2, hidden=128, depth=3), sde, param="eps")
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     ema = EMA(model, 0.995)
     start = time.perf_counter()
-    for step in range(steps):
-        x = mixture.sample(512, generator).float()
-        loss = sde_dsm(model, sde, x, generator=generator).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        ema.update(step)
+    trainer = Trainer(model, torch.optim.Adam(model.parameters(), lr=2e-3), ema=ema)
+    fit(
+        trainer,
+        lambda step: sde_dsm(model, sde, mixture.sample(512, generator).float(), generator=generator).mean(),
+        steps,
+    )
     model.load_state_dict(ema.state_dict(model))
     return model.eval().requires_grad_(False), time.perf_counter() - start
 

@@ -38,6 +38,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .datasets import IMAGE_LEVELS, DigitsSplit, digits_split, image_scaler
+from .fit import Trainer, fit
 from .likelihood import bits_per_dim, dequantize
 from .metrics import frechet_distance
 from .utils import make_generator
@@ -211,17 +212,20 @@ class DigitsClassifier:
             net = DigitsCNN(config.width, config.features)
             optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
             n = split.x_train.shape[0]
-            steps = config.epochs * math.ceil(n / config.batch_size)
-            schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=steps)
-            net.train()
-            for _ in range(config.epochs):
-                for rows in torch.randperm(n, generator=generator).split(config.batch_size):
-                    x = scale_digits(dequantize(split.x_train[rows], generator))
-                    loss = nn.functional.cross_entropy(net(x), split.y_train[rows])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
+            per_epoch = math.ceil(n / config.batch_size)
+            schedule = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, config.lr, total_steps=config.epochs * per_epoch
+            )
+            batches: list[torch.Tensor] = []
+
+            def loss_fn(step: int) -> torch.Tensor:
+                if step % per_epoch == 0:  # a fresh permutation each epoch, drawn before its batches' noise
+                    batches[:] = torch.randperm(n, generator=generator).split(config.batch_size)
+                rows = batches[step % per_epoch]
+                x = scale_digits(dequantize(split.x_train[rows], generator))
+                return nn.functional.cross_entropy(net(x), split.y_train[rows])
+
+            fit(Trainer(net, optimizer, schedule), loss_fn, config.epochs * per_epoch)
             net.eval()
             with torch.no_grad():
                 predicted = net(scale_digits(split.x_test)).argmax(1)

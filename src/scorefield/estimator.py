@@ -23,7 +23,6 @@ In scikit-learn's vocabulary ``score`` is a mean log-likelihood; the gradient of
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -37,7 +36,6 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted, check_random_state
 from torch import nn
-from tqdm.auto import tqdm
 
 try:
     from sklearn.utils.validation import validate_data
@@ -48,6 +46,7 @@ except ImportError:  # scikit-learn < 1.6: the same checks as an estimator metho
 
 
 from .datasets import Standardizer
+from .fit import EMA, EarlyStopping, Trainer, fit
 from .likelihood import log_likelihood
 from .losses import sde_dsm
 from .nets.mlp import MLP
@@ -425,52 +424,50 @@ class ScoreDensityEstimator(BaseEstimator):
             return float(self._loss(model, batch, g).mean())
 
     def _train(self, model: ScoreModel, z_train: torch.Tensor, z_val: torch.Tensor, gen) -> ScoreModel:
+        """``fit.fit`` with the estimator's recipe: AdamW with warm-up, a tenfold lower rate for the last
+        ``LR_DROP`` of the run (started early when the held-out loss plateaus at the full rate), the EMA
+        of the weights, and early stopping on the held-out loss that keeps the best average."""
         n = len(z_train)
         batch = self.batch_size or min(256, n)
         epochs = EPOCHS * max(1.0, math.sqrt(n / EPOCH_ROWS))
         max_steps = self.steps or int(min(MAX_STEPS, max(MIN_STEPS, epochs * n / batch)))
-        eval_every, patience = EVAL_EVERY, PATIENCE
+        phase = {"drop_at": (1 - LR_DROP) * max_steps, "end": max_steps}  # the low-rate phase: (drop_at, end]
+
+        def lr_factor(k: int) -> float:  # step k + 1 of the run
+            return min(1.0, (k + 1) / WARMUP_STEPS) * (0.1 if k + 1 > phase["drop_at"] else 1.0)
+
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        ema = copy.deepcopy(model).requires_grad_(False)
-        decay = max(EMA_DECAY, 1 - EMA_SPAN / max_steps)
-        best, best_state, bad = math.inf, copy.deepcopy(ema.state_dict()), 0
+        ema = EMA(model, max(EMA_DECAY, 1 - EMA_SPAN / max_steps), warmup=False)
+        trainer = Trainer(
+            model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor), grad_clip=1.0, ema=ema
+        )
+        stopper = EarlyStopping(
+            lambda: self._validation_loss(ema.averaged(model), z_val), lambda: ema.state_dict(model), PATIENCE
+        )
         dev_gen = make_generator(self.seed + 2, z_train.device)
-        self.n_steps_ = 0
-        drop_at, end = (1 - LR_DROP) * max_steps, max_steps  # the low-rate phase: (drop_at, end]
-        bar = tqdm(range(1, max_steps + 1), disable=not self._verbosity(), desc="fit", leave=False)
-        for step in bar:
-            if step > end:
-                break
-            if step == int(drop_at) + 1:
-                bad = 0  # the low-rate phase gets its own patience
-            lr = self.lr * min(1.0, step / WARMUP_STEPS) * (0.1 if step > drop_at else 1.0)
-            for group in opt.param_groups:
-                group["lr"] = lr
+
+        def loss_fn(step: int) -> torch.Tensor:
             idx = torch.randint(0, n, (batch,), generator=dev_gen, device=z_train.device)
-            loss = self._loss(model, z_train[idx], dev_gen).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
-                    pe.lerp_(p, 1 - decay)
-            self.n_steps_ = step
-            if step % eval_every == 0 or step == end:  # the last step too: a short run is kept
-                val = self._validation_loss(ema, z_val)
-                bar.set_postfix(held_out_loss=f"{val:.4f}")
-                if not math.isfinite(best) or val < best - 1e-4 * abs(best):
-                    best, best_state, bad = val, copy.deepcopy(ema.state_dict()), 0
-                else:
-                    bad += 1
-                    if bad >= patience and step >= drop_at:
-                        break
-                    if bad >= patience:  # a plateau at the full rate: its gradient-noise floor
-                        drop_at, end, bad = step, min(max_steps, step + int(LR_DROP * max_steps)), 0
-        bar.close()
-        ema.load_state_dict(best_state)
-        self.validation_loss_ = best
-        return ema.eval()
+            return self._loss(model, z_train[idx], dev_gen).mean()
+
+        def after_step(done: int, loss: torch.Tensor, bar) -> bool:
+            if done == int(phase["drop_at"]):
+                stopper.restart_patience()  # the low-rate phase gets its own patience
+            if done % EVAL_EVERY == 0 or done == phase["end"]:  # the last step too: a short run is kept
+                plateau = stopper.check(done)
+                bar.set_postfix(held_out_loss=f"{stopper.curve[-1][1]:.4f}")
+                if plateau and done >= phase["drop_at"]:
+                    return True
+                if plateau:  # a plateau at the full rate is its gradient-noise floor: lower the rate
+                    phase["drop_at"], phase["end"] = done, min(max_steps, done + int(LR_DROP * max_steps))
+                    stopper.restart_patience()
+            return done >= phase["end"]
+
+        self.n_steps_ = fit(trainer, loss_fn, max_steps, after_step, progress=bool(self._verbosity()))
+        model.load_state_dict(stopper.best_state)
+        self.validation_loss_ = stopper.best
+        self.validation_curve_ = stopper.curve
+        return model.requires_grad_(False).eval()
 
     def _log_density_std(self, z: torch.Tensor, eps: float, batch: int = 1024) -> torch.Tensor:
         """``log p_eps`` of standardised rows through the probability-flow ODE, in nats: ``[N]``."""

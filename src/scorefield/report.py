@@ -37,6 +37,7 @@ from . import datasets, losses, noise, viz
 from .checkpoint import atomic_write
 from .datasets import Standardizer
 from .distributions import GaussianMixture, two_gaussians
+from .fit import Trainer, fit
 from .likelihood import log_likelihood
 from .metrics import fisher_divergence, mmd, mode_weights
 from .nets.mlp import MLP
@@ -119,19 +120,17 @@ def _fit(
     decay, which stands in for an average of the weights in runs this short); returns the wall time.
 
     The models here are tiny and live in memory, so the run-directory machinery of ``scorefield.train``
-    (checkpoints, EMA, resumption) would cost more than the training itself.
+    (checkpoints, EMA, resumption) would cost more than the training itself: only the core step runs.
     """
     start = time.perf_counter()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    model.train()
-    for _ in range(steps):
+    trainer = Trainer(model, optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps))
+
+    def loss(step: int) -> torch.Tensor:
         batch = data[torch.randint(0, data.shape[0], (budget.batch_size,), generator=generator)]
-        loss = loss_fn(batch, generator).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        return loss_fn(batch, generator).mean()
+
+    fit(trainer, loss, steps)
     model.eval().requires_grad_(False)
     return time.perf_counter() - start
 
