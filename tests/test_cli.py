@@ -4,15 +4,19 @@ status 2, no traceback, and no good file touched."""
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from scorefield.checkpoint import checkpoint_dir
+from scorefield.checkpoint import checkpoint_dir, latest_good
 from scorefield.cli import PLOTS, main
 from scorefield.train import load_run
 
@@ -171,14 +175,14 @@ def expect_error(capsys, args, message: str) -> str:
             ["sde.kind=ve", "sde.sigma_min=5.0", "sde.sigma_max=1.0"],
             "sigma_min (5.0) must be smaller than sigma_max",
         ),
-        (["data.path=missing.csv"], "data.path: data file missing.csv does not exist"),
+        (["data.path=missing.csv"], "missing.csv does not exist"),
     ],
     ids=["unknown-key", "wrong-type", "non-positive-steps", "sigma-order", "missing-data"],
 )
 def test_train_refuses_bad_configs(capsys, tmp_path, overrides, message):
     out = tmp_path / "run"
     expect_error(capsys, ["train", *sets(*overrides), "--out", out], message)
-    assert not (out / "checkpoints").exists()
+    assert not out.exists()  # a run that cannot start leaves no empty directory behind
 
 
 def test_train_refuses_bad_files(capsys, tmp_path, tables):
@@ -187,7 +191,7 @@ def test_train_refuses_bad_files(capsys, tmp_path, tables):
     )
     expect_error(
         capsys, ["train", *sets(f"data.path={tables / 'nan.csv'}"), "--out", tmp_path / "r"],
-        "nan.csv: row 7 contains NaN or Inf",
+        "nan.csv line 8: the row holds NaN or Inf",
     )  # fmt: skip
 
 
@@ -208,7 +212,7 @@ def test_data_errors_name_the_problem(capsys, run_dir, tables):
         expect_error(
             capsys,
             [command, "--run", run_dir, "--data", tables / "nan.csv"],
-            "nan.csv: row 7 contains NaN or Inf",
+            "nan.csv line 8: the row holds NaN or Inf",
         )
         expect_error(capsys, [command, "--run", run_dir, "--data", tables / "none.csv"], "does not exist")
         expect_error(
@@ -271,3 +275,259 @@ def test_a_corrupt_newest_checkpoint_warns_in_one_line_and_falls_back(capsys, tm
         "SHA-256 differs from the one recorded in step-0000020.json"
     ]
     assert torch.from_numpy(np.load(tmp_path / "s.npy")).shape == (4, 2)
+
+
+# --------------------------------------------------------------------------------------------------
+# a run is checked whole before its directory is touched; outputs are checked before any compute
+
+
+def copy_run(run_dir, dest):
+    shutil.copytree(run_dir, dest)
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [("missing.csv", "missing.csv does not exist"), ("nan.csv", "line 8: the row holds NaN"),
+     ("one.csv", "at least 2 are needed")],
+    ids=["missing", "nan", "one-row"],
+)  # fmt: skip
+def test_force_with_bad_data_leaves_the_good_run_untouched(capsys, tmp_path, run_dir, tables, data, message):
+    np.savetxt(tables / "one.csv", np.ones((1, 2)), delimiter=",")
+    good = copy_run(run_dir, tmp_path / "good")
+    before = digest(good)
+    expect_error(
+        capsys, ["train", *sets(f"data.path={tables / data}"), "--out", good, "--force"], message
+    )  # fmt: skip
+    assert digest(good) == before
+
+
+def forbid(monkeypatch, *names: str) -> None:
+    """Make the compute steps fail loudly, so a check that comes after them fails the test."""
+    import scorefield.cli
+    import scorefield.train
+
+    def boom(*args, **kwargs):
+        raise AssertionError("computed before checking the output")
+
+    for name in names:
+        monkeypatch.setattr(scorefield.train.Run, name, boom)
+    monkeypatch.setattr(scorefield.cli, "train", boom)
+
+
+@pytest.mark.parametrize("where", ["proc", "below-a-file", "a-folder"])
+@pytest.mark.parametrize("command", ["train", "sample", "likelihood", "anomaly"])
+def test_unwritable_outputs_are_refused_before_any_work(
+    capsys, monkeypatch, tmp_path, run_dir, tables, command, where
+):
+    forbid(monkeypatch, "sample", "log_prob")
+    (tmp_path / "file").write_text("keep")
+    (tmp_path / "taken.csv").mkdir()
+    name = "run" if command == "train" else "out.csv"
+    out = {"proc": Path("/proc") / name, "below-a-file": tmp_path / "file" / name}.get(where)
+    if out is None:  # a folder where a file goes; for train, a file where the run's folder goes
+        out = tmp_path / ("file" if command == "train" else "taken.csv")
+    args = {
+        "train": ["train", *sets(), "--out", out],
+        "sample": ["sample", "--run", run_dir, "--n", 5, "--out", out],
+        "likelihood": ["likelihood", "--run", run_dir, "--data", tables / "good.csv", "--out", out],
+        "anomaly": ["anomaly", "--run", run_dir, "--data", tables / "good.csv", "--out", out],
+    }[command]
+    expect_error(capsys, args, f"cannot write {out}")
+    assert (tmp_path / "file").read_text() == "keep" and not any((tmp_path / "taken.csv").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_folder_without_write_permission_is_refused(capsys, tmp_path, run_dir):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    expect_error(
+        capsys, ["sample", "--run", run_dir, "--n", 5, "--out", locked / "s.npy"], "accepts no new files"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# column names travel with the run
+
+
+@pytest.fixture(scope="module")
+def named_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("named")
+    data = np.random.default_rng(1).normal(size=(64, 2)) * [1.0, 10.0] + [3.5, 70.0]
+    np.savetxt(folder / "faithful.csv", data, delimiter=",", header="eruptions,waiting", comments="")
+    code = main(
+        ["train", *sets(f"data.path={folder / 'faithful.csv'}"), "--out", str(folder / "run"), "--quiet"]
+    )
+    assert code == 0
+    return folder
+
+
+def test_a_run_keeps_its_training_columns(named_run, run_dir):
+    assert load_run(named_run / "run", device="cpu").columns == ("eruptions", "waiting")
+    assert latest_good(named_run / "run").meta["columns"] == ["eruptions", "waiting"]
+    assert load_run(run_dir, device="cpu").columns == ("x0", "x1")  # a toy's features have no names
+
+
+def test_likelihood_refuses_a_header_that_differs_from_the_run(capsys, named_run):
+    data = np.loadtxt(named_run / "faithful.csv", delimiter=",", skiprows=1)[:8]
+    np.savetxt(
+        named_run / "renamed.csv", data[:, ::-1], delimiter=",", header="waiting,duration", comments=""
+    )
+    for command in ("likelihood", "anomaly"):
+        line = expect_error(
+            capsys, [command, "--run", named_run / "run", "--data", named_run / "renamed.csv"],
+            "renamed.csv has columns (waiting, duration) but the run",
+        )  # fmt: skip
+        assert "trained on (eruptions, waiting)" in line
+
+
+def test_data_without_names_or_with_the_runs_names_are_scored(capsys, named_run, tmp_path):
+    data = np.loadtxt(named_run / "faithful.csv", delimiter=",", skiprows=1)[:8]
+    np.save(tmp_path / "plain.npy", data)
+    np.savetxt(tmp_path / "plain.csv", data, delimiter=",")
+    np.savetxt(tmp_path / "same.csv", data, delimiter=",", header="eruptions,waiting", comments="")
+    results = []
+    for name in ("plain.npy", "plain.csv", "same.csv"):
+        out = tmp_path / f"{name}.logp.csv"
+        code, _, err = run_cli(
+            capsys, "likelihood", "--run", named_run / "run", "--data", tmp_path / name, "--out", out
+        )
+        assert code == 0, err
+        assert out.read_text().splitlines()[0] == "log_likelihood"  # per-row outputs keep their own names
+        results.append(np.loadtxt(out, delimiter=",", skiprows=1))
+    assert np.allclose(results[0], results[1]) and np.allclose(results[0], results[2])
+
+
+def test_any_header_of_the_right_width_suits_a_run_without_names(capsys, run_dir, tables):
+    code, _, err = run_cli(capsys, "likelihood", "--run", run_dir, "--data", tables / "good.csv")  # a,b
+    assert code == 0, err
+
+
+def test_sample_csv_has_the_runs_column_names(capsys, named_run, tmp_path):
+    code, _, err = run_cli(
+        capsys, "sample", "--run", named_run / "run", "--n", 4, "--out", tmp_path / "s.csv", "--quiet"
+    )
+    assert code == 0, err
+    assert (tmp_path / "s.csv").read_text().splitlines()[0] == "eruptions,waiting"
+
+
+def strip_columns(run):
+    """Rewrite a run's checkpoint sidecars as a scorefield without column names wrote them."""
+    for path in checkpoint_dir(run).glob("*.json"):
+        sidecar = json.loads(path.read_text())
+        del sidecar["meta"]["columns"]
+        path.write_text(json.dumps(sidecar))
+
+
+def test_a_checkpoint_without_column_names_loads_with_default_names(capsys, named_run, tmp_path):
+    old = copy_run(named_run / "run", tmp_path / "old")
+    strip_columns(old)
+    assert load_run(old, device="cpu").columns == ("x0", "x1")
+    np.savetxt(tmp_path / "any.csv", np.ones((3, 2)), delimiter=",", header="p,q", comments="")
+    code, _, err = run_cli(capsys, "likelihood", "--run", old, "--data", tmp_path / "any.csv")
+    assert code == 0, err
+
+
+def test_resume_refuses_the_same_values_under_other_names(capsys, tmp_path):
+    data = np.random.default_rng(3).normal(size=(40, 2))
+    np.savetxt(tmp_path / "data.csv", data, delimiter=",", header="eruptions,waiting", comments="")
+    run = tmp_path / "run"
+    assert (
+        run_cli(capsys, "train", *sets(f"data.path={tmp_path / 'data.csv'}"), "--out", run, "--quiet")[0] == 0
+    )
+    np.savetxt(tmp_path / "data.csv", data, delimiter=",", header="a,b", comments="")
+    before = digest(run)
+    expect_error(
+        capsys,
+        ["train", *sets(f"data.path={tmp_path / 'data.csv'}", "train.steps=30"), "--out", run, "--resume"],
+        "the training data have columns (a, b) but the run",
+    )
+    assert digest(run) == before
+
+
+# --------------------------------------------------------------------------------------------------
+# data paths are stored absolute
+
+
+def test_a_relative_data_path_is_stored_absolute_and_resumes_from_elsewhere(
+    capsys, monkeypatch, tmp_path, named_run
+):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(named_run / "faithful.csv", tmp_path / "a" / "data.csv")
+    monkeypatch.chdir(tmp_path / "a")
+    code, _, err = run_cli(capsys, "train", *sets("data.path=data.csv"), "--out", tmp_path / "run", "--quiet")
+    assert code == 0, err
+    absolute = str(tmp_path / "a" / "data.csv")
+    assert f'path = "{absolute}"' in (tmp_path / "run" / "config.toml").read_text()
+    assert latest_good(tmp_path / "run").meta["config"]["data"]["path"] == absolute
+    monkeypatch.chdir(tmp_path / "b")
+    code, out, err = run_cli(
+        capsys, "train", "--set", "train.steps=30", "--out", tmp_path / "run", "--resume", "--quiet"
+    )
+    assert code == 0 and "to step 30" in out, err
+
+
+def test_a_run_stored_with_a_relative_path_resumes_with_the_absolute_one(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    np.savetxt(tmp_path / "data.csv", np.random.default_rng(2).normal(size=(40, 2)), delimiter=",")
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *sets("data.path=data.csv"), "--out", run, "--quiet")[0] == 0
+    for path in checkpoint_dir(run).glob("*.json"):  # as scorefield wrote it before paths were resolved
+        sidecar = json.loads(path.read_text())
+        sidecar["meta"]["config"]["data"]["path"] = "data.csv"
+        path.write_text(json.dumps(sidecar))
+    args = [*sets(f"data.path={tmp_path / 'data.csv'}", "train.steps=30"), "--out", run, "--resume"]
+    code, out, err = run_cli(capsys, "train", *args, "--quiet")
+    assert code == 0 and "to step 30" in out, err
+
+
+# --------------------------------------------------------------------------------------------------
+# version, help, device
+
+
+def test_version_and_bare_command(capsys):
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out == f"scorefield {importlib.metadata.version('scorefield')}\n"
+    code, out, err = run_cli(capsys)
+    assert code == 0 and out.startswith("usage: scorefield") and not err
+    for command in ("train", "sample", "likelihood", "anomaly", "plot", "demo"):
+        assert command in out
+
+
+def test_train_device_overrides_the_config(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys, "train", *sets("train.device=auto"), "--device", "cpu", "--out", out, "--quiet"
+    )
+    assert code == 0, err
+    assert 'device = "cpu"' in (out / "config.toml").read_text()
+    expect_error(
+        capsys, ["train", *sets(), "--device", "gpu", "--out", tmp_path / "r2"], "device 'gpu' is unknown"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# per-row outputs and row numbers
+
+
+def test_anomaly_csv_writes_integer_rows(capsys, run_dir, tables):
+    code, _, err = run_cli(
+        capsys, "anomaly", "--run", run_dir, "--data", tables / "good.csv", "--out", tables / "a.csv"
+    )
+    assert code == 0, err
+    lines = (tables / "a.csv").read_text().splitlines()
+    assert lines[0] == "row,anomaly_score"
+    assert [line.split(",")[0] for line in lines[1:]] == [str(i) for i in range(12)]
+
+
+def test_bad_rows_are_named_by_file_line_or_npy_row(capsys, run_dir, tmp_path):
+    values = np.ones((6, 2))
+    values[3, 1] = np.inf
+    np.savetxt(tmp_path / "h.csv", values, delimiter=",", header="a,b", comments="")
+    np.save(tmp_path / "v.npy", values)
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n\n3,oops\n")
+    cases = {"h.csv": "h.csv line 5: the row holds NaN or Inf", "v.npy": "v.npy: row 3 (0-based) contains",
+             "t.csv": "t.csv line 4: 'oops' in column 'b' is not a number"}  # fmt: skip
+    for name, message in cases.items():
+        expect_error(capsys, ["anomaly", "--run", run_dir, "--data", tmp_path / name], message)

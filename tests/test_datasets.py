@@ -175,7 +175,8 @@ def test_a_row_with_nan_or_inf_is_named(tmp_path, bad, suffix):
     values[5, 0] = bad
     path = tmp_path / f"data{suffix}"
     np.save(path, values) if suffix == ".npy" else np.savetxt(path, values, delimiter=",")
-    with pytest.raises(ValueError, match=r"row 4 contains NaN or Inf") as info:
+    where = r"row 4 \(0-based\) contains" if suffix == ".npy" else r"line 5: the row holds"  # headerless
+    with pytest.raises(ValueError, match=rf"{where} NaN or Inf") as info:
         load_table(path)
     assert str(path) in str(info.value)
 
@@ -190,8 +191,8 @@ def test_malformed_tables_are_refused(tmp_path):
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     np.save(tmp_path / "text.npy", np.array(["a", "b"]))
     cases = {
-        "ragged.csv": "row 1 has 1 columns",
-        "words.csv": "row 1 holds a value that is not a number",
+        "ragged.csv": "line 2 has 1 columns but line 1 has 2",
+        "words.csv": "line 3: 'x' in column 'b' is not a number",
         "empty.csv": "no rows",
         "header_only.csv": "no rows",
         "t.txt": "unknown table format",

@@ -307,7 +307,9 @@ def test_sample_writes_an_array_and_a_png_grid_for_image_runs(tmp_path):
     assert array.shape == (10, 1, 8, 8) and np.isfinite(array).all()
     grid = Image.open(tmp_path / "grid.png")
     columns = rows = 4  # ceil(sqrt(10)) per row, three rows needed, padding 2
-    assert grid.size == (columns * 8 + (columns + 1) * 2, 3 * 8 + (rows) * 2) and grid.mode == "L"
+    scale = 8  # 8x8 digits enlarged to 64 px per side by default
+    assert grid.size == (columns * 8 * scale + (columns + 1) * 2, 3 * 8 * scale + rows * 2)
+    assert grid.mode == "L"
     assert main([*common, "--out", str(tmp_path / "s.npy")]) == 0
     assert np.array_equal(np.load(tmp_path / "s.npy"), array) and (tmp_path / "s.png").is_file()
     # the denoising strip works on images; the plane-only figures refuse them with one clear line

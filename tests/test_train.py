@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -114,15 +115,18 @@ def test_ema_is_the_exponential_average_with_a_warm_up():
     ids=["sde_dsm", "ncsn", "ssm"],
 )
 def test_sharded_rows_give_the_same_per_example_losses(overrides):
-    """What one process of N computes for its rows equals the single-process values of those rows."""
+    """What one process of N computes for its rows equals the single-process values of those rows (in
+    float64: float32 matrix products over 4 and 12 rows round differently on some CPUs, and a loss
+    like ||std s + z||² can cancel that rounding up to ~1e-5 relative)."""
     config = tiny(*overrides)
     setup = build(config, (2,), sigma_max=5.0)
-    x = torch.randn(12, 2, generator=torch.Generator().manual_seed(0))
+    setup.model.double()
+    x = torch.randn(12, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     objective = OBJECTIVES[config.objective.kind]
     full = objective(setup.model, x, setup, torch.Generator().manual_seed(1))
     for lo, hi in ((0, 4), (4, 8), (8, 12)):
         local = objective(_local_rows(setup.model, lo, hi, 12), x, setup, torch.Generator().manual_seed(1))
-        assert torch.allclose(local[lo:hi], full[lo:hi], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(local[lo:hi], full[lo:hi], rtol=1e-10, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,6 +268,22 @@ def test_load_run_errors(tmp_path, trained_run):
         load_run(trained_run, device="cpu").log_prob(torch.zeros(4, 3))
 
 
+@contextmanager
+def float64(run):
+    """``run`` computing in float64: its weights and every tensor the sampler creates. Batches of
+    different sizes then agree to ~1e-12, so an agreement at 1e-9 tests that sample ``i`` does not
+    depend on its batch, free of float32's batch-size-dependent rounding (~1e-6 relative per matrix
+    product, amplified by the field's Lipschitz constant over the steps, CPU-dependent)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    run.setup.model.double()
+    try:
+        yield run
+    finally:
+        run.setup.model.float()
+        torch.set_default_dtype(previous)
+
+
 def test_ode_samples_do_not_depend_on_the_batch_size(trained_run):
     run = load_run(trained_run, device="cpu")
     whole = run.sample(24, sampler="ode", batch_size=24, seed=3)
@@ -271,16 +291,32 @@ def test_ode_samples_do_not_depend_on_the_batch_size(trained_run):
     # dopri5 controls its error per batch, so different batches take different steps; the answers
     # agree to the solver's global error (~1e-2 here, where a barely trained field is stiff near eps)
     assert torch.allclose(whole, pieces, atol=3e-2)
-    fixed = run.config.model_copy(
+    run.config = run.config.model_copy(
         update={"sample": run.config.sample.model_copy(update={"ode_method": "rk4"})}
     )
-    run.config = fixed
-    whole = run.sample(24, sampler="ode", steps=10, batch_size=24, seed=3)
-    pieces = run.sample(24, sampler="ode", steps=10, batch_size=7, seed=3)
-    prefix = run.sample(6, sampler="ode", steps=10, batch_size=6, seed=3)
-    assert torch.allclose(whole, pieces, rtol=1e-6, atol=1e-6)
-    assert torch.allclose(prefix, whole[:6], rtol=1e-6, atol=1e-6)
-    assert not torch.allclose(whole, run.sample(24, sampler="ode", steps=10, seed=4))
+    with float64(run):
+        whole = run.sample(24, sampler="ode", steps=10, batch_size=24, seed=3)
+        pieces = run.sample(24, sampler="ode", steps=10, batch_size=7, seed=3)
+        prefix = run.sample(6, sampler="ode", steps=10, batch_size=6, seed=3)
+        other_seed = run.sample(24, sampler="ode", steps=10, seed=4)
+    assert whole.dtype == torch.float64
+    torch.testing.assert_close(pieces, whole, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(prefix, whole[:6], rtol=1e-9, atol=1e-9)
+    assert (whole - other_seed).abs().amax(1).min() > 1e-3
+
+
+@pytest.mark.parametrize("sampler", ["pc", "em"])
+def test_stochastic_samples_do_not_depend_on_the_batch_size(trained_run, sampler):
+    """Step noise keyed by (seed, sample index): sample i is the same in any batch (float64, see above)."""
+    run = load_run(trained_run, device="cpu")
+    with float64(run):
+        whole = run.sample(20, sampler=sampler, steps=8, seed=1, batch_size=20)
+        pieces = run.sample(20, sampler=sampler, steps=8, seed=1, batch_size=3)
+        tail = run.sample(20, sampler=sampler, steps=8, seed=1, batch_size=13)[13:]
+        other_seed = run.sample(20, sampler=sampler, steps=8, seed=2, batch_size=20)
+    torch.testing.assert_close(pieces, whole, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(tail, whole[13:], rtol=1e-9, atol=1e-9)
+    assert (whole - other_seed).abs().amax(1).min() > 1e-3
 
 
 def test_stochastic_samples_are_reproducible(trained_run):
@@ -288,6 +324,19 @@ def test_stochastic_samples_are_reproducible(trained_run):
     a = run.sample(20, sampler="pc", steps=5, seed=1, batch_size=8)
     assert torch.equal(a, run.sample(20, sampler="pc", steps=5, seed=1, batch_size=8))
     assert not torch.equal(a, run.sample(20, sampler="pc", steps=5, seed=2, batch_size=8))
+
+
+def test_annealed_langevin_samples_do_not_depend_on_the_batch_size(tmp_path):
+    train(
+        tiny("sde.kind=ncsn", "objective.kind=ncsn", "sde.n_levels=5", "train.steps=20"),
+        tmp_path,
+        progress=False,
+    )
+    run = load_run(tmp_path, device="cpu")
+    with float64(run):
+        whole = run.sample(12, sampler="ald", steps=4, seed=5, batch_size=12)
+        pieces = run.sample(12, sampler="ald", steps=4, seed=5, batch_size=5)
+    torch.testing.assert_close(pieces, whole, rtol=1e-9, atol=1e-9)
 
 
 def test_log_likelihoods_are_in_data_units(tmp_path):

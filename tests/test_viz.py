@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
@@ -11,6 +12,7 @@ from matplotlib.quiver import Quiver
 from matplotlib.text import Text
 from PIL import Image
 
+from scorefield import viz
 from scorefield.distributions import Gaussian, Parzen, two_gaussians
 from scorefield.samplers import tweedie
 from scorefield.sde import VESDE, VPSDE
@@ -21,7 +23,9 @@ from scorefield.viz import (
     annealed_langevin_animation,
     at_level,
     exact_noise_score,
+    grid_scale,
     image_grid,
+    image_grid_size,
     langevin_animation,
     plot_denoising_strip,
     plot_gaussian_score_line,
@@ -93,11 +97,48 @@ def test_score_field_of_a_bare_score_function_normalised_with_data():
     assert len(fig.axes) == 1 and not _of_type(fig, AxesImage)
     assert fig.axes[0].get_title() == "score"  # a bare score is not called the true one
     (q,) = _of_type(fig, Quiver)
-    norms = np.hypot(q.U, q.V)
-    np.testing.assert_allclose(norms[np.hypot(*q.XY.T) > 0], 1.0, rtol=1e-6)
+    cell = 4 / 6  # 7 arrows across a window 4 wide and 4 high
+    drawn = np.hypot(q.U / cell, q.V / cell) / q.scale  # arrow lengths in grid cells
+    np.testing.assert_allclose(drawn[np.hypot(*q.XY.T) > 0], 0.8, rtol=1e-6)
     assert _labelled(fig.axes[0], "data").get_offsets().shape == (50, 2)
     with pytest.raises(ValueError, match="extent"):
         plot_score_field(lambda x: -x)
+
+
+def faithful(n: int = 300, seed: int = 0) -> torch.Tensor:
+    """Old Faithful-like data: eruptions ~ 1.6-5.1 minutes, waiting ~ 40-100 minutes."""
+    g = np.random.default_rng(seed)
+    eruptions = np.where(g.random(n) < 0.35, g.normal(2.0, 0.25, n), g.normal(4.3, 0.4, n))
+    return torch.tensor(np.stack([eruptions, 33 + 10 * eruptions + g.normal(0, 5, n)], 1))
+
+
+def assert_covers(lo_hi: tuple[float, float], values: np.ndarray, slack: float = 1.5) -> None:
+    """The axis range holds the values' 1%-99% span, and is at most ``slack`` times its full span
+    wider (so in the values' own units, neither standardised nor padded to another axis' width)."""
+    lo, hi = sorted(lo_hi)
+    q1, q99 = np.quantile(values, [0.01, 0.99])
+    assert lo <= q1 and q99 <= hi, (lo_hi, (q1, q99))
+    assert hi - lo <= slack * (values.max() - values.min()), (lo_hi, (values.min(), values.max()))
+
+
+def test_score_field_of_data_scales_each_axis_to_its_column_and_its_arrows_to_the_cells():
+    data = faithful()
+    mean, std = data.mean(0), data.std(0)
+    names = ("eruptions", "waiting")
+    fig = plot_score_field(lambda x: -(x - mean) / std, grid=9, data=data, columns=names)
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == names
+    assert ax.get_aspect() == "auto"
+    assert_covers(ax.get_xlim(), data[:, 0].numpy())
+    assert_covers(ax.get_ylim(), data[:, 1].numpy())
+    (q,) = _of_type(fig, Quiver)
+    cell = np.array([np.ptp(ax.get_xlim()), np.ptp(ax.get_ylim())]) / 8
+    drawn = np.hypot(q.U / cell[0], q.V / cell[1]) / q.scale  # in cells of each axis' own size
+    assert drawn.max() == pytest.approx(0.9, rel=1e-6)
+    # an arrow points where the field points in the data's coordinates
+    np.testing.assert_allclose(np.stack([q.U, q.V], 1), -(q.XY - mean.numpy()) / std.numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="3 column names for 2"):
+        plot_score_field(lambda x: -x, data=data, columns=("a", "b", "c"))
 
 
 class _Conditional(torch.nn.Module):
@@ -191,11 +232,40 @@ def test_write_gif_keeps_every_frame_even_identical_ones(tmp_path):
     path = write_gif([frame, frame, frame + 1], tmp_path / "a.gif", extent=(-2, 2, -2, 2))
     assert _gif_frames(path) == 3
     with Image.open(path) as image:
-        assert image.size == (240, 240)  # 3 inches at 80 dpi
+        assert image.size == (272, 272)  # 3.4 inches at 80 dpi
     with pytest.raises(ValueError, match="titles"):
         write_gif([frame], tmp_path / "b.gif", titles=["a", "b"])
     with pytest.raises(ValueError, match=r"\[N, 2\]"):
         write_gif([np.zeros((4, 3))], tmp_path / "c.gif")
+
+
+class _CanvasSpy(FigureCanvasAgg):
+    """Agg canvas that keeps the figures it draws (the animations' figures are not returned)."""
+
+    figures: list[Figure] = []
+
+    def __init__(self, figure):
+        super().__init__(figure)
+        self.figures.append(figure)
+
+
+def test_animations_draw_in_data_units_on_named_axes(tmp_path, monkeypatch):
+    monkeypatch.setattr(viz, "FigureCanvasAgg", _CanvasSpy)
+    _CanvasSpy.figures = []
+    mean, std = torch.tensor([3.5, 70.0], dtype=torch.float64), torch.tensor([1.1, 13.0], dtype=torch.float64)
+    z0 = torch.randn(200, 2, generator=make_generator(0), dtype=torch.float64)
+    names = ("eruptions", "waiting")
+    langevin_animation(
+        lambda z: -z, z0, tmp_path / "l.gif", step_size=0.1, n_steps=20, n_frames=4,
+        generator=make_generator(1), to_data=lambda z: mean + std * z, columns=names,
+    )  # fmt: skip
+    (fig,) = _CanvasSpy.figures
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == names
+    last = _labelled(ax, "particles").get_offsets()  # the last frame drawn: samples of N(mean, std^2)
+    assert (np.abs(last.mean(0) - mean.numpy()) < 0.3 * std.numpy()).all()
+    assert_covers(ax.get_xlim(), last[:, 0])
+    assert_covers(ax.get_ylim(), last[:, 1])
 
 
 def test_langevin_animation_frame_counts(tmp_path):
@@ -301,11 +371,82 @@ def test_denoising_strip_with_an_sde_and_with_images():
         noisy = _labelled(fig.axes[j], "noisy").get_offsets()
         denoised = _labelled(fig.axes[2 + j], "denoised").get_offsets()
         np.testing.assert_allclose(denoised, m * noisy / (m**2 + std**2), rtol=1e-8)  # unit variance data
-    images = torch.rand(6, 1, 8, 8, generator=make_generator(2))
-    fig = plot_denoising_strip(images, [0.1, 0.3, 1.0], lambda x, s: x, n_show=4, value_range=(0, 1))
-    assert len(fig.axes) == 6
-    shapes = [im.get_array().shape for im in _of_type(fig, AxesImage)]
-    assert shapes == [(12, 42)] * 6  # 4 images of 8x8 in a row, padding 2
+
+
+def test_denoising_strip_draws_points_in_data_units_on_named_axes():
+    # data N(0, I) in the model's space; drawn through x = mean + std z, the denoised points are
+    # mean + std E[z | z_noisy] = mean + std z_noisy / (1 + sigma^2)
+    p = Gaussian(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
+    z0 = p.sample(300, generator=make_generator(0))
+    mean, std = np.array([3.5, 70.0]), np.array([1.1, 13.0])
+    names, levels = ("eruptions", "waiting"), [0.1, 1.0]
+    fig = plot_denoising_strip(
+        z0, levels, tweedie_denoiser(exact_noise_score(p)), generator=make_generator(1),
+        to_data=lambda z: torch.as_tensor(mean) + torch.as_tensor(std) * z, columns=names,
+    )  # fmt: skip
+    clean = mean + std * z0.numpy()
+    for j, sigma in enumerate(levels):
+        top, bottom = fig.axes[j], fig.axes[len(levels) + j]
+        noisy = _labelled(top, "noisy").get_offsets()
+        np.testing.assert_allclose(_labelled(top, "clean data").get_offsets(), clean, rtol=1e-12)
+        expected = mean + std * ((noisy - mean) / std) / (1 + sigma**2)
+        np.testing.assert_allclose(_labelled(bottom, "denoised").get_offsets(), expected, rtol=1e-10)
+        for ax in (top, bottom):
+            assert (ax.get_xlabel(), ax.get_ylabel()) == names
+            assert_covers(ax.get_xlim(), clean[:, 0], slack=3 + 2 * sigma)  # noisy points widen it
+            assert_covers(ax.get_ylim(), clean[:, 1], slack=3 + 2 * sigma)
+
+
+def test_denoising_strip_of_a_wide_table_has_a_histogram_per_column_and_level():
+    z0 = torch.randn(400, 5, generator=make_generator(0))
+    scale = torch.tensor([1.0, 10.0, 100.0, 1e-3, 5.0])
+    names, levels = ("a", "b", "c", "d", "e"), [0.1, 0.5, 2.0]
+    fig = plot_denoising_strip(
+        z0,
+        levels,
+        lambda x, s: x,
+        to_data=lambda z: 7 + scale * z,
+        columns=names,
+        generator=make_generator(1),
+    )
+    assert len(fig.axes) == 5 * 3
+    clean = (7 + scale * z0).numpy()
+    for i, name in enumerate(names):
+        for j in range(3):
+            ax = fig.axes[3 * i + j]
+            assert ax.get_xlabel() == name
+            assert_covers(ax.get_xlim(), clean[:, i], slack=3 + 2 * levels[j])
+            assert len(ax.patches) == 3  # clean, noisy and denoised histograms
+
+
+def test_denoising_strip_of_images_fills_its_figure_in_data_units():
+    z0 = torch.rand(6, 1, 8, 8, generator=make_generator(2)) * 2 - 1  # the model's [-1, 1]
+    levels = [0.1, 0.3, 1.0]
+
+    def to_pixels(z):
+        return (z + 1) * 8.5  # 17 grey levels: pixels in [0, 17]
+
+    fig = plot_denoising_strip(
+        z0,
+        levels,
+        lambda x, s: x,
+        n_show=4,
+        value_range=(0, 17),
+        to_data=to_pixels,
+        generator=make_generator(3),
+    )
+    assert len(fig.axes) == 3 * len(levels)  # clean, noisy, denoised per level
+    shown = _of_type(fig, AxesImage)
+    assert len(shown) == len(fig.axes)  # no axes left empty
+    assert [im.get_array().shape for im in shown] == [(19, 19)] * 9  # 2x2 images of 8x8, padding 1
+    expected = np.asarray(image_grid(to_pixels(z0[:4]), nrow=2, padding=1, value_range=(0, 17)))
+    for i in range(len(levels)):  # the clean panel of every level shows the images in pixel units
+        np.testing.assert_array_equal(shown[3 * i].get_array(), expected)
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["clean", "noisy", "denoised"]
+    assert [fig.axes[3 * i].get_ylabel() for i in range(3)] == ["σ = 0.1", "σ = 0.3", "σ = 1"]
+    FigureCanvasAgg(fig).draw()
+    area = sum(ax.get_window_extent().width * ax.get_window_extent().height for ax in fig.axes)
+    assert area / (fig.bbox.width * fig.bbox.height) > 0.6  # the images fill the figure
 
 
 def test_ode_trajectories_end_where_the_linear_flow_sends_them():
@@ -335,7 +476,7 @@ def test_image_grid_size_layout_and_values(tmp_path):
     x = torch.zeros(10, 1, 5, 6)
     x[3] = 1.0  # white: row 0, column 3
     x[5] = 1.0  # white: row 1, column 1
-    grid = image_grid(x, nrow=4, padding=2, path=tmp_path / "g.png")
+    grid = image_grid(x, nrow=4, padding=2, path=tmp_path / "g.png", border=0.0)
     assert grid.mode == "L" and grid.size == (4 * 6 + 5 * 2, 3 * 5 + 4 * 2)
     pixels = np.asarray(grid)
     assert (pixels[2:7, 26:32] == 255).all() and (pixels[9:14, 10:16] == 255).all()
@@ -348,6 +489,33 @@ def test_image_grid_size_layout_and_values(tmp_path):
         image_grid(torch.zeros(2, 4, 4))
 
 
+def test_image_grid_enlarges_by_nearest_neighbour_with_a_grey_border():
+    x = torch.rand(5, 1, 2, 3, generator=make_generator(0))
+    scale, padding = 4, 1
+    grid = image_grid(x, nrow=3, padding=padding, value_range=(0, 1), scale=scale)
+    assert grid.size == image_grid_size(5, 2, 3, nrow=3, padding=1, scale=4) == (3 * 3 * 4 + 4, 2 * 2 * 4 + 3)
+    pixels = np.asarray(grid).astype(int)
+    plain = np.asarray(image_grid(x, nrow=3, padding=0, value_range=(0, 1), border=0.0)).astype(int)
+    border = np.ones(pixels.shape, bool)
+    for k in range(5):
+        r, c = divmod(k, 3)
+        top, left = padding + r * (2 * scale + padding), padding + c * (3 * scale + padding)
+        block = pixels[top : top + 2 * scale, left : left + 3 * scale]
+        # every source pixel is a scale x scale block of one value
+        np.testing.assert_array_equal(
+            block, np.kron(plain[2 * r : 2 * r + 2, 3 * c : 3 * c + 3], np.ones((4, 4)))
+        )
+        border[top : top + 2 * scale, left : left + 3 * scale] = False
+    assert (
+        border.sum() > 0 and (pixels[border] == 128).all()
+    )  # mid-grey between and around, and in the empty slot
+    assert [grid_scale(8, 8), grid_scale(28, 28), grid_scale(32, 32), grid_scale(100, 80)] == [8, 3, 2, 1]
+    with pytest.raises(ValueError, match="scale must be a positive integer"):
+        image_grid(x, scale=0)
+    with pytest.raises(ValueError, match="more than 16384 per side"):
+        image_grid_size(256, 32, 32, nrow=16, scale=40)
+
+
 def test_plot_samples_for_points_images_and_tables():
     g = make_generator(0)
     fig = plot_samples(torch.randn(300, 2, generator=g), data=torch.randn(500, 2, generator=g))
@@ -356,9 +524,51 @@ def test_plot_samples_for_points_images_and_tables():
     assert _labelled(fig.axes[1], "samples").get_offsets().shape == (300, 2)
     fig = plot_samples(torch.rand(20, 3, 4, 4, generator=g), nrow=5)
     (image,) = _of_type(fig, AxesImage)
-    assert image.get_array().shape == (4 * 4 + 5 * 2, 5 * 4 + 6 * 2, 3)
-    fig = plot_samples(torch.randn(100, 6, generator=g), data=torch.randn(100, 6, generator=g), max_dims=3)
-    assert len(fig.axes) == 9
+    assert image.get_array().shape == (4 * 4 + 5 * 1, 5 * 4 + 6 * 1, 3)
+
+
+def test_plot_samples_frames_each_axis_to_its_column_in_data_units():
+    data, samples = faithful(seed=0), faithful(seed=1)
+    names = ("eruptions", "waiting")
+    fig = plot_samples(samples, data, columns=names)
+    for ax in fig.axes:
+        assert (ax.get_xlabel(), ax.get_ylabel()) == names
+        assert ax.get_aspect() == "auto"
+        assert_covers(ax.get_xlim(), data[:, 0].numpy())
+        assert_covers(ax.get_ylim(), data[:, 1].numpy())
+    fig = plot_samples(data[:, :1], columns=("eruptions",))
+    assert fig.axes[0].get_xlabel() == "eruptions"
+    strays = data.clone()  # inside the window, but for:
+    strays[:3] = torch.tensor([20.0, 500.0])  # three samples far outside the data's window
+    fig = plot_samples(strays, data, columns=names)
+    assert fig.axes[1].get_title() == f"samples ({len(strays)})\n3 outside the window"
+    assert fig.axes[0].get_xlim()[1] < 10  # the window stays on the data; the strays are counted
+
+
+def test_plot_samples_of_a_table_is_a_corner_plot_of_every_column():
+    g = np.random.default_rng(0)
+    scale = np.array([1.0, 60.0, 1000.0, 1e-2, 3.0])
+    data, samples = 5 + g.normal(size=(400, 5)) * scale, 5 + g.normal(size=(300, 5)) * scale
+    names = ("a", "b", "c", "d", "e")
+    fig = plot_samples(samples, data, columns=names)
+    assert len(fig.axes) == 5 * 6 // 2  # the lower triangle and the diagonal
+    panels = {}
+    for ax in fig.axes:
+        spec = ax.get_subplotspec()
+        panels[spec.rowspan.start, spec.colspan.start] = ax
+    assert sorted(panels) == [(i, j) for i in range(5) for j in range(i + 1)]
+    assert [panels[4, j].get_xlabel() for j in range(5)] == list(names)
+    assert [panels[i, 0].get_ylabel() for i in range(1, 5)] == list(names[1:])
+    for (i, j), ax in panels.items():
+        assert_covers(ax.get_xlim(), data[:, j])
+        if i == j:
+            assert len(ax.patches) == 2  # data's and samples' histograms
+        else:
+            assert_covers(ax.get_ylim(), data[:, i])
+            np.testing.assert_allclose(_labelled(ax, "samples").get_offsets(), samples[:, [j, i]])
+            np.testing.assert_allclose(_labelled(ax, "data").get_offsets(), data[:, [j, i]])
+    with pytest.raises(ValueError, match="4 column names for 5"):
+        plot_samples(samples, columns=names[:4])
 
 
 def test_loss_curve_reads_metrics_jsonl(tmp_path):

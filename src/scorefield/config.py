@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "to_toml",
+    "with_absolute_paths",
 ]
 
 SDE_KINDS = ("ve", "vp", "subvp")  # continuous-time SDEs, trained with sde_dsm
@@ -352,6 +354,18 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"config file {path} is not valid TOML ({error})") from None
     return parse_config(apply_overrides(raw, overrides))
+
+
+def with_absolute_paths(config: Config) -> Config:
+    """``config`` with ``data.path`` made absolute (``~`` expanded, a relative path read from the working
+    directory), so that a run names its data wherever it is resumed or read from."""
+    path = config.data.path
+    if path is None:
+        return config
+    absolute = os.path.abspath(os.path.expanduser(path))
+    if absolute == path:
+        return config
+    return config.model_copy(update={"data": config.data.model_copy(update={"path": absolute})})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@
   swiss roll; moons; concentric rings). Every draw comes from ``generator``.
 - ``digits`` (8x8 handwritten digits, values 0..16) and ``breast_cancer`` (30 features): bundled with
   scikit-learn, so nothing is downloaded.
-- ``load_table``: a ``.npy`` or ``.csv`` file of numbers, one example per row; a row holding NaN or
-  Inf is refused with its 0-based index.
+- ``read_table`` / ``load_table``: a ``.npy`` or ``.csv`` file of numbers, one example per row, with
+  (``read_table``) the CSV header's column names; a row holding NaN or Inf is refused, named by its
+  file line in a CSV and by its 0-based index in a ``.npy`` file.
 - Images ``[N, C, H, W]`` in pixel units (float32 holding integers): ``digits(images=True)``, MNIST idx
   files (``read_idx``, ``mnist``), the CIFAR-10 binary batches (``read_cifar10``, ``cifar10``) and a
   folder of PNG/JPEG files (``image_folder``). ``IMAGE_LEVELS`` names the image data sets and their
@@ -45,8 +46,11 @@ __all__ = [
     "image_scaler",
     "DigitsSplit",
     "digits_split",
+    "default_columns",
     "load_data",
     "load_table",
+    "read_data",
+    "read_table",
     "mnist",
     "moons",
     "pinwheel",
@@ -372,63 +376,114 @@ def _first_bad_row(values: np.ndarray) -> int | None:
     return int(np.argmax(bad)) if bad.any() else None
 
 
-def _read_csv(path: Path) -> np.ndarray:
-    """Rows of numbers; a first row that is not numeric is taken as a header and skipped."""
-    with path.open(newline="") as f:
-        rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
-    if not rows:
-        raise ValueError(f"{path}: the file holds no rows")
+def default_columns(d: int) -> tuple[str, ...]:
+    """The names ``x0 .. x{d-1}`` of data whose features have no names of their own."""
+    return tuple(f"x{i}" for i in range(d))
 
-    def parse(row: list[str]) -> list[float]:
-        return [float(cell) for cell in row]
 
+def _is_number(cell: str) -> bool:
     try:
-        parse(rows[0])
+        float(cell)
     except ValueError:
-        rows = rows[1:]  # a header
+        return False
+    return True
+
+
+def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """The non-blank rows of a CSV file, each with its 1-based line number in the file."""
+    try:
+        with path.open(newline="") as f:
+            reader = csv.reader(f)
+            return [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path}: not a readable CSV text file ({error})") from None
+
+
+def _parse_row(path: Path, line: int, row: list[str], names: tuple[str, ...] | None) -> list[float]:
     values = []
-    for i, row in enumerate(rows):
-        if len(row) != len(rows[0]):
-            raise ValueError(f"{path}: row {i} has {len(row)} columns but row 0 has {len(rows[0])}")
+    for j, cell in enumerate(row):
         try:
-            values.append(parse(row))
+            values.append(float(cell))
         except ValueError:
-            raise ValueError(f"{path}: row {i} holds a value that is not a number: {row}") from None
-    if not values:
-        raise ValueError(f"{path}: the file holds a header but no rows")
-    return np.asarray(values, dtype=np.float64)
+            column = repr(names[j]) if names else str(j + 1)
+            raise ValueError(
+                f"{path} line {line}: {cell.strip()!r} in column {column} is not a number; fix or remove the row"
+            ) from None
+    return values
 
 
-def load_table(path: str | Path) -> torch.Tensor:
-    """A table of numbers from a ``.npy`` or ``.csv`` file, one example per row: ``[N, d]`` float32.
+def _read_csv(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """Rows of numbers and the header's names: a first row that is not all numbers is the header (else
+    the names are None). Errors name the file line, 1-based and counting the header line."""
+    rows = _csv_rows(path)
+    if not rows:
+        raise ValueError(f"{path}: the file holds no rows; write one example per row")
+    names = None
+    if not all(_is_number(cell) for cell in rows[0][1]):
+        names = tuple(cell.strip() for cell in rows[0][1])
+    first_line, first = rows[0]
+    data = rows[1:] if names else rows
+    if not data:
+        raise ValueError(f"{path}: the file holds a header but no rows; write one example per row")
+    values = []
+    for line, row in data:
+        if len(row) != len(first):
+            raise ValueError(
+                f"{path} line {line} has {len(row)} columns but line {first_line} has {len(first)}; "
+                "give every row the same columns"
+            )
+        values.append(_parse_row(path, line, row, names))
+    array = np.asarray(values, dtype=np.float64)
+    bad = _first_bad_row(array)
+    if bad is not None:
+        raise ValueError(f"{path} line {data[bad][0]}: the row holds NaN or Inf; remove or impute it")
+    return array, names
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A real-valued array from a ``.npy`` file (no pickles); a row holding NaN or Inf is named 0-based."""
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as error:
+        raise ValueError(f"{path}: not a numeric .npy array ({error})") from None
+    if not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
+        raise ValueError(f"{path}: expected real numbers, found dtype {values.dtype}")
+    if values.ndim in (1, 2) and values.size:
+        bad = _first_bad_row(values)
+        if bad is not None:
+            raise ValueError(f"{path}: row {bad} (0-based) contains NaN or Inf; remove or impute it")
+    return values
+
+
+def read_table(path: str | Path) -> tuple[torch.Tensor, tuple[str, ...] | None]:
+    """A table of numbers from a ``.npy`` or ``.csv`` file, one example per row: ``[N, d]`` float32,
+    and the names of its columns (a CSV's header; None for a ``.npy`` file or a CSV without one).
 
     A 1-D array is one feature, ``[N, 1]``. Raises ``FileNotFoundError`` for a missing file and
-    ``ValueError`` naming the file and the first (0-based) row holding NaN or Inf, or anything else
-    that is not a table of numbers.
+    ``ValueError`` for anything that is not a table of finite numbers: a bad row is named by its file
+    line in a CSV (1-based, counting the header line) and by its 0-based index in a ``.npy`` file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
     suffix = path.suffix.lower()
+    names = None
     if suffix == ".npy":
-        try:
-            values = np.load(path, allow_pickle=False)
-        except ValueError as error:
-            raise ValueError(f"{path}: not a numeric .npy array ({error})") from None
-        if not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
-            raise ValueError(f"{path}: expected real numbers, found dtype {values.dtype}")
+        values = _read_npy(path)
     elif suffix == ".csv":
-        values = _read_csv(path)
+        values, names = _read_csv(path)
     else:
         raise ValueError(f"{path}: unknown table format {suffix!r}; use .npy or .csv")
     if values.ndim == 1:
         values = values[:, None]
     if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
         raise ValueError(f"{path}: expected a non-empty table [rows, features], got shape {values.shape}")
-    bad = _first_bad_row(values)
-    if bad is not None:
-        raise ValueError(f"{path}: row {bad} contains NaN or Inf; remove or impute it")
-    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)), names
+
+
+def load_table(path: str | Path) -> torch.Tensor:
+    """The numbers of ``read_table(path)``, ``[N, d]`` float32, without the column names."""
+    return read_table(path)[0]
 
 
 class DataSpec(Protocol):
@@ -440,25 +495,34 @@ class DataSpec(Protocol):
     seed: int
 
 
+def read_data(spec: DataSpec) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """The training data a spec names (see ``load_data``) and the names of their features: a CSV's
+    header, else ``x0, x1, ...`` (``default_columns``; one per feature of a flattened example)."""
+    names = None
+    if spec.name in IMAGE_FILES:
+        if spec.path is None:
+            raise ValueError(f"data set {spec.name!r} is read from files: set data.path to them")
+        x = IMAGE_FILES[spec.name](spec.path)
+    elif spec.path is not None:
+        x, names = read_table(spec.path)
+    elif spec.name in TOY:
+        generator = torch.Generator().manual_seed(spec.seed)
+        x = TOY[spec.name](spec.n, generator=generator)
+    elif spec.name in BUNDLED:
+        x = BUNDLED[spec.name]()
+    else:
+        raise ValueError(
+            f"unknown data set {spec.name!r}; choose one of "
+            f"{', '.join(sorted(TOY) + sorted(BUNDLED) + sorted(IMAGE_FILES))}"
+        )
+    return x, names or default_columns(math.prod(x.shape[1:]))
+
+
 def load_data(spec: DataSpec) -> torch.Tensor:
     """The training data a spec names: image files of a format in ``IMAGE_FILES`` (``spec.name``, read
     from ``spec.path``), a table (``spec.path``), a toy (``spec.n`` draws seeded by ``spec.seed``) or a
     bundled data set (``spec.name``)."""
-    if spec.name in IMAGE_FILES:
-        if spec.path is None:
-            raise ValueError(f"data set {spec.name!r} is read from files: set data.path to them")
-        return IMAGE_FILES[spec.name](spec.path)
-    if spec.path is not None:
-        return load_table(spec.path)
-    if spec.name in TOY:
-        generator = torch.Generator().manual_seed(spec.seed)
-        return TOY[spec.name](spec.n, generator=generator)
-    if spec.name in BUNDLED:
-        return BUNDLED[spec.name]()
-    raise ValueError(
-        f"unknown data set {spec.name!r}; choose one of "
-        f"{', '.join(sorted(TOY) + sorted(BUNDLED) + sorted(IMAGE_FILES))}"
-    )
+    return read_data(spec)[0]
 
 
 class Standardizer:

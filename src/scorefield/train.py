@@ -43,8 +43,10 @@ from tqdm.auto import tqdm
 
 from . import losses
 from .checkpoint import CheckpointError, atomic_write, latest_good, save_checkpoint
-from .config import Config, ConfigError, parse_config, to_toml
-from .datasets import IMAGE_LEVELS, Standardizer, image_scaler, load_data, random_hflip
+from .config import Config, ConfigError, parse_config, to_toml, with_absolute_paths
+from .datasets import IMAGE_LEVELS, Standardizer, default_columns, image_scaler, random_hflip, read_data
+from .fit import EMA, LossWindow, Trainer, fit, warmup_schedule
+from .keyed import KeyedNoise
 from .langevin import annealed_langevin
 from .likelihood import log_likelihood
 from .nets.mlp import MLP
@@ -247,33 +249,6 @@ def _local_rows(module: nn.Module, lo: int, hi: int, batch: int) -> Callable:
 # state that changes during training
 
 
-class EMA:
-    """Exponential moving average of the weights (Polyak & Juditsky 1992), decay ``min(decay, (1+k)/(10+k))``.
-
-    The warm-up of the decay lets a short run's average forget its random initialisation.
-    """
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.names = [name for name, _ in model.named_parameters()]
-        self.sources = [p.detach() for _, p in model.named_parameters()]  # views that follow the weights
-        self.shadow = [p.clone() for p in self.sources]
-
-    def update(self, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self.shadow, self.sources, 1 - decay)
-
-    def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The model's ``state_dict`` with the averaged parameters in place of the current ones."""
-        state = dict(model.state_dict())
-        state.update(zip(self.names, self.shadow, strict=True))
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name, shadow in zip(self.names, self.shadow, strict=True):
-            shadow.copy_(state[name])
-
-
 class EpochOrder:
     """Data order without replacement: epoch ``e`` is a permutation seeded by ``(seed, e)``.
 
@@ -307,7 +282,7 @@ class EpochOrder:
 
 
 def learning_rate(config: Config, step: int) -> float:
-    """Linear warm-up from ``lr / warmup`` to ``lr`` over ``warmup`` steps, then constant."""
+    """The learning rate of step ``k`` (from 0): ``warmup_schedule``'s linear warm-up, then constant."""
     t = config.train
     return t.lr * min(1.0, (step + 1) / t.warmup) if t.warmup else t.lr
 
@@ -376,18 +351,34 @@ def distributed(device_name: str = "auto"):
 # the run directory
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+def _existing_run_files(run_dir: Path, resume: bool, force: bool) -> list[str]:
+    """The run files already in ``run_dir``; ``RunError`` if there are some and neither flag allows it."""
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if existing and not (resume or force):
         raise RunError(
             f"run directory {run_dir} already holds a run; "
             "pass --resume to continue it or --force to start over"
         )
+    return existing
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    """Create ``run_dir``; with ``force`` (and not ``resume``) delete an earlier run's files first.
+    Called only once everything the run needs has been checked."""
+    existing = _existing_run_files(run_dir, resume, force)
     if force and not resume:
         for name in existing:
             path = run_dir / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _same_setting(section: str, key: str, old: Any, new: Any) -> bool:
+    """Whether a stored config value equals a new one; paths are compared once resolved (a run written
+    before paths were stored absolute holds ``data.path`` as typed, relative to the working directory)."""
+    if (section, key) == ("data", "path") and old is not None and new is not None:
+        return Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
+    return old == new
 
 
 def _check_same_run(config: Config, stored: dict[str, Any], run_dir: Path) -> None:
@@ -396,7 +387,7 @@ def _check_same_run(config: Config, stored: dict[str, Any], run_dir: Path) -> No
     new = config.model_dump()
     for section in ("data", "model", "sde", "objective"):
         for key, value in new[section].items():
-            if old[section].get(key) != value:
+            if not _same_setting(section, key, old[section].get(key), value):
                 raise ConfigError(
                     f"{section}.{key} is {value!r} but the run in {run_dir} was trained with "
                     f"{old[section].get(key)!r}; resume with the run's value or start over with --force"
@@ -416,20 +407,43 @@ def _fingerprint(x: torch.Tensor) -> str:
     return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
-def prepare_data(config: Config) -> tuple[torch.Tensor, Standardizer, str]:
-    """The raw training data, a scaler fitted to them and their fingerprint (errors as ``ConfigError``)."""
+def _check_same_data(
+    stored: dict[str, Any], fingerprint: str, columns: tuple[str, ...], run_dir: Path
+) -> None:
+    """Resuming needs the very data the run was trained on, under the same column names (a checkpoint
+    written before names were stored has none to compare)."""
+    if stored["data_fingerprint"] != fingerprint:
+        raise RunError(f"the training data differ from those the run in {run_dir} was trained on")
+    old = stored.get("columns")
+    if old is not None and tuple(old) != columns:
+        raise RunError(
+            f"the training data have columns ({', '.join(columns)}) but the run in {run_dir} was trained "
+            f"on ({', '.join(old)}); resume with the run's data or start over with --force"
+        )
+
+
+def _read_training_data(config: Config) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """The raw training data and their column names (errors as ``ConfigError``)."""
     try:
-        x = load_data(config.data)
+        x, columns = read_data(config.data)
     except (OSError, ValueError) as error:
         key = "data.path" if config.data.path is not None else "data.name"
         raise ConfigError(f"{key}: {error}") from None
     if x.shape[0] < 2:
         raise ConfigError(f"the training data hold {x.shape[0]} example(s); at least 2 are needed")
+    return x, columns
+
+
+def _fit_scaler(config: Config, x: torch.Tensor) -> Standardizer:
     if config.data.images:
-        scaler = image_scaler(tuple(x.shape[1:]), IMAGE_LEVELS[config.data.name])
-    else:
-        scaler = Standardizer().fit(x)
-    return x, scaler, _fingerprint(x)
+        return image_scaler(tuple(x.shape[1:]), IMAGE_LEVELS[config.data.name])
+    return Standardizer().fit(x)
+
+
+def prepare_data(config: Config) -> tuple[torch.Tensor, Standardizer, str]:
+    """The raw training data, a scaler fitted to them and their fingerprint (errors as ``ConfigError``)."""
+    x, _ = _read_training_data(config)
+    return x, _fit_scaler(config, x), _fingerprint(x)
 
 
 def augment(config: Config, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -453,53 +467,19 @@ class TrainResult:
     interrupted: int = 0  # the signal number that stopped the run early, else 0
 
 
-class _LossWindow:
-    """Per-step losses since the last check, kept on the device (no host sync per step)."""
-
-    def __init__(self, start: int):
-        self.start, self.losses = start, []
-
-    def add(self, loss: torch.Tensor) -> None:
-        self.losses.append(loss)
-
-    def check(self, d: Dist, last_good: int) -> None:
-        """Raise ``TrainingError`` naming the first step (over all processes) whose loss was not finite."""
-        if not self.losses:
-            return
-        finite = torch.isfinite(torch.stack(self.losses))
-        first_bad = torch.where(~finite)[0]
-        bad = torch.tensor(
-            [self.start + 1 + int(first_bad[0]) if first_bad.numel() else 2**62], device=finite.device
-        )
-        if d.world > 1:
-            dist.all_reduce(bad, op=dist.ReduceOp.MIN)
-        if int(bad) < 2**62:
-            raise TrainingError(
-                f"the loss is not finite at step {int(bad)}; stopped without saving, the last good "
-                f"checkpoint is step {last_good}; lower train.lr or set train.grad_clip"
-            )
-
-    def mean(self, d: Dist) -> float:
-        value = torch.stack(self.losses).mean()
-        if d.world > 1:
-            dist.all_reduce(value)
-            value = value / d.world
-        return float(value)
-
-    def reset(self, start: int) -> None:
-        self.start, self.losses = start, []
-
-
 def train(
     config: Config, run_dir: str | Path, resume: bool = False, force: bool = False, progress: bool = True
 ) -> TrainResult:
     """Train the model of ``config`` into ``run_dir`` (see the module docstring).
 
     ``resume`` continues from the newest checkpoint that verifies (starting afresh if there is
-    none); ``force`` deletes an earlier run's files first. Raises ``RunError`` / ``ConfigError`` for
-    misuse, ``TrainingError`` when the loss stops being finite.
+    none); ``force`` deletes an earlier run's files first. ``data.path`` is stored absolute. Everything
+    (config, data, an existing run) is checked before ``run_dir`` is created or changed, so a run that
+    cannot start leaves it as it was. Raises ``RunError`` / ``ConfigError`` for misuse,
+    ``TrainingError`` when the loss stops being finite.
     """
     run_dir = Path(run_dir)
+    config = with_absolute_paths(config)
     with distributed(config.train.device) as (d, device):
         return _train(config, run_dir, resume, force, progress, d, device)
 
@@ -514,17 +494,14 @@ def _train(
         )
     if d.world > 1 and config.objective.kind == "ism" and config.objective.trace == "exact":
         raise ConfigError("ism with trace = exact runs on one process; use trace = hutchinson with torchrun")
-    if d.main:
-        _prepare_run_dir(run_dir, resume, force)
-    if d.world > 1:
-        dist.barrier()
+    _existing_run_files(run_dir, resume, force)  # refuse an existing run early; nothing is touched yet
     ckpt = latest_good(run_dir) if resume else None
 
-    raw, scaler, fingerprint = prepare_data(config)
+    raw, columns = _read_training_data(config)
+    scaler, fingerprint = _fit_scaler(config, raw), _fingerprint(raw)
     if ckpt is not None:
         _check_same_run(config, ckpt.meta, run_dir)
-        if ckpt.meta["data_fingerprint"] != fingerprint:
-            raise RunError(f"the training data differ from those the run in {run_dir} was trained on")
+        _check_same_data(ckpt.meta, fingerprint, columns, run_dir)
         scaler = Standardizer.from_state_dict(ckpt.state["scaler"])
         sigma_max = ckpt.meta["sigma_max"]
     else:
@@ -541,6 +518,12 @@ def _train(
         ema.load_state_dict(ckpt.state["ema"])
         torch.set_rng_state(ckpt.state["rng"]["torch_cpu"])
         start = ckpt.step
+    schedule = warmup_schedule(optimizer, t.warmup, last_step=start - 1)
+    trainer = Trainer(model, optimizer, schedule, grad_clip=t.grad_clip, ema=ema, step=start)
+    if d.main:  # every check has passed: only now is the run directory created or cleared
+        _prepare_run_dir(run_dir, resume, force)
+    if d.world > 1:
+        dist.barrier()
     if d.main:
         atomic_write(run_dir / "config.toml", to_toml(config).encode())
         _truncate_metrics(run_dir / "metrics.jsonl", start)
@@ -549,6 +532,7 @@ def _train(
         "config": config.model_dump(),
         "data_shape": list(raw.shape[1:]),
         "data_fingerprint": fingerprint,
+        "columns": list(columns),
         "sigma_max": sigma_max,
         "world_size": d.world,
     }
@@ -580,70 +564,63 @@ def _train(
     objective = OBJECTIVES[config.objective.kind]
     order = EpochOrder(data.shape[0], batch, t.seed, device)
     generator = make_generator(0, device)
-    params = [p for p in model.parameters()]
-    last_saved, last_path = start, ckpt.path if ckpt else None
-    window = _LossWindow(start)
-    grad_norm = torch.zeros(())
+
+    def loss_fn(step: int) -> torch.Tensor:
+        generator.manual_seed(derive_seed(t.seed, "noise", step))
+        x = augment(config, data[order(step)], generator)
+        return objective(score_fn, x, setup, generator)[lo:hi].mean()
+
+    reduce_min = (lambda v: dist.all_reduce(v, op=dist.ReduceOp.MIN)) if d.world > 1 else None
+    window = LossWindow(start, reduce_min, dist.all_reduce if d.world > 1 else None, d.world)
+    last = {"saved": start, "path": ckpt.path if ckpt else None, "signal": 0, "tick": time.perf_counter()}
     metrics = open(run_dir / "metrics.jsonl", "a") if d.main else None
-    bar = tqdm(total=t.steps, initial=start, disable=not (progress and d.main), desc="train", unit="step")
-    tick = time.perf_counter()
-    model.train()
+
+    def check_finite() -> None:
+        bad = window.first_non_finite()
+        if bad is not None:
+            raise TrainingError(
+                f"the loss is not finite at step {bad}; stopped without saving, the last good "
+                f"checkpoint is step {last['saved']}; lower train.lr or set train.grad_clip"
+            )
+
+    def after_step(done: int, loss: torch.Tensor, bar) -> bool:
+        window.add(loss)
+        if done % t.log_every == 0 or done == t.steps:
+            check_finite()
+            now = time.perf_counter()
+            record = {
+                "step": done,
+                "loss": window.mean(),
+                "lr": learning_rate(config, done - 1),
+                "grad_norm": float(trainer.grad_norm() if t.grad_clip == 0 else trainer.last_grad_norm),
+                "steps_per_s": (done - window.start) / max(now - last["tick"], 1e-9),
+            }
+            last["tick"] = now
+            window.reset(done)
+            if metrics is not None:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+        signum = stop.signum
+        if d.world > 1:
+            flag = torch.tensor([signum], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag)
+        if done % t.ckpt_every == 0 or done == t.steps or signum:
+            check_finite()
+            last["path"], last["saved"] = save(done), done
+        last["signal"] = signum
+        return bool(signum)
+
     try:
         with _StopSignal() as stop:
-            for step in range(start, t.steps):
-                x = data[order(step)]
-                generator.manual_seed(derive_seed(t.seed, "noise", step))
-                x = augment(config, x, generator)
-                loss = objective(score_fn, x, setup, generator)[lo:hi].mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if t.grad_clip > 0:
-                    grad_norm = nn.utils.clip_grad_norm_(params, t.grad_clip)
-                lr = learning_rate(config, step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.step()
-                ema.update(step)
-                window.add(loss.detach())
-                bar.update()
-                done = step + 1
-                if done % t.log_every == 0 or done == t.steps:
-                    window.check(d, last_saved)
-                    if t.grad_clip == 0:
-                        grad_norm = nn.utils.clip_grad_norm_(params, math.inf)
-                    now = time.perf_counter()
-                    record = {
-                        "step": done,
-                        "loss": window.mean(d),
-                        "lr": lr,
-                        "grad_norm": float(grad_norm),
-                        "steps_per_s": (done - window.start) / max(now - tick, 1e-9),
-                    }
-                    tick = now
-                    window.reset(done)
-                    if metrics is not None:
-                        metrics.write(json.dumps(record) + "\n")
-                        metrics.flush()
-                    bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
-                signum = stop.signum
-                if d.world > 1:
-                    flag = torch.tensor([signum], device=device)
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                    signum = int(flag)
-                if done % t.ckpt_every == 0 or done == t.steps or signum:
-                    window.check(d, last_saved)
-                    last_path, last_saved = save(done), done
-                if signum:
-                    if d.world > 1:
-                        dist.barrier()
-                    return TrainResult(done, last_path, interrupted=signum)
+            done = fit(trainer, loss_fn, t.steps, after_step, progress=progress and d.main, desc="train")
     finally:
-        bar.close()
         if metrics is not None:
             metrics.close()
     if d.world > 1:
         dist.barrier()
-    return TrainResult(t.steps, last_path)
+    return TrainResult(done, last["path"], interrupted=last["signal"])
 
 
 def _initial_sigma_max(config: Config, z: torch.Tensor) -> float | None:
@@ -663,20 +640,11 @@ def _initial_sigma_max(config: Config, z: torch.Tensor) -> float | None:
 # a trained run
 
 
-def _per_sample_normal(
-    shape: tuple[int, ...], seed: int, purpose: str, start: int, stop: int
-) -> torch.Tensor:
-    """``N(0, I)`` draws ``[stop - start, *shape]``, draw ``i`` seeded by ``(seed, purpose, i)`` alone."""
-    draws = [
-        torch.randn(shape, generator=torch.Generator().manual_seed(derive_seed(seed, purpose, i)))
-        for i in range(start, stop)
-    ]
-    return torch.stack(draws)
-
-
 @dataclass
 class Run:
-    """A trained run: its config, the built objects (model with EMA or last weights), scaler and step."""
+    """A trained run: its config, the built objects (model with EMA or last weights), scaler and step,
+    and ``columns``, the names of the training data's features (a CSV's header, else ``x0, x1, ...``;
+    one per feature of a flattened example)."""
 
     run_dir: Path
     config: Config
@@ -684,6 +652,10 @@ class Run:
     scaler: Standardizer
     step: int
     device: torch.device
+    columns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.columns = tuple(self.columns) or default_columns(math.prod(self.data_shape))
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -696,12 +668,24 @@ class Run:
                 f"was trained on {self.data_shape}"
             )
 
+    def check_columns(self, names: tuple[str, ...] | None, source: str | Path) -> None:
+        """Refuse data from ``source`` whose column names differ from the training data's. Data without
+        names (None: a ``.npy`` file, a CSV without header) and a run trained on data without names
+        (``x0, x1, ...``) are only checked for their width, by ``check_data``."""
+        if names is None or self.columns == default_columns(len(self.columns)):
+            return
+        if tuple(names) != self.columns:
+            raise RunError(
+                f"{source} has columns ({', '.join(names)}) but the run in {self.run_dir} was trained on "
+                f"({', '.join(self.columns)}); give the file the run's columns, in that order"
+            )
+
     def _blocks(self, n: int, batch_size: int):
-        """This process's blocks ``(index, start, stop)`` of ``n`` items in blocks of ``batch_size``."""
+        """This process's blocks ``(start, stop)`` of ``n`` items in blocks of ``batch_size``."""
         d = _dist_state()
         for index, start in enumerate(range(0, n, batch_size)):
             if index % d.world == d.rank:
-                yield index, start, min(start + batch_size, n)
+                yield start, min(start + batch_size, n)
 
     @staticmethod
     def _gather(out: torch.Tensor) -> torch.Tensor:
@@ -722,10 +706,11 @@ class Run:
     ) -> torch.Tensor:
         """``n`` samples in data units, ``[n, *data_shape]`` (torchrun: split over processes, all get all).
 
-        Sample ``i`` starts from a prior draw seeded by ``(seed, i)``, so the ODE samplers' (ode, dpm)
-        output is a function of the seed and the index alone. The stochastic samplers (pc, em, ald) draw
-        their step noise per block of ``batch_size`` samples: their output depends on the batch
-        size too, but never on the number of processes.
+        Every random number of sample ``i`` (its prior draw and, for pc, em and ald, the noise of every
+        step) is keyed by ``(seed, i)`` alone (``KeyedNoise``), so sample ``i`` is the same for any
+        ``batch_size`` and any number of processes, up to float rounding: matrix products over
+        batches of different sizes may round differently in the last bit, and a chaotic sampler can
+        grow such differences.
         """
         s = self.config.sample
         sampler = sampler or s.sampler
@@ -742,10 +727,10 @@ class Run:
             raise RunError(f"ald needs noise levels; the run's sde.kind ({self.config.sde.kind}) has none")
         out = torch.zeros((n, *self.data_shape), device=self.device)
         blocks = list(self._blocks(n, batch_size))
-        for index, start, stop in tqdm(blocks, disable=not progress, desc="sample", unit="block"):
-            x_T = _per_sample_normal(self.data_shape, seed, "prior", start, stop).to(self.device)
-            generator = make_generator(derive_seed(seed, "sample", index), self.device)
-            out[start:stop] = SAMPLERS[sampler](self, x_T, steps, generator)
+        for start, stop in tqdm(blocks, disable=not progress, desc="sample", unit="block"):
+            noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
+            x_T = noise.randn((stop - start, *self.data_shape))
+            out[start:stop] = SAMPLERS[sampler](self, x_T, steps, noise)
         return self.scaler.inverse_transform(self._gather(out).cpu())
 
     def log_prob(
@@ -767,8 +752,8 @@ class Run:
         z = self.scaler.transform(x.to(torch.float32)).to(self.device)
         out = torch.zeros(x.shape[0], dtype=torch.float64, device=self.device)
         s = self.config.sample
-        for index, start, stop in self._blocks(x.shape[0], batch_size):
-            generator = make_generator(derive_seed(seed, "probes", index), self.device)
+        for start, stop in self._blocks(x.shape[0], batch_size):
+            generator = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
             logp, _ = log_likelihood(
                 self.setup.score_t, self.setup.sde, z[start:stop], divergence=divergence, n_probes=n_probes,
                 rtol=s.rtol, atol=s.atol, eps=self.config.sde.eps, generator=generator,
@@ -834,15 +819,24 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None, use_
     """The run in ``run_dir`` from its newest checkpoint that verifies: EMA weights (or the last
     ones), SDE, noise levels, scaler and config. ``CheckpointError`` if none verifies."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    if not run_dir.exists():
         raise RunError(f"run directory {run_dir} does not exist")
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a run directory written by `scorefield train`")
     ckpt = latest_good(run_dir)
     if ckpt is None:
         raise CheckpointError(f"run directory {run_dir} holds no checkpoint; train it first")
-    config = parse_config(ckpt.meta["config"])
+    meta = ckpt.meta
+    missing = [key for key in ("config", "data_shape", "sigma_max") if key not in meta]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} lacks {', '.join(missing)}: it is not one of a trained run"
+        )
+    config = parse_config(meta["config"])
     device = default_device(device)
-    setup = build(config, tuple(ckpt.meta["data_shape"]), ckpt.meta["sigma_max"], device)
+    setup = build(config, tuple(meta["data_shape"]), meta["sigma_max"], device)
     setup.model.load_state_dict(ckpt.state["ema" if use_ema else "model"])
     setup.model.eval().requires_grad_(False)
     scaler = Standardizer.from_state_dict(ckpt.state["scaler"])
-    return Run(run_dir, config, setup, scaler, ckpt.step, device)
+    columns = tuple(meta.get("columns") or ())  # runs written before names were stored: x0, x1, ...
+    return Run(run_dir, config, setup, scaler, ckpt.step, device, columns)

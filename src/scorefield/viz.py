@@ -7,6 +7,12 @@ with Pillow and return its path. Score functions are unconditional, ``score_fn(x
 fix the noise level or time of a conditional model first, e.g. ``at_level(model, t)``.
 Where a figure takes ``true_dist``, it is an analytic distribution (``scorefield.distributions``)
 with ``log_prob`` and ``score``; ``extent`` is ``(xmin, xmax, ymin, ymax)``.
+
+Each axis is scaled to its own data (an inferred window holds the data's whole range, or 99% of
+samples, 0.5%-99.5% per coordinate): no figure forces an equal aspect, so columns in different
+units (minutes beside hundreds of metres) both fill their panel. The one exception is ``plot_ode_trajectories`` without an
+``extent``, drawn in the model's standardised plane, where both axes share one unit by design.
+``columns`` names the coordinates on the axes (default ``x0, x1, ...``).
 """
 
 from __future__ import annotations
@@ -41,7 +47,9 @@ __all__ = [
     "annealed_langevin_animation",
     "at_level",
     "exact_noise_score",
+    "grid_scale",
     "image_grid",
+    "image_grid_size",
     "langevin_animation",
     "plot_denoising_strip",
     "plot_gaussian_score_line",
@@ -66,6 +74,9 @@ ArrayLike = torch.Tensor | np.ndarray
 DATA_COLOR = "0.55"
 SAMPLE_COLOR = "C3"
 PANEL_SIZE = 3.2  # inches per panel
+GRID_MIN_SIDE = 64  # pixels per side that grid_scale enlarges an image to, at least
+GRID_MAX_SIDE = 16384  # pixels per side of the largest image_grid
+BORDER_VALUE = 0.5  # image_grid's border: mid-grey, visible against black and white backgrounds
 
 
 class Density(Protocol):
@@ -166,18 +177,55 @@ def _grid(extent: Extent, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return xs, ys, np.stack([xs.ravel(), ys.ravel()], axis=1)
 
 
-def _extent_of(points: np.ndarray, pad: float = 0.15) -> Extent:
-    """A square extent holding ``points`` (their 0.5%-99.5% quantiles), padded by ``pad`` of its width."""
-    points = points[np.isfinite(points).all(axis=1)]
-    if not len(points):
+def _limits(*arrays: np.ndarray, pad: float = 0.05, tail: float = 0.005) -> np.ndarray:
+    """Plotting limits ``[d, 2]`` per coordinate, each axis scaled to its own data: the span of every
+    array's ``tail`` to ``1 - tail`` quantiles (finite rows of ``[N, d]`` arrays; ``tail = 0``: their
+    whole range), widened by ``pad`` of it on each side."""
+    spans = []
+    for array in arrays:
+        finite = array[np.isfinite(array).all(axis=1)]
+        if len(finite):
+            spans.append(np.quantile(finite, [tail, 1 - tail], axis=0))
+    if not spans:
         raise ValueError("no finite points to frame: the samples are all NaN or infinite")
-    lo, hi = np.quantile(points, [0.005, 0.995], axis=0)
-    center, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1e-3) * (1 + pad)
-    return (center[0] - half, center[0] + half, center[1] - half, center[1] + half)
+    lo, hi = np.min([s[0] for s in spans], axis=0), np.max([s[1] for s in spans], axis=0)
+    center = (lo + hi) / 2
+    half = np.maximum((hi - lo) / 2, 1e-3 * np.maximum(np.abs(center), 1.0)) * (1 + 2 * pad)
+    return np.stack([center - half, center + half], axis=1)
 
 
-def _resolve_extent(extent: Extent | None, *sources) -> Extent:
-    """``extent`` if given, else one around the first source: a point cloud, or a distribution's samples."""
+def _outside(points: np.ndarray, limits: np.ndarray) -> int:
+    """How many rows of ``points`` lie outside the window ``limits [d, 2]`` (or are not finite)."""
+    inside = (points >= limits[:, 0]) & (points <= limits[:, 1])
+    return int((~inside.all(axis=1)).sum())
+
+
+def _extent_of(points: np.ndarray, tail: float = 0.005) -> Extent:
+    """The window ``(xmin, xmax, ymin, ymax)`` of 2-D ``points``, each axis scaled to its own data
+    (``_limits``)."""
+    (xmin, xmax), (ymin, ymax) = _limits(points, tail=tail)
+    return (float(xmin), float(xmax), float(ymin), float(ymax))
+
+
+def _names(columns: Sequence[str] | None, d: int) -> tuple[str, ...]:
+    """The names of ``d`` coordinates: ``columns``, or ``x0 .. x{d-1}``."""
+    if columns is None:
+        return tuple(f"x{i}" for i in range(d))
+    if len(columns) != d:
+        raise ValueError(f"got {len(columns)} column names for {d} coordinates: {', '.join(columns)}")
+    return tuple(columns)
+
+
+def _label_plane(ax: Axes, columns: Sequence[str] | None) -> None:
+    """Name the two axes of a plane after its coordinates."""
+    x_name, y_name = _names(columns, 2)
+    ax.set_xlabel(x_name)
+    ax.set_ylabel(y_name)
+
+
+def _resolve_extent(extent: Extent | None, *sources, tail: float = 0.0) -> Extent:
+    """``extent`` if given, else one around the first source: a point cloud's whole range (with
+    ``tail > 0``: its ``tail`` to ``1 - tail`` quantiles), or 99% of a distribution's samples."""
     if extent is not None:
         return tuple(float(v) for v in extent)  # type: ignore[return-value]
     for source in sources:
@@ -187,7 +235,7 @@ def _resolve_extent(extent: Extent | None, *sources) -> Extent:
             generator = torch.Generator(device=_placement(source)[0]).manual_seed(0)
             return _extent_of(_numpy(source.sample(4000, generator=generator)))
         if isinstance(source, torch.Tensor | np.ndarray):
-            return _extent_of(_numpy(source))
+            return _extent_of(_numpy(source), tail=tail)
     raise ValueError("cannot infer the plotting window: pass extent=(xmin, xmax, ymin, ymax)")
 
 
@@ -201,7 +249,7 @@ def _density_image(ax: Axes, dist: Density, extent: Extent, n: int, cmap: str = 
     _, _, points = _grid(extent, n)
     density = np.exp(_evaluate(dist.log_prob, points, owner=dist)).reshape(n, n)
     return ax.imshow(
-        density, origin="lower", extent=extent, cmap=cmap, interpolation="bilinear", aspect="equal"
+        density, origin="lower", extent=extent, cmap=cmap, interpolation="bilinear", aspect="auto"
     )
 
 
@@ -224,9 +272,9 @@ def _scatter(ax: Axes, x: np.ndarray, label: str, color: str, size: float = 3.0,
 
 
 def _frame(ax: Axes, extent: Extent) -> None:
+    """Limit ``ax`` to ``extent``; each axis keeps its own scale (no forced aspect)."""
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
-    ax.set_aspect("equal")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,13 +288,16 @@ def plot_score_field(
     data: ArrayLike | None = None,
     normalize: bool = False,
     density_grid: int = 100,
+    columns: Sequence[str] | None = None,
 ) -> Figure:
     """The score-functions tutorial's "score function of a mixture of 2 Gaussians": arrows over the density, true and learned.
 
-    One panel per field (true, then learned if given), ``grid x grid`` arrows each, drawn to one
-    common scale (the longest true arrow spans 0.9 of a grid cell) so the two compare by eye; with
-    ``normalize`` every arrow has the same length and shows only the direction. When the first
-    argument is a distribution its density is drawn under both fields; ``data`` is scattered on top.
+    One panel per field (true, then learned if given), ``grid x grid`` arrows each. An arrow at
+    ``x`` runs from ``x`` towards ``x + c s(x)`` in the plane's own coordinates, with one constant
+    ``c`` for both panels (the longest true arrow spans 0.9 of a grid cell, a cell measured along
+    each axis in its own units), so the two compare by eye; with ``normalize`` every arrow spans 0.8
+    of a cell and shows only the direction. When the first argument is a distribution its density
+    is drawn under both fields; ``data`` is scattered on top; ``columns`` names the axes.
     """
     extent = _resolve_extent(extent, true_dist_or_score if _is_density(true_dist_or_score) else None, data)
     xs, ys, points = _grid(extent, grid)
@@ -255,22 +306,27 @@ def plot_score_field(
     fields = {"true score" if compared else "score": first}
     if learned_score is not None:
         fields["learned score"] = _evaluate(learned_score, points)
-    cell = (extent[1] - extent[0]) / max(grid - 1, 1)
-    longest = float(np.linalg.norm(first, axis=1).max()) or 1.0
+    cell = np.array([extent[1] - extent[0], extent[3] - extent[2]]) / max(grid - 1, 1)
+
+    def in_cells(field: np.ndarray) -> np.ndarray:  # an arrow's length counted in grid cells per axis
+        return np.linalg.norm(field / cell, axis=1)
+
+    longest = float(in_cells(first).max()) or 1.0
     fig, axes = _figure(1, len(fields))
     for ax, (title, field) in zip(axes[0], fields.items(), strict=True):
         if _is_density(true_dist_or_score):
             _density_image(ax, true_dist_or_score, extent, density_grid)  # type: ignore[arg-type]
         if normalize:
-            field = field / np.maximum(np.linalg.norm(field, axis=1, keepdims=True), 1e-12)
-            scale = 1 / (0.8 * cell)
+            field = field / np.maximum(in_cells(field), 1e-12)[:, None]
+            scale = 1 / 0.8
         else:
-            scale = longest / (0.9 * cell)
+            scale = longest / 0.9
         u, v = field[:, 0].reshape(xs.shape), field[:, 1].reshape(xs.shape)
         ax.quiver(xs, ys, u, v, angles="xy", scale_units="xy", scale=scale, width=0.004, color="k")
         if data is not None:
             _scatter(ax, _numpy(data), "data", SAMPLE_COLOR, size=2.0, alpha=0.5)
         _frame(ax, extent)
+        _label_plane(ax, columns)
         ax.set_title(title)
     return fig
 
@@ -299,7 +355,7 @@ def plot_score_error(
     fig, axes = _figure(1, 2)
     ax_map, ax_scatter = axes[0]
     image = ax_map.imshow(
-        error.reshape(grid, grid), origin="lower", extent=extent, cmap="magma", aspect="equal"
+        error.reshape(grid, grid), origin="lower", extent=extent, cmap="magma", aspect="auto"
     )
     fig.colorbar(image, ax=ax_map, shrink=0.8, label="‖s_θ − ∇log p‖")
     _density_contours(ax_map, true_dist, extent, grid)
@@ -374,7 +430,7 @@ def plot_score_divergence(
         cmap="RdBu_r",
         vmin=-bound,
         vmax=bound,
-        aspect="equal",
+        aspect="auto",
     )
     fig.colorbar(image, ax=ax, shrink=0.8, label="∇·s(x)")
     if arrows:
@@ -406,14 +462,18 @@ def write_gif(
     background: Density | None = None,
     titles: Sequence[str] | None = None,
     fps: float = 12.0,
-    size: float = 3.0,
+    size: float = 3.4,
     dpi: int = 80,
+    columns: Sequence[str] | None = None,
+    data: ArrayLike | None = None,
 ) -> Path:
     """A GIF of 2-D particles, one frame per ``[N, 2]`` array of ``frames`` (the score-functions tutorial's Langevin animation).
 
-    Each frame is drawn with matplotlib (over ``background``'s density, if given) into a Pillow
-    image. Every frame carries a title (``titles`` or ``"frame i/n"``), which keeps consecutive frames
-    distinct, so the file holds exactly ``len(frames)`` frames. The window defaults to the last frame's.
+    Each frame is drawn with matplotlib (over ``background``'s density and the ``data`` points, in
+    grey, if given) into a Pillow image, its axes named by ``columns``. Every frame carries a title
+    (``titles`` or ``"frame i/n"``), which keeps consecutive frames distinct, so the file holds
+    exactly ``len(frames)`` frames. The window defaults to the data's whole range, else the
+    background's or the last frame's, each axis scaled to its own data.
     """
     arrays = [_numpy(f) for f in frames]
     if not arrays:
@@ -424,16 +484,20 @@ def write_gif(
         titles = [f"frame {i + 1}/{len(arrays)}" for i in range(len(arrays))]
     if len(titles) != len(arrays):
         raise ValueError(f"got {len(titles)} titles for {len(arrays)} frames")
-    extent = _resolve_extent(extent, background, arrays[-1])
+    if data is not None:
+        extent = _resolve_extent(extent, data)  # the data's whole range, as plot_samples frames it
+    extent = _resolve_extent(extent, background, arrays[-1], tail=0.005)  # 99%: a sampler's strays
     fig = Figure(figsize=(size, size), dpi=dpi, layout="constrained")
     canvas = FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if background is not None:
         _density_image(ax, background, extent, 80)
+    if data is not None:
+        _scatter(ax, _numpy(data), "data", DATA_COLOR, size=2.0, alpha=0.4)
     points = _scatter(ax, arrays[0], "particles", SAMPLE_COLOR, size=4.0, alpha=0.7)
     _frame(ax, extent)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    _label_plane(ax, columns)
+    ax.tick_params(labelsize="x-small")
     title = ax.set_title("", fontsize="small")
     images = []
     for array, text in zip(arrays, titles, strict=True):
@@ -448,15 +512,23 @@ def write_gif(
 
 
 class _Recorder:
-    """Collects ``(label, x)`` states from a sampler's callback, as numpy copies."""
+    """Collects ``(label, x)`` states from a sampler's callback, as numpy copies in data units
+    (``to_data`` maps the sampler's space to them; default: they are the same)."""
 
-    def __init__(self, x0: torch.Tensor, label: str = "start"):
-        _check_2d("x0", _numpy(x0))
-        self.labels, self.states = [label], [_numpy(x0)]
+    def __init__(
+        self,
+        x0: torch.Tensor,
+        label: str = "start",
+        to_data: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        self.to_data = to_data
+        self.labels, self.states = [], []
+        self.add(label, x0)
+        _check_2d("x0", self.states[0])
 
     def add(self, label: str, x: torch.Tensor) -> None:
         self.labels.append(label)
-        self.states.append(_numpy(x))
+        self.states.append(_numpy(x if self.to_data is None else self.to_data(x)))
 
     def write(self, path: str | Path, n_frames: int, **gif_kwargs) -> Path:
         """Write ``n_frames`` evenly spaced states (always the first and the last) as a GIF."""
@@ -479,13 +551,18 @@ def langevin_animation(
     extent: Extent | None = None,
     generator: torch.Generator | None = None,
     fps: float = 12.0,
+    to_data: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    columns: Sequence[str] | None = None,
+    data: ArrayLike | None = None,
 ) -> Path:
     """The score-functions tutorial's "using Langevin dynamics to sample from a mixture of 2 Gaussians" as a GIF of particles.
 
     Runs ``scorefield.langevin.langevin`` from ``x0 [N, 2]`` and keeps ``n_frames`` evenly spaced
-    states (fewer if there are fewer steps). Returns the GIF's path.
+    states (fewer if there are fewer steps), drawn through ``to_data`` (the map from the sampler's
+    space to the data's units, e.g. a scaler's ``inverse_transform``; default: none) on axes named by
+    ``columns``, over the ``data`` (grey) if given, as in every animation here. Returns the GIF's path.
     """
-    recorder = _Recorder(x0)
+    recorder = _Recorder(x0, to_data=to_data)
     langevin(
         score_fn,
         x0,
@@ -494,7 +571,9 @@ def langevin_animation(
         generator=generator,
         callback=lambda k, x: recorder.add(f"Langevin step {k + 1}/{n_steps}", x),
     )
-    return recorder.write(path, n_frames, background=background, extent=extent, fps=fps)
+    return recorder.write(
+        path, n_frames, background=background, extent=extent, fps=fps, columns=columns, data=data
+    )
 
 
 def annealed_langevin_animation(
@@ -510,10 +589,14 @@ def annealed_langevin_animation(
     extent: Extent | None = None,
     generator: torch.Generator | None = None,
     fps: float = 12.0,
+    to_data: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    columns: Sequence[str] | None = None,
+    data: ArrayLike | None = None,
 ) -> Path:
     """Annealed Langevin (Song & Ermon 2019, Alg. 1; the score-functions tutorial's "run Langevin for all noise levels") as a GIF.
 
-    ``sigmas`` largest first; each frame's title names its noise level. Returns the GIF's path.
+    ``sigmas`` largest first; each frame's title names its noise level; ``to_data``, ``columns`` and
+    ``data`` as in ``langevin_animation``. Returns the GIF's path.
     """
     levels = torch.as_tensor(sigmas, dtype=torch.float64).flatten().tolist()
 
@@ -522,7 +605,7 @@ def annealed_langevin_animation(
             return "final denoising step"
         return f"σ = {levels[k // n_steps_each]:.3g}, step {k % n_steps_each + 1}/{n_steps_each}"
 
-    recorder = _Recorder(x0)
+    recorder = _Recorder(x0, to_data=to_data)
     annealed_langevin(
         score_fn,
         x0,
@@ -533,7 +616,9 @@ def annealed_langevin_animation(
         generator=generator,
         callback=lambda k, x: recorder.add(label(k), x),
     )
-    return recorder.write(path, n_frames, background=background, extent=extent, fps=fps)
+    return recorder.write(
+        path, n_frames, background=background, extent=extent, fps=fps, columns=columns, data=data
+    )
 
 
 def reverse_sde_animation(
@@ -549,14 +634,18 @@ def reverse_sde_animation(
     extent: Extent | None = None,
     generator: torch.Generator | None = None,
     fps: float = 12.0,
+    to_data: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    columns: Sequence[str] | None = None,
+    data: ArrayLike | None = None,
     **pc_kwargs,
 ) -> Path:
     """Reverse-SDE sampling (Song et al. 2021, Alg. 1, predictor-corrector) from the prior ``x_T`` as a GIF.
 
     ``score_fn(x, t[B])``; each frame's title gives its time. The last frame is the returned sample
-    (after the final Tweedie denoising unless ``denoise=False`` is passed). Returns the GIF's path.
+    (after the final Tweedie denoising unless ``denoise=False`` is passed); ``to_data``, ``columns``
+    and ``data`` as in ``langevin_animation``. Returns the GIF's path.
     """
-    recorder = _Recorder(x_T, label="t = 1 (prior)")
+    recorder = _Recorder(x_T, label="t = 1 (prior)", to_data=to_data)
     x = sample_pc(
         score_fn,
         sde,
@@ -570,7 +659,9 @@ def reverse_sde_animation(
     )
     if pc_kwargs.get("denoise", True):
         recorder.add("denoised", x)
-    return recorder.write(path, n_frames, background=background, extent=extent, fps=fps)
+    return recorder.write(
+        path, n_frames, background=background, extent=extent, fps=fps, columns=columns, data=data
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -657,29 +748,66 @@ def plot_naive_vs_annealed(
 # ---------------------------------------------------------------------------------------------
 # denoising, trajectories, samples, training
 # ---------------------------------------------------------------------------------------------
+def grid_scale(height: int, width: int, min_side: int = GRID_MIN_SIDE) -> int:
+    """The smallest whole factor that enlarges an ``height x width`` image to at least ``min_side``
+    pixels per side (1 if it is that large already): 8 for 8x8 digits, 3 for 28x28, 2 for 32x32."""
+    return max(1, math.ceil(min_side / min(height, width)))
+
+
+def image_grid_size(
+    n: int, height: int, width: int, nrow: int = 8, padding: int = 2, scale: int = 1
+) -> tuple[int, int]:
+    """``(width, height)`` in pixels of ``image_grid`` of ``n`` images of ``height x width``.
+
+    ``ValueError`` for a bad ``nrow``, ``padding`` or ``scale``, or a grid wider or higher than
+    ``GRID_MAX_SIDE`` pixels.
+    """
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    if scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    ncol, rows = min(nrow, n), math.ceil(n / nrow)
+    size = (ncol * width * scale + (ncol + 1) * padding, rows * height * scale + (rows + 1) * padding)
+    if max(size) > GRID_MAX_SIDE:
+        raise ValueError(
+            f"a grid of {n} images of {height}x{width} enlarged {scale} times would be {size[0]} x "
+            f"{size[1]} pixels, more than {GRID_MAX_SIDE} per side"
+        )
+    return size
+
+
 def image_grid(
     x: ArrayLike,
     nrow: int = 8,
     padding: int = 2,
     value_range: tuple[float, float] | None = None,
     path: str | Path | None = None,
+    scale: int = 1,
+    border: float = BORDER_VALUE,
 ) -> Image.Image:
-    """Images ``[B, C, H, W]`` (C = 1 or 3) tiled ``nrow`` per row with ``padding`` black pixels between.
+    """Images ``[B, C, H, W]`` (C = 1 or 3) tiled ``nrow`` per row, each enlarged ``scale`` times by
+    nearest neighbour (every pixel a ``scale x scale`` block), with ``padding`` pixels of border between
+    and around them.
 
-    Values are mapped from ``value_range`` (default: the batch's min and max) to 0..255. The result
-    is ``nrow W + (nrow + 1) padding`` wide and ``rows H + (rows + 1) padding`` high, where
-    ``rows = ceil(B / nrow)``; with ``path`` it is also saved (PNG by its suffix).
+    Values are mapped from ``value_range`` (default: the batch's min and max) to 0..255. The border
+    is grey at ``border`` of the way from black to white (default mid-grey, which stands out against
+    both black and white backgrounds). The result is ``image_grid_size(B, H, W, nrow, padding,
+    scale)``: ``ncol W scale + (ncol + 1) padding`` wide and ``rows H scale + (rows + 1) padding``
+    high, where ``ncol = min(B, nrow)`` and ``rows = ceil(B / nrow)``; with ``path`` it is also saved
+    (PNG by its suffix).
     """
     images = _numpy(x)
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must be [B, C, H, W] with C = 1 or 3, got shape {images.shape}")
-    if nrow < 1:
-        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    b, c, h, w = images.shape
+    width, height = image_grid_size(b, h, w, nrow, padding, scale)
     lo, hi = value_range if value_range is not None else (float(images.min()), float(images.max()))
     images = np.clip((images - lo) / max(hi - lo, 1e-12), 0, 1)
-    b, c, h, w = images.shape
-    ncol, rows = min(nrow, b), math.ceil(b / nrow)
-    canvas = np.zeros((rows * h + (rows + 1) * padding, ncol * w + (ncol + 1) * padding, c))
+    images = images.repeat(scale, axis=2).repeat(scale, axis=3)
+    h, w = h * scale, w * scale
+    canvas = np.full((height, width, c), float(border))
     for i, image in enumerate(images):
         top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
         canvas[top : top + h, left : left + w] = image.transpose(1, 2, 0)
@@ -692,7 +820,8 @@ def image_grid(
 
 
 def _show_images(ax: Axes, x: ArrayLike, nrow: int, value_range: tuple[float, float] | None) -> None:
-    grid = image_grid(x, nrow=nrow, value_range=value_range)
+    """``image_grid`` of ``x`` in ``ax``, with 1-pixel borders: matplotlib enlarges the pixels itself."""
+    grid = image_grid(x, nrow=nrow, padding=1, value_range=value_range)
     ax.imshow(np.asarray(grid), cmap="gray" if grid.mode == "L" else None, vmin=0, vmax=255)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -703,23 +832,40 @@ def plot_denoising_strip(
     levels: Sequence[float],
     denoise_fn: NoiseScoreFn,
     sde: SDE | None = None,
-    n_show: int = 8,
+    n_show: int = 16,
     value_range: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
+    to_data: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Figure:
-    """The diffusion tutorial's "stacked denoisers": data at increasing noise (top) and their one-step denoising (bottom).
+    """The diffusion tutorial's "stacked denoisers": clean data, the data at increasing noise, and their one-step denoising.
 
     Without ``sde`` the levels are noise standard deviations ``σ``, ``x̃ = x0 + σ z``, and
     ``denoise_fn(x̃, σ[B])`` estimates ``x0`` (e.g. ``tweedie_denoiser(noise_score)``); with ``sde``
     they are times ``t``, ``x_t = m(t) x0 + std(t) z`` and ``denoise_fn(x_t, t[B])`` (e.g.
-    ``ScoreModel.denoise``). 2-D points are scattered over the clean data (grey); images
-    ``[B, C, H, W]`` show their first ``n_show`` examples per panel.
+    ``ScoreModel.denoise``). ``x0`` and ``denoise_fn`` live in the model's space; ``to_data`` (e.g. a
+    scaler's ``inverse_transform``) maps a batch of it back to the data's units, in which everything
+    is drawn (default: the model's space itself). What is drawn:
+
+    - 2-D points: one column per level, the noisy points (top) and their denoising (bottom) over the
+      clean data (grey), each column framed to hold all three; ``columns`` names the axes;
+    - other tables ``[N, d]``: one column per level and one row per coordinate, histograms of the
+      clean, noisy and denoised values of that coordinate;
+    - images ``[B, C, H, W]``: one row per level of three panels, clean, noisy and denoised, each a
+      square grid of the first ``n_show`` images, all on one grey scale ``value_range`` (default: the
+      clean images' range) in the data's units; noise beyond it saturates.
     """
     images = x0.ndim == 4
-    if images and value_range is None:  # every panel on the clean data's scale; noise saturates
-        value_range = (float(x0.min()), float(x0.max()))
-    fig, axes = _figure(2, len(levels), size=2.4)
-    for j, level in enumerate(levels):
+    if images:
+        x0 = x0[:n_show]
+    elif x0.ndim != 2:
+        raise ValueError(f"x0 must be [N, d] points or [B, C, H, W] images, got shape {tuple(x0.shape)}")
+
+    def in_data(x: torch.Tensor) -> np.ndarray:
+        return _numpy(x if to_data is None else to_data(x))
+
+    rows = []  # (title, noisy, denoised) per level, in data units
+    for level in levels:
         batch = torch.full((x0.shape[0],), float(level), dtype=x0.dtype, device=x0.device)
         if sde is None:
             scale, std = torch.ones_like(batch), batch
@@ -730,16 +876,70 @@ def plot_denoising_strip(
         noisy = append_dims(scale, x0.ndim) * x0 + append_dims(std, x0.ndim) * noise
         with torch.no_grad():
             denoised = denoise_fn(noisy, batch)
-        name = "t" if sde is not None else "σ"
-        for i, (row, values) in enumerate((("noisy", noisy), ("denoised", denoised))):
+        title = f"{'t' if sde is not None else 'σ'} = {float(level):.3g}"
+        rows.append((title, in_data(noisy), in_data(denoised)))
+    clean = in_data(x0)
+    if images:
+        return _denoising_images(clean, rows, value_range)
+    if clean.shape[1] == 2:
+        return _denoising_plane(clean, rows, columns)
+    return _denoising_histograms(clean, rows, columns)
+
+
+def _denoising_plane(clean: np.ndarray, rows: list, columns: Sequence[str] | None) -> Figure:
+    fig, axes = _figure(2, len(rows), size=2.6)
+    for j, (title, noisy, denoised) in enumerate(rows):
+        extent = _extent_of(np.concatenate([clean, noisy, denoised]))
+        for i, (name, values, color) in enumerate(
+            (("noisy", noisy, "C0"), ("denoised", denoised, SAMPLE_COLOR))
+        ):
             ax = axes[i, j]
-            if images:
-                _show_images(ax, values[:n_show], nrow=n_show, value_range=value_range)
-            else:
-                _scatter(ax, _numpy(x0), "data", DATA_COLOR, size=2.0, alpha=0.4)
-                _scatter(ax, _numpy(values), row, SAMPLE_COLOR if i else "C0", size=2.0)
-                ax.set_aspect("equal", adjustable="datalim")
-            ax.set_title(f"{row}, {name} = {float(level):.3g}", fontsize="small")
+            _scatter(ax, clean, "clean data", DATA_COLOR, size=2.0, alpha=0.4)
+            _scatter(ax, values, name, color, size=2.0)
+            _frame(ax, extent)
+            _label_plane(ax, columns)
+            ax.set_title(f"{name}, {title}", fontsize="small")
+    return fig
+
+
+def _denoising_histograms(clean: np.ndarray, rows: list, columns: Sequence[str] | None) -> Figure:
+    names = _names(columns, clean.shape[1])
+    fig, axes = _figure(len(names), len(rows), size=2.2)
+    for j, (title, noisy, denoised) in enumerate(rows):
+        limits = _limits(clean, noisy, denoised)
+        for i, name in enumerate(names):
+            ax = axes[i, j]
+            bins = np.linspace(*limits[i], 41)
+            for label, values, color in (
+                ("clean data", clean, DATA_COLOR),
+                ("noisy", noisy, "C0"),
+                ("denoised", denoised, SAMPLE_COLOR),
+            ):
+                ax.hist(values[:, i], bins=bins, density=True, histtype="step", color=color, label=label)
+            ax.set_xlim(*limits[i])
+            ax.set_xlabel(name)
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize="small")
+    axes[0, -1].legend(fontsize="x-small")
+    return fig
+
+
+def _denoising_images(clean: np.ndarray, rows: list, value_range: tuple[float, float] | None) -> Figure:
+    if value_range is None:  # every panel on the clean images' scale; noise saturates
+        value_range = (float(clean.min()), float(clean.max()))
+    nrow = math.ceil(math.sqrt(clean.shape[0]))  # a square grid per panel
+    size = 1.8
+    fig = Figure(figsize=(3 * size + 0.4, len(rows) * size + 0.3), layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.0, hspace=0.0)
+    axes = fig.subplots(len(rows), 3, squeeze=False)
+    for i, (title, noisy, denoised) in enumerate(rows):
+        for j, (name, values) in enumerate((("clean", clean), ("noisy", noisy), ("denoised", denoised))):
+            ax = axes[i, j]
+            _show_images(ax, values, nrow=nrow, value_range=value_range)
+            if i == 0:
+                ax.set_title(name, fontsize="small")
+        axes[i, 0].set_ylabel(title)
     return fig
 
 
@@ -757,7 +957,9 @@ def plot_ode_trajectories(
 
     Integrates ``scorefield.samplers.sample_ode`` on ``n_steps`` fixed steps of ``method`` from
     ``x_T [N, 2]`` at ``t = 1`` to ``eps``; draws one line per particle (faded from the prior end),
-    its start and its end, over the ``data`` if given.
+    its start and its end, over the ``data`` if given. The paths run in the model's own space, where
+    the prior is isotropic (standardised coordinates by design): without ``extent`` both axes share
+    one scale (equal aspect), so the flow's directions are not distorted.
     """
     _check_2d("x_T", _numpy(x_T))
     _, info = sample_ode(score_fn, sde, x_T, method=method, n_steps=n_steps, eps=eps, return_trajectory=True)
@@ -784,15 +986,22 @@ def plot_samples(
     data: ArrayLike | None = None,
     nrow: int = 8,
     max_images: int = 64,
-    max_dims: int = 4,
     value_range: tuple[float, float] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Figure:
     """Samples vs data (the score-functions tutorial's "sample from a mixture of 2 Gaussians"): scatter, pair plot or image grid.
 
-    - images ``[B, C, H, W]``: a grid of the first ``max_images`` samples, beside the data's if given;
+    - images ``[B, C, H, W]``: a grid of the first ``max_images`` samples, beside the data's if
+      given, both on one grey scale ``value_range`` (default: the data's range, else the samples');
     - 2-D points: data and samples in side-by-side panels sharing their axes;
-    - ``d > 2``: a pair plot of the first ``max_dims`` coordinates (histograms on the diagonal),
-      data and samples overlaid; ``d = 1``: overlaid histograms.
+    - ``d > 2``: a corner plot of every coordinate: each pair's scatter below the diagonal
+      (``d (d - 1) / 2`` panels), each coordinate's histogram on it, data and samples overlaid;
+    - ``d = 1``: overlaid histograms.
+
+    Points are drawn in their own units, each coordinate's axis named by ``columns`` (default
+    ``x0, x1, ...``) and framed to the data's whole range (without data: the samples' central 99%);
+    the samples' label counts those outside that window, and the histograms are densities over all
+    of a set's points, so mass outside the window is missing from them rather than spread inside.
     """
     x = _numpy(samples)
     ref = None if data is None else _numpy(data)
@@ -807,37 +1016,71 @@ def plot_samples(
         return fig
     if x.ndim != 2:
         raise ValueError(f"samples must be [N, d] points or [B, C, H, W] images, got shape {x.shape}")
+    if ref is not None and ref.shape[1:] != x.shape[1:]:
+        raise ValueError(f"data have shape {ref.shape[1:]} per row but the samples {x.shape[1:]}")
+    names = _names(columns, x.shape[1])
+    limits = _limits(x) if ref is None else _limits(ref, tail=0.0)
+    outside = _outside(x, limits)
+    sets = [] if ref is None else [("data", ref, DATA_COLOR)]
+    sets.append(("samples", x, SAMPLE_COLOR))
+    described = {"data": f"data ({0 if ref is None else len(ref)})", "samples": f"samples ({len(x)})"}
+    if outside:
+        described["samples"] = f"samples ({len(x)})\n{outside} outside the window"
     if x.shape[1] == 2:
-        shown = (
-            [("samples", x, SAMPLE_COLOR)]
-            if ref is None
-            else [("data", ref, DATA_COLOR), ("samples", x, SAMPLE_COLOR)]
-        )
-        extent = _resolve_extent(None, x if ref is None else ref)
-        fig, axes = _figure(1, len(shown))
-        for ax, (title, points, color) in zip(axes[0], shown, strict=True):
-            _scatter(ax, points, title, color)
-            _frame(ax, extent)
-            ax.set_title(f"{title} ({len(points)})")
+        fig, axes = _figure(1, len(sets))
+        for ax, (name, points, color) in zip(axes[0], sets, strict=True):
+            _scatter(ax, points, name, color)
+            _frame(ax, tuple(limits.ravel()))
+            _label_plane(ax, names)
+            ax.set_title(described[name])
         return fig
-    k = min(x.shape[1], max_dims)
-    fig, axes = _figure(k, k, size=2.0 if k > 1 else 3.2)
-    sets = [("samples", x, SAMPLE_COLOR)] + ([] if ref is None else [("data", ref, DATA_COLOR)])
-    for i in range(k):
-        for j in range(k):
-            ax = axes[i, j]
-            for name, values, color in sets:
-                if i == j:
-                    ax.hist(values[:, i], bins=40, density=True, histtype="step", color=color, label=name)
+    fig = _corner_plot(sets, limits, names)
+    handles = fig.axes[0].get_legend_handles_labels()[0]  # the first histogram panel: one per set
+    where = fig if x.shape[1] > 2 else fig.axes[0]  # the empty upper triangle, else the one panel
+    where.legend(handles, [described[name] for name, _, _ in sets], loc="upper right", fontsize="small")
+    return fig
+
+
+def _corner_plot(sets: list, limits: np.ndarray, names: tuple[str, ...]) -> Figure:
+    """Pairs of coordinates scattered below the diagonal, histograms on it; ``sets`` of
+    ``(label, [N, d] points, colour)``, each coordinate framed by ``limits[i]`` in every panel."""
+    d = len(names)
+    size = 3.2 if d == 1 else min(2.0, max(1.2, 14 / d))  # inches per panel: wide tables fit a page
+    fig = Figure(figsize=(size * d + 0.3, size * d + 0.3), layout="constrained")
+    grid = fig.add_gridspec(d, d)
+    for i in range(d):
+        for j in range(i + 1):
+            ax = fig.add_subplot(grid[i, j])
+            for label, values, color in sets:
+                if i == j:  # a density over all the set's points: what lies outside is not spread inside
+                    bins = np.linspace(*limits[i], 41)
+                    column = values[:, i][np.isfinite(values[:, i])]
+                    weight = 1 / (len(values) * (bins[1] - bins[0]))
+                    ax.hist(
+                        column,
+                        bins=bins,
+                        weights=np.full(len(column), weight),
+                        histtype="step",
+                        color=color,
+                        label=label,
+                    )
                 else:
                     ax.scatter(
-                        values[:, j], values[:, i], s=1.5, c=color, alpha=0.4, linewidths=0, label=name
+                        values[:, j], values[:, i], s=1.5, c=color, alpha=0.4, linewidths=0, label=label
                     )
-            if i == k - 1:
-                ax.set_xlabel(f"x{j}")
-            if j == 0 and i != j:
-                ax.set_ylabel(f"x{i}")
-    axes[0, -1].legend(fontsize="x-small")
+            ax.set_xlim(*limits[j])
+            if i == j:
+                ax.set_yticks([])
+            else:
+                ax.set_ylim(*limits[i])
+            if i == d - 1:
+                ax.set_xlabel(names[j])
+            else:
+                ax.tick_params(labelbottom=False)
+            if j == 0 and i > 0:
+                ax.set_ylabel(names[i])
+            elif i != j:
+                ax.tick_params(labelleft=False)
     return fig
 
 
