@@ -1,5 +1,6 @@
 """The estimators' inputs: array layouts and DataFrames, feature names, randomness of ``sample``,
-``contamination="auto"``, saving, constant columns, verbosity, and a catalogue of bad inputs.
+``contamination="auto"``, saving, constant columns, verbosity (the catalogue of bad inputs is in
+``test_bad_inputs.py``).
 
 Every fit here is tiny (60 steps of a 16-wide network, a fixed ``eval_eps``): these tests check the
 handling of inputs, not the quality of the density.
@@ -15,27 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _inputs import COLUMNS, X, _fit, _with_column
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
 
 import scorefield.estimator as estimator_module
 from scorefield.estimator import ScoreAnomalyDetector, ScoreDensityEstimator
-
-FAST = {"steps": 60, "hidden": 16, "eval_eps": 1e-2}
-COLUMNS = ["a", "b", "c"]
-
-
-def _table(n: int = 120, seed: int = 0) -> np.ndarray:
-    """Three features at different scales and offsets, far from standardised."""
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, 3)) * [1.0, 10.0, 0.1] + [0.0, 50.0, -3.0]
-
-
-X = _table()
-
-
-def _fit(data, cls=ScoreDensityEstimator, **params):
-    return cls(**{**FAST, **params}).fit(data)
 
 
 @pytest.fixture(scope="module")
@@ -226,12 +211,6 @@ def test_a_failed_save_leaves_the_earlier_pair_whole_and_no_temporary_file(fitte
 
 
 # -- 7. constant columns -------------------------------------------------------------------------
-def _with_column(values) -> np.ndarray:
-    out = X.copy()
-    out[:, 1] = values
-    return out
-
-
 @pytest.mark.parametrize(
     "column",
     [
@@ -312,91 +291,6 @@ def test_every_parameter_is_in_init_validated_and_cloned(cls, params):
     assert twin.get_params() == params
     twin.set_params(verbose=0, progress=False, steps=10).fit(X)
     assert twin.n_steps_ == 10 and np.isfinite(twin.score_samples(X[:3])).all()
-
-
-# -- 4. a catalogue of bad inputs ----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def saved(fitted, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("saved")
-    fitted.save(folder / "density.safetensors")
-    _fit(X, cls=ScoreAnomalyDetector).save(folder / "detector.safetensors")
-    return folder
-
-
-def _bad_fit(data=X, cls=ScoreDensityEstimator, **params):
-    return lambda fitted, saved: cls(**{**FAST, **params}).fit(data)
-
-
-def _nan(value):
-    out = X.copy()
-    out[3, 1] = value
-    return out
-
-
-PARAM = "The '{}' parameter of ScoreDensityEstimator must be"
-NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-BAD_INPUTS = [
-    # X at fit
-    pytest.param(_bad_fit(_nan(np.nan)), ValueError, "Input X contains NaN", id="NaN in X"),
-    pytest.param(_bad_fit(_nan(np.inf)), ValueError, "Input X contains infinity", id="inf in X"),
-    pytest.param(_bad_fit(X[:, 0]), ValueError, r"X must be 2-D .*got shape \(120,\)", id="1-D X"),
-    pytest.param(_bad_fit(X[:, :, None]), ValueError, r"X must be 2-D .*got shape \(120, 3, 1\)", id="3-D X"),
-    pytest.param(_bad_fit(X[:5]), ValueError, "X has 5 rows, but fit needs at least 10", id="too few rows"),
-    pytest.param(_bad_fit(_with_column(2.0)), ValueError, "X has 1 constant column", id="constant column"),
-    # constructor parameters, checked at fit
-    pytest.param(_bad_fit(validation_fraction=0.7), ValueError, PARAM.format("validation_fraction"), id="validation_fraction=0.7"),
-    pytest.param(_bad_fit(validation_fraction=0), ValueError, PARAM.format("validation_fraction"), id="validation_fraction=0"),
-    pytest.param(_bad_fit(sde="nope"), ValueError, PARAM.format("sde"), id="sde='nope'"),
-    pytest.param(_bad_fit(weighting="l2"), ValueError, PARAM.format("weighting"), id="weighting='l2'"),
-    pytest.param(_bad_fit(param="x0"), ValueError, PARAM.format("param"), id="param='x0'"),
-    pytest.param(_bad_fit(steps=0), ValueError, PARAM.format("steps"), id="steps=0"),
-    pytest.param(_bad_fit(steps=2.5), ValueError, PARAM.format("steps"), id="steps=2.5"),
-    pytest.param(_bad_fit(batch_size=0), ValueError, PARAM.format("batch_size"), id="batch_size=0"),
-    pytest.param(_bad_fit(hidden=-8), ValueError, PARAM.format("hidden"), id="hidden=-8"),
-    pytest.param(_bad_fit(depth=0), ValueError, PARAM.format("depth"), id="depth=0"),
-    pytest.param(_bad_fit(lr=0.0), ValueError, PARAM.format("lr"), id="lr=0"),
-    pytest.param(_bad_fit(weight_decay=-1.0), ValueError, PARAM.format("weight_decay"), id="weight_decay=-1"),
-    pytest.param(_bad_fit(eval_eps=1.5), ValueError, PARAM.format("eval_eps"), id="eval_eps=1.5"),
-    pytest.param(_bad_fit(seed=-1), ValueError, PARAM.format("seed"), id="seed=-1"),
-    pytest.param(_bad_fit(verbose=-1), ValueError, PARAM.format("verbose"), id="verbose=-1"),
-    pytest.param(_bad_fit(progress="yes"), ValueError, PARAM.format("progress"), id="progress='yes'"),
-    pytest.param(_bad_fit(device="tpu9"), ValueError, r"device='tpu9' is not available", id="device='tpu9'"),
-    pytest.param(_bad_fit(device=3.5), ValueError, PARAM.format("device"), id="device=3.5"),
-    pytest.param(_bad_fit(device="cuda"), ValueError, r"device='cuda' is not available on this machine", id="device='cuda' without CUDA", marks=NO_CUDA),
-    pytest.param(_bad_fit(cls=ScoreAnomalyDetector, contamination=0.7), ValueError, "'contamination' parameter of ScoreAnomalyDetector", id="contamination=0.7"),
-    pytest.param(_bad_fit(cls=ScoreAnomalyDetector, contamination=0.0), ValueError, "'contamination' parameter", id="contamination=0"),
-    pytest.param(_bad_fit(cls=ScoreAnomalyDetector, contamination="x"), ValueError, r"'contamination' parameter .* among \{'auto'\}", id="contamination='x'"),
-    # a fitted estimator's inputs
-    pytest.param(lambda f, s: f.score_samples(np.zeros((3, 5))), ValueError, "X has 5 features, but ScoreDensityEstimator is expecting 3", id="score_samples: 5 features"),
-    pytest.param(lambda f, s: f.grad_log_prob(np.zeros((3, 2))), ValueError, "X has 2 features", id="grad_log_prob: 2 features"),
-    pytest.param(lambda f, s: f.score_samples(_nan(np.nan)), ValueError, "Input X contains NaN", id="score_samples: NaN"),
-    pytest.param(lambda f, s: f.score_samples(X[0]), ValueError, r"X must be 2-D .*X.reshape\(1, -1\)", id="score_samples: 1-D row"),
-    pytest.param(lambda f, s: f.sample(0), ValueError, r"'n' parameter of ScoreDensityEstimator.sample must be an int in the range \[1, inf\)", id="sample(0)"),
-    pytest.param(lambda f, s: f.sample(-1), ValueError, "'n' parameter", id="sample(-1)"),
-    pytest.param(lambda f, s: f.sample(2.5), ValueError, "'n' parameter", id="sample(2.5)"),
-    pytest.param(lambda f, s: f.sample("3"), ValueError, "'n' parameter", id="sample('3')"),
-    pytest.param(lambda f, s: f.sample(3, method="euler"), ValueError, "'method' parameter", id="sample: method='euler'"),
-    pytest.param(lambda f, s: f.sample(3, random_state="x"), ValueError, "'random_state' parameter", id="sample: random_state='x'"),
-    pytest.param(lambda f, s: f.sample(3, seed=1.5), ValueError, "'seed' parameter", id="sample: seed=1.5"),
-    pytest.param(lambda f, s: f.sample(3, seed=1, random_state=1), ValueError, "both seed=1 and random_state=1", id="sample: seed and random_state"),
-    # not fitted
-    pytest.param(lambda f, s: ScoreDensityEstimator().score_samples(X), NotFittedError, "not fitted yet", id="unfitted score_samples"),
-    pytest.param(lambda f, s: ScoreDensityEstimator().grad_log_prob(X), NotFittedError, "not fitted yet", id="unfitted grad_log_prob"),
-    pytest.param(lambda f, s: ScoreDensityEstimator().sample(3), NotFittedError, "not fitted yet", id="unfitted sample"),
-    pytest.param(lambda f, s: ScoreAnomalyDetector().predict(X), NotFittedError, "not fitted yet", id="unfitted predict"),
-    pytest.param(lambda f, s: ScoreDensityEstimator().save("never.safetensors"), NotFittedError, "not fitted yet", id="unfitted save"),
-    # load
-    pytest.param(lambda f, s: ScoreDensityEstimator.load(s / "missing.safetensors"), FileNotFoundError, r"no saved estimator at path '.*missing\.safetensors'", id="load: missing path"),
-    pytest.param(lambda f, s: ScoreDensityEstimator.load(s / "detector.safetensors"), ValueError, r"path '.*detector\.safetensors' holds a ScoreAnomalyDetector, not a ScoreDensityEstimator", id="load: a detector's file"),
-    pytest.param(lambda f, s: ScoreAnomalyDetector.load(s / "density.safetensors"), ValueError, "holds a ScoreDensityEstimator, not a ScoreAnomalyDetector", id="load: a density's file"),
-    pytest.param(lambda f, s: ScoreDensityEstimator.load(s / "density.safetensors", device="tpu9"), ValueError, "device='tpu9'", id="load: device='tpu9'"),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize("call, error, match", BAD_INPUTS)
-def test_bad_input_raises_naming_it(call, error, match, fitted, saved):
-    with pytest.raises(error, match=match):
-        call(fitted, saved)
 
 
 def test_constructor_parameters_are_checked_at_fit_not_in_init():
