@@ -41,6 +41,7 @@ def write_inputs(folder: Path) -> None:
     np.save(folder / "wide.npy", np.ones((5, 3)))
     np.savetxt(folder / "one.csv", data[:1], delimiter=",")
     (folder / "empty.csv").write_text("")
+    (folder / "huge.csv").write_text("eruptions,waiting\n3.6,79\n1.8,1e40\n")  # Inf once in float32
     (folder / "text.csv").write_text("eruptions,waiting\n3.6,79\n1.8,about 54\n")
     (folder / "ragged.csv").write_text("eruptions,waiting\n3.6,79\n1.8\n")
     (folder / "table.txt").write_text("3.6,79\n1.8,54\n")
@@ -116,7 +117,11 @@ CASES = {
     ),
     "train-nan-data": (
         lambda w: [*train(w, f"data.path={w.i / 'nan.csv'}"), "--out", w.out],
-        "nan.csv line 4: the row holds NaN or Inf",
+        "nan.csv line 4: the row holds NaN, Inf or a number beyond",
+    ),
+    "train-beyond-float32": (
+        lambda w: [*train(w, f"data.path={w.i / 'huge.csv'}"), "--out", w.out],
+        "huge.csv line 3: the row holds NaN, Inf or a number beyond ±3.4e38",
     ),
     "train-empty-csv": (lambda w: [*train(w, f"data.path={w.i / 'empty.csv'}"), "--out", w.out], "no rows"),
     "train-text-cell": (

@@ -372,7 +372,10 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> t
 
 
 def _first_bad_row(values: np.ndarray) -> int | None:
-    bad = ~np.isfinite(values).reshape(values.shape[0], -1).all(axis=1)
+    """The first row holding NaN, Inf or a number beyond float32's range (it would become Inf), else None."""
+    with np.errstate(over="ignore"):
+        finite = np.isfinite(values.astype(np.float32))
+    bad = ~finite.reshape(values.shape[0], -1).all(axis=1)
     return int(np.argmax(bad)) if bad.any() else None
 
 
@@ -436,7 +439,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
     array = np.asarray(values, dtype=np.float64)
     bad = _first_bad_row(array)
     if bad is not None:
-        raise ValueError(f"{path} line {data[bad][0]}: the row holds NaN or Inf; remove or impute it")
+        raise ValueError(f"{path} line {data[bad][0]}: the row holds NaN, Inf or a number beyond ±3.4e38; remove or impute it")
     return array, names
 
 
@@ -451,7 +454,7 @@ def _read_npy(path: Path) -> np.ndarray:
     if values.ndim in (1, 2) and values.size:
         bad = _first_bad_row(values)
         if bad is not None:
-            raise ValueError(f"{path}: row {bad} (0-based) contains NaN or Inf; remove or impute it")
+            raise ValueError(f"{path}: row {bad} (0-based) contains NaN, Inf or a number beyond ±3.4e38; remove or impute it")
     return values
 
 
