@@ -439,7 +439,9 @@ def _read_csv(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
     array = np.asarray(values, dtype=np.float64)
     bad = _first_bad_row(array)
     if bad is not None:
-        raise ValueError(f"{path} line {data[bad][0]}: the row holds NaN, Inf or a number beyond ±3.4e38; remove or impute it")
+        raise ValueError(
+            f"{path} line {data[bad][0]}: the row holds NaN, Inf or a number beyond ±3.4e38; remove or impute it"
+        )
     return array, names
 
 
@@ -454,7 +456,9 @@ def _read_npy(path: Path) -> np.ndarray:
     if values.ndim in (1, 2) and values.size:
         bad = _first_bad_row(values)
         if bad is not None:
-            raise ValueError(f"{path}: row {bad} (0-based) contains NaN, Inf or a number beyond ±3.4e38; remove or impute it")
+            raise ValueError(
+                f"{path}: row {bad} (0-based) contains NaN, Inf or a number beyond ±3.4e38; remove or impute it"
+            )
     return values
 
 

@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol
 
 import torch
+
+from .sde import HasMarginal
 
 __all__ = ["Gaussian", "GaussianMixture", "Parzen", "two_gaussians"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
 
-class _HasMarginal(Protocol):
-    def marginal(self, t: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-def _marginal_floats(sde: _HasMarginal, t: float) -> tuple[float, float]:
+def _marginal_floats(sde: HasMarginal, t: float) -> tuple[float, float]:
     scale, std = sde.marginal(float(t))
     return float(scale), float(std)
 
@@ -146,7 +143,7 @@ class GaussianMixture:
         eye = torch.eye(self.dim, dtype=self.covs.dtype, device=self.covs.device)
         return self._like(self.means, self.covs + sigma**2 * eye)
 
-    def diffuse(self, sde: _HasMarginal, t: float) -> GaussianMixture:
+    def diffuse(self, sde: HasMarginal, t: float) -> GaussianMixture:
         """The exact marginal ``p_t`` of ``x_t = m(t) x_0 + std(t) z`` with ``x_0 ~ p``."""
         scale, std = _marginal_floats(sde, t)
         eye = torch.eye(self.dim, dtype=self.covs.dtype, device=self.covs.device)
@@ -234,7 +231,7 @@ class Parzen:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
         return Parzen(self.data, math.sqrt(self.sigma**2 + sigma**2), self.chunk_size)
 
-    def diffuse(self, sde: _HasMarginal, t: float) -> Parzen:
+    def diffuse(self, sde: HasMarginal, t: float) -> Parzen:
         """Exact marginal at time ``t``: data scaled by ``m(t)``, bandwidth ``sqrt(m^2 sigma^2 + std^2)``."""
         scale, std = _marginal_floats(sde, t)
         return Parzen(scale * self.data, math.sqrt(scale**2 * self.sigma**2 + std**2), self.chunk_size)

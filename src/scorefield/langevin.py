@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .score import posterior_mean
 from .utils import Generator, append_dims, batch_sum, rand_like, randn_like
 
 __all__ = ["annealed_langevin", "langevin", "mala"]
@@ -112,7 +113,7 @@ def annealed_langevin(
     For each level ``sigma_i`` in ``sigmas`` -- **largest first**, ``sigma_1 > ... > sigma_L`` --
     run ``n_steps_each`` Langevin updates with step ``alpha_i = step_lr * sigma_i^2 / sigma_L^2`` on
     the score ``score_fn(x, sigma_i)``. With ``denoise``, finish with Tweedie's formula at the
-    smallest level, ``x <- x + sigma_L^2 s(x, sigma_L)`` (MATH.md, "Denoisers").
+    smallest level, ``x <- x + sigma_L^2 s(x, sigma_L)`` (docs/math.md#annealed-langevin).
 
     Args:
         score_fn: ``(x [B, ...], sigma [B]) -> grad log p_sigma(x) [B, ...]``.
@@ -147,7 +148,7 @@ def annealed_langevin(
     ]
     x = _run_chain(x0, plan, generator, callback, progress, "annealed langevin")
     if denoise:
-        x = x + sigma_last**2 * at_level(sigma_last)(x).detach()
+        x = posterior_mean(x, at_level(sigma_last)(x).detach(), 1.0, sigma_last)
         if callback is not None:
             callback(len(plan), x)
     return x

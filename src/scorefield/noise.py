@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 from scipy.optimize import brentq
 from scipy.special import ndtr
+
+from .sde import HasMarginal
 
 __all__ = [
     "geometric_sigmas",
@@ -26,10 +28,6 @@ __all__ = [
     "resolve_sigma_max",
     "time_grid",
 ]
-
-
-class _HasMarginal(Protocol):
-    def marginal(self, t: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def _check_sigma_range(sigma_max: float, sigma_min: float) -> None:
@@ -173,14 +171,14 @@ def num_levels(
     return max(int(min_levels), n)
 
 
-def _noise_ratio(sde: _HasMarginal, t: torch.Tensor) -> torch.Tensor:
+def _noise_ratio(sde: HasMarginal, t: torch.Tensor) -> torch.Tensor:
     """``std(t) / scale(t) = exp(-log_snr(t) / 2)``: the VE-equivalent noise level at time ``t``."""
     scale, std = sde.marginal(t)
     return std / scale
 
 
 def _t_from_noise_ratio(
-    sde: _HasMarginal, ratio: torch.Tensor, t_lo: float, t_hi: float, n_iter: int = 64
+    sde: HasMarginal, ratio: torch.Tensor, t_lo: float, t_hi: float, n_iter: int = 64
 ) -> torch.Tensor:
     """Invert the increasing map ``t -> std(t) / scale(t)`` on ``[t_lo, t_hi]`` by bisection.
 
@@ -201,7 +199,7 @@ def time_grid(
     eps: float = 1e-3,
     t_max: float = 1.0,
     kind: Literal["uniform", "log_snr", "edm"] = "uniform",
-    sde: _HasMarginal | None = None,
+    sde: HasMarginal | None = None,
     rho: float = 7.0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from . import noise
 from .ode import ODE_METHODS, counted, ode_times, sampling_grid, solve_ode
+from .score import posterior_mean
 from .sde import SDE, ScoreFn
 from .utils import Generator, append_dims, randn_like
 
@@ -47,8 +48,8 @@ __all__ = [
 StepFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
-def _per_example(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A per-example ``[B]`` (or 0-d) quantity broadcast against ``x``."""
+def _against(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-example ``[B]`` (or 0-d) quantity as ``x``'s dtype, broadcast against ``x`` (``[B, 1, ...]``)."""
     return append_dims(value.to(x.dtype), x.ndim)
 
 
@@ -60,7 +61,7 @@ def _transition(sde: SDE, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor
     a = scale / scale_next
     var, var_next = std**2, std_next**2
     g2 = var - a**2 * var_next
-    return tuple(_per_example(v, x) for v in (a, g2, var, var_next))
+    return tuple(_against(v, x) for v in (a, g2, var, var_next))
 
 
 def euler_maruyama(
@@ -72,9 +73,9 @@ def euler_maruyama(
     generator: Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Euler-Maruyama step of the reverse SDE (Song et al. 2021, eq. 6): ``x + (f - g² s) dt + g sqrt(|dt|) z``."""
-    dt = _per_example(t_next - t, x)  # negative: time runs backwards
+    dt = _against(t_next - t, x)  # negative: time runs backwards
     x_mean = x + sde.reverse_drift(x, t, score_fn(x, t)) * dt
-    return x_mean + _per_example(sde.diffusion(t), x) * (-dt).sqrt() * randn_like(x, generator), x_mean
+    return x_mean + _against(sde.diffusion(t), x) * (-dt).sqrt() * randn_like(x, generator), x_mean
 
 
 def reverse_diffusion(
@@ -168,7 +169,7 @@ def _corrector_scales(sde: SDE, x: torch.Tensor, t: torch.Tensor, t_next: torch.
     """``α = (m(t) / m(t_next))²`` and ``std(t)``, broadcast against ``x``."""
     scale, std = sde.marginal(t)
     scale_next, _ = sde.marginal(t_next)
-    return _per_example((scale / scale_next) ** 2, x), _per_example(std, x)
+    return _against((scale / scale_next) ** 2, x), _against(std, x)
 
 
 PREDICTORS: dict[str, StepFn] = {
@@ -180,9 +181,8 @@ CORRECTORS: dict[str, StepFn] = {"langevin": langevin, "langevin_batch": langevi
 
 
 def tweedie(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Tweedie's formula (Efron 2011; MATH.md "Denoisers"): ``E[x_0 | x_t] = (x_t + std(t)² s(x_t, t)) / m(t)``."""
-    scale, std = sde.marginal(t)
-    return (x + _per_example(std**2, x) * score_fn(x, t)) / _per_example(scale, x)
+    """Tweedie's ``E[x_0 | x_t] = (x_t + std(t)² s(x_t, t)) / m(t)`` of a score function (``posterior_mean``)."""
+    return posterior_mean(x, score_fn(x, t), *sde.marginal(t))
 
 
 def _lookup(table: dict[str, StepFn], kind: str, name: str | StepFn) -> StepFn:
@@ -324,7 +324,7 @@ def sample_dpm(
     score, nfe = counted(score_fn)
     x, previous = x_T, None  # previous: D_{i-1}
     for i in tqdm(range(len(h)), disable=not progress, desc="sampling"):
-        denoised = (x + std[i] ** 2 * score(x, times[i].expand(x.shape[0]))) / scale[i]  # D_i
+        denoised = posterior_mean(x, score(x, times[i].expand(x.shape[0])), scale[i], std[i])  # D_i
         if order == 2 and previous is not None:  # Lu et al. 2022b, Alg. 2
             d_hat = denoised + (denoised - previous) * (h[i] / (2 * h[i - 1]))
         else:

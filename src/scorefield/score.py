@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
 from torch import nn
 
+from .sde import HasMarginal
 from .utils import append_dims
-
-
-class HasMarginal(Protocol):
-    def marginal(self, t: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def per_example(value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -25,6 +20,20 @@ def batch_marginal(
     """``sde.marginal(t)`` as one ``(scale, std)`` pair per example of ``x``: ``[B]``, ``[B]``."""
     scale, std = sde.marginal(per_example(t, x))
     return per_example(scale, x), per_example(std, x)
+
+
+def posterior_mean(
+    x: torch.Tensor, score: torch.Tensor, scale: float | torch.Tensor, std: float | torch.Tensor
+) -> torch.Tensor:
+    """Tweedie's formula (Efron 2011; docs/math.md#denoisers-and-tweedies-formula), the one copy of it:
+    ``E[x_0 | x_t] = (x_t + std² s(x_t)) / m`` for ``x_t = m x_0 + std z``, with ``scale = m`` and ``std``
+    numbers or one value per example ``[B]``. With ``m = 1`` it is the denoiser ``x̃ + σ² s``."""
+    scale, std = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (scale, std))
+    if scale.ndim:
+        scale = append_dims(scale, x.ndim)
+    if std.ndim:
+        std = append_dims(std, x.ndim)
+    return (x + std**2 * score) / scale
 
 
 class EnergyScore(nn.Module):
@@ -129,9 +138,7 @@ class ScoreModel(nn.Module):
         """Tweedie's posterior mean ``E[x_0 | x_t] = (x + std^2 s(x, t)) / m`` (Efron 2011)."""
         scale, std = batch_marginal(self.sde, t, x)
         score, denoised = self._score_and_denoised(x, scale, std)
-        if denoised is not None:
-            return denoised
-        return (x + append_dims(std, x.ndim) ** 2 * score) / append_dims(scale, x.ndim)
+        return denoised if denoised is not None else posterior_mean(x, score, scale, std)
 
     def forward(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         return self.score(x, t)

@@ -16,16 +16,24 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from .keyed import KeyedNoise
 from .utils import Generator, append_dims, batch_sum
 
-__all__ = ["SDE", "ScoreFn", "VESDE", "VPSDE", "SubVPSDE"]
+__all__ = ["SDE", "HasMarginal", "ScoreFn", "VESDE", "VPSDE", "SubVPSDE"]
 
 # ``score_fn(x [B, ...], t [B]) -> grad_x log p_t(x) [B, ...]``: what samplers and likelihoods consume
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class HasMarginal(Protocol):
+    """Anything with the perturbation kernel ``x_t = m(t) x_0 + std(t) z``: ``marginal(t) -> (m, std)``."""
+
+    def marginal(self, t: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
 
 _LOG_2PI = math.log(2 * math.pi)
 

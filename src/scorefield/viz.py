@@ -40,6 +40,7 @@ from .likelihood import divergence
 from .metrics import mode_weights
 from .noise import geometric_sigmas
 from .samplers import sample_ode, sample_pc
+from .score import posterior_mean
 from .sde import SDE
 from .utils import append_dims
 
@@ -120,10 +121,10 @@ def exact_noise_score(dist: GaussianMixture | Parzen) -> NoiseScoreFn:
 
 
 def tweedie_denoiser(noise_score_fn: NoiseScoreFn) -> NoiseScoreFn:
-    """Tweedie's denoiser (MATH.md, "Denoisers"): ``D(x̃, σ) = x̃ + σ² s(x̃, σ)`` from a noise score."""
+    """Tweedie's denoiser ``D(x̃, σ) = x̃ + σ² s(x̃, σ)`` of a noise score (``score.posterior_mean``)."""
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return x + append_dims(sigma, x.ndim) ** 2 * noise_score_fn(x, sigma)
+        return posterior_mean(x, noise_score_fn(x, sigma), 1.0, sigma)
 
     return denoise
 
