@@ -7,7 +7,8 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from scorefield.distributions import Gaussian
-from scorefield.estimator import ScoreAnomalyDetector, ScoreDensityEstimator, Whitener
+from scorefield.estimator import ScoreAnomalyDetector, ScoreDensityEstimator
+from scorefield.scalers import Whitener
 
 # A correlated 2-D Gaussian in "data units" far from standardised (mean 50, scales 10 and 0.5),
 # so a wrong scaler log-determinant would show as an offset of log(10 * 0.5) ~ 1.6 nats.

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .distributions import two_gaussians as _two_gaussians_mixture
+from .scalers import Standardizer
 
 __all__ = [
     "BUNDLED",
@@ -532,72 +533,15 @@ def load_data(spec: DataSpec) -> torch.Tensor:
     return read_data(spec)[0]
 
 
-class Standardizer:
-    """Per-feature standardisation ``z = (x - mean) / std`` with its inverse and log-determinant.
-
-    Features are everything after the batch dimension (a pixel of an image is one feature). A
-    constant feature keeps ``std = 1``. If ``p_z`` is the density of standardised data, the density
-    in data units is ``log p_x(x) = log p_z(z) + log_det`` with ``log_det = -sum log std``, the same
-    for every example.
-    """
-
-    def __init__(self, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
-        self.mean, self.std = mean, std
-
-    def fit(self, x: torch.Tensor, min_std: float = 1e-8) -> Standardizer:
-        if x.ndim < 2 or x.shape[0] < 1:
-            raise ValueError(f"need data [N, ...] with N >= 1, got shape {tuple(x.shape)}")
-        x64 = x.to(torch.float64)
-        std = x64.std(0, correction=0) if x.shape[0] > 1 else torch.ones_like(x64[0])
-        self.mean = x64.mean(0).to(x.dtype)
-        self.std = torch.where(std > min_std, std, torch.ones_like(std)).to(x.dtype)
-        return self
-
-    def _fitted(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mean is None or self.std is None:
-            raise RuntimeError("the Standardizer is not fitted; call fit(x) first")
-        return self.mean, self.std
-
-    def _check(self, x: torch.Tensor) -> None:
-        mean, _ = self._fitted()
-        if tuple(x.shape[1:]) != tuple(mean.shape):
-            raise ValueError(
-                f"data have shape {tuple(x.shape[1:])} per example but the scaler was fitted on "
-                f"{tuple(mean.shape)}"
-            )
-
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        self._check(x)
-        mean, std = self._fitted()
-        return (x - mean.to(x)) / std.to(x)
-
-    def inverse_transform(self, z: torch.Tensor) -> torch.Tensor:
-        self._check(z)
-        mean, std = self._fitted()
-        return z * std.to(z) + mean.to(z)
-
-    @property
-    def log_det(self) -> torch.Tensor:
-        """``log |det dz/dx| = -sum log std`` (0-d): add it to ``log p_z`` to get ``log p_x``."""
-        return -self._fitted()[1].to(torch.float64).log().sum()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        mean, std = self._fitted()
-        return {"mean": mean, "std": std}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> Standardizer:
-        return cls(state["mean"], state["std"])
-
-
 def image_scaler(shape: tuple[int, ...], levels: int) -> Standardizer:
     """Pixels with ``levels`` values ``0 .. levels - 1`` to ``[-1, 1]``: ``z = 2 x / levels - 1``.
 
     A ``Standardizer`` with mean and std ``levels / 2`` in every feature of ``shape``, so runs store
     and rebuild it like any other. Dequantized pixels ``k + u`` (``u ~ U[0, 1)``) fill ``[-1, 1)``
     exactly, bins of width 1 in pixel units have width ``2 / levels`` in ``z``, and
-    ``log_det = -d log(levels / 2)`` turns ``log p_z`` into a density in pixel units (MATH.md,
-    "Likelihood"; use ``likelihood.bits_per_dim`` with ``bin_width = 1`` on it).
+    ``log_det = -d log(levels / 2)`` turns ``log p_z`` into a density in pixel units
+    (docs/math.md#images-dequantisation-and-bits-per-dimension; use ``likelihood.bits_per_dim`` with
+    ``bin_width = 1`` on it).
     """
     if levels < 2:
         raise ValueError(f"levels must be >= 2, got {levels}")

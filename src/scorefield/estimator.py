@@ -45,12 +45,12 @@ except ImportError:  # scikit-learn < 1.6: the same checks as an estimator metho
         return estimator._validate_data(X, **kwargs)
 
 
-from .datasets import Standardizer
 from .fit import EMA, EarlyStopping, Trainer, fit
 from .likelihood import log_likelihood
 from .losses import sde_dsm
 from .nets.mlp import MLP
 from .samplers import sample_ode, sample_pc
+from .scalers import Whitener
 from .score import ScoreModel
 from .sde import VESDE, VPSDE, SubVPSDE
 from .utils import default_device, make_generator
@@ -98,56 +98,6 @@ FOURIER_MAX_DIM, FOURIER_FREQUENCIES, FOURIER_SCALE = 8, 16, 0.5
 MIN_FIT_ROWS, CONSTANT_RTOL = 10, 1e-12
 # torch seeds drawn from a numpy random state for ``sample`` lie in [0, SEED_HIGH)
 SEED_HIGH = np.iinfo(np.int64).max
-
-
-class Whitener:
-    """``z = W (x - mean) / std``: per-feature standardisation, then ZCA whitening with a shrunk correlation.
-
-    ``W = C^{-1/2}`` (symmetric) for the Ledoit-Wolf estimate ``C`` of the standardised rows' covariance
-    (Ledoit & Wolf 2004: shrinkage towards a multiple of the identity with the weight that minimises the
-    expected squared error, so a few dozen rows in many dimensions still give a well-conditioned ``C``).
-    The score network then models the departure from the best-fitting Gaussian rather than the
-    correlations themselves, which a table of a few hundred correlated rows (breast_cancer's radius,
-    perimeter and area) cannot teach it. ZCA keeps each whitened feature aligned with its original one.
-    ``log_det = log |det dz/dx| = -sum log std - 1/2 log det C``, added to ``log p_z`` to give ``log p_x``.
-    Eigenvalues of ``C`` are floored at 1e-3 of their mean, so an exactly degenerate direction (a
-    constant feature, an exact linear relation between features) cannot make ``W`` infinite.
-    """
-
-    def __init__(self, standardizer: Standardizer | None = None, matrix: torch.Tensor | None = None):
-        self.standardizer, self.matrix = standardizer, matrix
-
-    def fit(self, x: torch.Tensor) -> Whitener:
-        from sklearn.covariance import LedoitWolf
-
-        self.standardizer = Standardizer().fit(x)
-        z = self.standardizer.transform(x).double().numpy()
-        cov = torch.from_numpy(LedoitWolf(assume_centered=True).fit(z).covariance_)
-        evals, evecs = torch.linalg.eigh(cov)
-        evals = evals.clamp_min(1e-3 * evals.mean())  # an exactly degenerate direction stays finite
-        self.matrix = (evecs * evals.rsqrt()) @ evecs.T
-        return self
-
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        return self.standardizer.transform(x) @ self.matrix.to(x)
-
-    def inverse_transform(self, z: torch.Tensor) -> torch.Tensor:
-        return self.standardizer.inverse_transform(torch.linalg.solve(self.matrix.to(z), z.T).T)
-
-    def pullback(self, score_z: torch.Tensor) -> torch.Tensor:
-        """A gradient in whitened units back in data units: ``J^T s`` with ``J = W diag(1/std)``."""
-        return (score_z @ self.matrix.to(score_z)) / self.standardizer.std.to(score_z)
-
-    @property
-    def log_det(self) -> torch.Tensor:
-        return self.standardizer.log_det + torch.linalg.slogdet(self.matrix.double())[1]
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {**self.standardizer.state_dict(), "matrix": self.matrix}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> Whitener:
-        return cls(Standardizer.from_state_dict(state), state["matrix"])
 
 
 class Squashed(nn.Module):
@@ -377,7 +327,7 @@ class ScoreDensityEstimator(BaseEstimator):
         return self
 
     def _fit(self, X) -> tuple[torch.Tensor, torch.Tensor]:
-        """``fit``'s work; returns the rows as a float32 tensor and the whitened held-out rows."""
+        """``fit``'s work; returns the rows as a float32 tensor and the held-out rows (data units)."""
         self._validate_params()
         device = _resolve_device(self.device)
         x = self._validate(X, reset=True)
@@ -403,7 +353,7 @@ class ScoreDensityEstimator(BaseEstimator):
                 f"{self.validation_loss_:.4f}, eval_eps_={self.eval_eps_:g}",
                 flush=True,
             )
-        return x, z_val
+        return x, x[perm[:n_val]]
 
     def _loss(self, model: ScoreModel, z: torch.Tensor, generator) -> torch.Tensor:
         is_likelihood = self.weighting == "likelihood"
@@ -501,9 +451,10 @@ class ScoreDensityEstimator(BaseEstimator):
 
     def _log_density(self, x: torch.Tensor) -> np.ndarray:
         """Log-density in data units (nats) of rows already validated: ``[N]``."""
-        z = self.scaler_.transform(x).to(self._device())
-        logp = self._log_density_std(z, self.eval_eps_)
-        return (logp.double().cpu() + self.scaler_.log_det).numpy()
+        device = self._device()
+        return self.scaler_.log_prob(
+            lambda z: self._log_density_std(z.to(device), self.eval_eps_).cpu(), x
+        ).numpy()
 
     def score_samples(self, X) -> np.ndarray:
         """Log-density of each row in data units (nats): ``[n_samples]``.
@@ -523,10 +474,13 @@ class ScoreDensityEstimator(BaseEstimator):
         """``grad_x log p(x)`` in data units: ``[n_samples, n_features]``; ``X`` is checked as in ``score_samples``."""
         check_is_fitted(self, "model_")
         x = self._validate(X, reset=False)
-        z = self.scaler_.transform(x).to(self._device())
-        with torch.no_grad():
-            s = self.model_(z, torch.full((len(z),), self.eval_eps_, device=z.device))
-        return self.scaler_.pullback(s.cpu()).double().numpy()
+        device = self._device()
+
+        def score_z(z: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return self.model_(z.to(device), self.eval_eps_).cpu()
+
+        return self.scaler_.score(score_z, x).double().numpy()
 
     def sample(self, n: int, method: str = "ode", seed: int | None = None, random_state=None) -> np.ndarray:
         """``n`` new rows in data units by the probability-flow ODE (``"ode"``) or predictor-corrector (``"pc"``).
@@ -708,11 +662,9 @@ class ScoreAnomalyDetector(OutlierMixin, ScoreDensityEstimator):
 
     def fit(self, X, y=None) -> ScoreAnomalyDetector:
         """Fit the density as ``ScoreDensityEstimator.fit`` does, then set ``offset_`` from ``contamination``."""
-        x, z_val = self._fit(X)
+        x, x_val = self._fit(X)
         if self.contamination == "auto":
-            logp = (
-                self._log_density_std(z_val[:2000], self.eval_eps_).double().cpu() + self.scaler_.log_det
-            ).numpy()
+            logp = self._log_density(x_val[:2000])
             q1, q3 = np.percentile(logp, [25, 75])
             self.offset_ = float(q1 - 1.5 * (q3 - q1))
         else:

@@ -35,13 +35,13 @@ from tqdm.auto import tqdm
 
 from . import datasets, losses, noise, viz
 from .checkpoint import atomic_write
-from .datasets import Standardizer
 from .distributions import GaussianMixture, two_gaussians
 from .fit import Trainer, fit
 from .likelihood import log_likelihood
 from .metrics import fisher_divergence, mmd, mode_weights
 from .nets.mlp import MLP
 from .samplers import PREDICTORS, counted, sample_ode, sample_pc
+from .scalers import Standardizer
 from .score import NoiseConditionalScore, ScoreModel
 from .sde import VPSDE
 from .train import derive_seed
@@ -172,13 +172,10 @@ class _LearnedDensity:
         self.model, self.scaler = model, scaler
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        logp, _ = log_likelihood(self.model, self.model.sde, self.scaler.transform(x), eps=VP_EPS)
-        return logp + self.scaler.log_det
+        return self.scaler.log_prob(lambda z: log_likelihood(self.model, self.model.sde, z, eps=VP_EPS)[0], x)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.scaler.transform(x), VP_EPS) / self.scaler.std.to(
-            x
-        )  # chain rule: dz/dx = 1/std
+        return self.scaler.score(lambda z: self.model(z, VP_EPS), x)
 
 
 def _uniform_grid(extent: tuple[float, float, float, float], n: int) -> torch.Tensor:

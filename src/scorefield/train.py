@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from . import losses
 from .checkpoint import CheckpointError, atomic_write, latest_good, save_checkpoint
 from .config import Config, ConfigError, parse_config, to_toml, with_absolute_paths
-from .datasets import IMAGE_LEVELS, Standardizer, default_columns, image_scaler, random_hflip, read_data
+from .datasets import IMAGE_LEVELS, default_columns, image_scaler, random_hflip, read_data
 from .fit import EMA, LossWindow, Trainer, fit, warmup_schedule
 from .keyed import KeyedNoise
 from .langevin import annealed_langevin
@@ -53,6 +53,7 @@ from .nets.mlp import MLP
 from .nets.unet import UNet
 from .noise import geometric_sigmas, resolve_sigma_max
 from .samplers import sample_dpm, sample_ode, sample_pc
+from .scalers import Standardizer
 from .score import NoiseConditionalScore, ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 from .utils import default_device, make_generator, rand_like
@@ -749,17 +750,21 @@ class Run:
                 f"a model trained at one noise level ({self.config.objective.kind}) has no likelihood; "
                 "train with ncsn or an SDE"
             )
-        z = self.scaler.transform(x.to(torch.float32)).to(self.device)
-        out = torch.zeros(x.shape[0], dtype=torch.float64, device=self.device)
         s = self.config.sample
-        for start, stop in self._blocks(x.shape[0], batch_size):
-            generator = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
-            logp, _ = log_likelihood(
-                self.setup.score_t, self.setup.sde, z[start:stop], divergence=divergence, n_probes=n_probes,
-                rtol=s.rtol, atol=s.atol, eps=self.config.sde.eps, generator=generator,
-            )  # fmt: skip
-            out[start:stop] = logp.to(torch.float64)
-        return self._gather(out).cpu() + self.scaler.log_det
+
+        def log_prob_z(z: torch.Tensor) -> torch.Tensor:
+            z = z.to(self.device)
+            out = torch.zeros(z.shape[0], dtype=torch.float64, device=self.device)
+            for start, stop in self._blocks(z.shape[0], batch_size):
+                generator = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
+                logp, _ = log_likelihood(
+                    self.setup.score_t, self.setup.sde, z[start:stop], divergence=divergence,
+                    n_probes=n_probes, rtol=s.rtol, atol=s.atol, eps=self.config.sde.eps, generator=generator,
+                )  # fmt: skip
+                out[start:stop] = logp.to(torch.float64)
+            return self._gather(out).cpu()
+
+        return self.scaler.log_prob(log_prob_z, x.to(torch.float32))
 
 
 def _sample_ode(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Tensor:
