@@ -10,8 +10,8 @@ from scorefield.distributions import GaussianMixture
 from scorefield.likelihood import bits_per_dim, dequantize, divergence, log_det_scaling, log_likelihood
 from scorefield.sde import VESDE, VPSDE, SubVPSDE
 
-# The prior only approximates p_1 (MATH.md). Averaged over the data the error is second order
-# (d Var / (4 sigma_max^2) under VE), but point by point it is first order: about |mu| |z| / sigma_max
+# The prior only approximates p_1 (docs/math.md#the-priors-approximation-error). Averaged over the data
+# the error is second order (about d Var^2 / (4 sigma_max^4) under VE), but point by point it is first order: about |mu| |z| / sigma_max
 # under VE and m(1) |mu| |z| under VP. A compact mixture (|mu| <= 1.6) with sigma_max = 5000
 # (|mu|/sigma_max ~ 3e-4) and beta_max = 40 (m(1) = e^-10 ~ 5e-5) puts that floor well below the
 # 1e-3 tolerance; the defaults (sigma_max = 300, beta_max = 20) leave ~3e-3 per point.

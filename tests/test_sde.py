@@ -84,7 +84,7 @@ def test_invalid_parameters_raise():
 
 
 def test_schedules_match_their_closed_forms():
-    """MATH.md's formulas written out independently, including the time-0 marginals."""
+    """docs/math.md's formulas written out independently, including the time-0 marginals."""
     t = torch.tensor([0.0, 0.25, 0.7, 1.0], dtype=torch.float64)
     ve = VESDE(sigma_min=0.02, sigma_max=30.0)
     scale, std = ve.marginal(t)

@@ -12,7 +12,7 @@ uniform dequantization with Gaussian-mixture and kernel-density baselines.
   ``floor`` is the distance of the training split to the test split, i.e. what fresh draws from
   the data distribution itself score against the same reference.
 - ``in_pixel_units`` / ``dequantized_bits_per_dim``: bits/dim of the 17-level
-  pixels (MATH.md, "Likelihood"), and ``baseline_bits_per_dim`` for ``GaussianMixture`` and
+  pixels (docs/math.md#images-dequantisation-and-bits-per-dimension), and ``baseline_bits_per_dim`` for ``GaussianMixture`` and
   ``KernelDensity`` fitted to the same dequantized training data.
 
 Inputs to the classifier are images in the model's space: pixels ``0..16`` scaled to ``[-1, 1]``
@@ -320,7 +320,7 @@ class Scaler(Protocol):
 
 def in_pixel_units(log_prob: Callable[[torch.Tensor], torch.Tensor], scaler: Scaler) -> Callable:
     """``log p_x(x) = log p_y(scaler.transform(x)) + log|det ∂y/∂x|``: a log-density of the model's
-    space (``log_prob``) as one of pixel units (change of variables, MATH.md "Likelihood")."""
+    space (``log_prob``) as one of pixel units (change of variables, docs/math.md#densities-in-data-units)."""
 
     def log_prob_pixels(x: torch.Tensor) -> torch.Tensor:
         return log_prob(scaler.transform(x)).double() + float(scaler.log_det)

@@ -42,7 +42,7 @@ class GaussianMixture:
         weights: ``[K]`` non-negative mixture weights (normalised here).
 
     The score is ``sum_k r_k(x) (-Sigma_k^{-1}(x - mu_k))`` with responsibilities
-    ``r_k = softmax_k(log w_k + log N(x; mu_k, Sigma_k))`` (MATH.md, "Score"), computed in log space.
+    ``r_k = softmax_k(log w_k + log N(x; mu_k, Sigma_k))`` (docs/math.md#gaussians-and-mixtures), computed in log space.
     """
 
     def __init__(self, means: torch.Tensor, covs: torch.Tensor, weights: torch.Tensor | Sequence[float]):
@@ -116,7 +116,7 @@ class GaussianMixture:
         return self.component_log_probs(x).argmax(dim=1)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact ``grad_x log p(x)``: ``[N, d] -> [N, d]`` (MATH.md, mixture score)."""
+        """Exact ``grad_x log p(x)``: ``[N, d] -> [N, d]`` (docs/math.md#gaussians-and-mixtures)."""
         y = self._whitened(x)  # (K, d, N)
         log_r = self._log_weights.to(x)[:, None] + self._log_norm.to(x)[:, None] - 0.5 * y.square().sum(1)
         r = torch.softmax(log_r, dim=0)  # (K, N)

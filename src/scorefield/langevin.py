@@ -47,7 +47,7 @@ def _check_x0(x0: torch.Tensor) -> None:
 def _langevin_step(
     x: torch.Tensor, score: torch.Tensor, step_size: float, generator: Generator | None
 ) -> torch.Tensor:
-    """One Langevin update ``x + eps s(x) + sqrt(2 eps) z`` (the score-functions tutorial; MATH.md, "Sampling")."""
+    """One Langevin update ``x + eps s(x) + sqrt(2 eps) z`` (docs/math.md#langevin-dynamics)."""
     return x + step_size * score + math.sqrt(2 * step_size) * randn_like(x, generator)
 
 

@@ -52,7 +52,7 @@ __all__ = ["FULL", "QUICK", "Budget", "run_demo"]
 EXTENT = (-9.0, 9.0, -9.0, 9.0)  # the window holding both modes of two_gaussians() with 4 std to spare
 MOONS_EXTENT = (-1.8, 1.8, -1.2, 1.2)
 DSM_SIGMA = 0.1  # "small" against the components' unit standard deviation
-VP_EPS = 1e-5  # the smallest time, for training and likelihoods (MATH.md, "Likelihood")
+VP_EPS = 1e-5  # the smallest time, for training and likelihoods (docs/math.md#evaluating-at-a-small-time)
 DENOISING_TIMES = (0.02, 0.1, 0.2, 0.4, 1.0)
 
 
@@ -622,7 +622,7 @@ def _section_diffusion(ctx: _Context) -> dict:
         f"matching on standardised data ({b.vp_steps} steps, {wall:.1f} s). By Tweedie's formula it is a "
         "denoiser at every t: E[x<sub>0</sub> | x<sub>t</sub>] = (x<sub>t</sub> + std(t)&sup2; "
         "s<sub>&theta;</sub>(x<sub>t</sub>, t)) / m(t) (the diffusion tutorial writes the sign of this relation the other "
-        "way round; MATH.md has it right)."
+        "way round)."
     )
     page.figure(
         viz.plot_denoising_strip(

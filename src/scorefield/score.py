@@ -105,7 +105,7 @@ class ScoreModel(nn.Module):
     - ``"denoiser"``: EDM's preconditioning (Karras et al. 2022, Table 1, sigma_data = 1) applied to
       ``x/m``, whose noise level is ``std/m``:
       ``D = m x / (m^2 + std^2) + std / sqrt(m^2 + std^2) · F ≈ E[x_0 | x_t]``, and Tweedie's formula
-      with scale gives ``s = (m D - x) / std^2`` (for m = 1, MATH.md's ``(D - x)/σ^2``).
+      with scale gives ``s = (m D - x) / std^2`` (for m = 1, ``(D - x)/σ^2``; docs/math.md#score-parameterisations).
 
     ``t`` is a python number or ``[B]``; ``x`` is ``[B, d]`` or ``[B, C, H, W]``.
     """

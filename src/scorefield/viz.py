@@ -102,7 +102,7 @@ def at_level(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], lev
 
 
 def exact_noise_score(dist: GaussianMixture | Parzen) -> NoiseScoreFn:
-    """Exact noise-conditional score ``∇log (p * N(0, σ²I))`` of an analytic ``dist`` (MATH.md, "Smoothing").
+    """Exact noise-conditional score ``∇log (p * N(0, σ²I))`` of an analytic ``dist`` (docs/math.md#smoothing-and-diffusion).
 
     ``sigma`` is ``[B]`` with one value for the whole batch, as the samplers pass it.
     """
