@@ -1,4 +1,4 @@
-"""Every ``docs/math.md#anchor`` cited in the code, the tests and the README names a section that exists."""
+"""Every section of ``docs/math.md`` cited in the code, the tests and the README names a section that exists."""
 
 import re
 from pathlib import Path
