@@ -16,14 +16,14 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 
 from .keyed import KeyedNoise
 from .utils import Generator, append_dims, batch_sum
 
-__all__ = ["SDE", "HasMarginal", "ScoreFn", "VESDE", "VPSDE", "SubVPSDE"]
+__all__ = ["KINDS", "SDE", "HasMarginal", "ScoreFn", "VESDE", "VPSDE", "SubVPSDE"]
 
 # ``score_fn(x [B, ...], t [B]) -> grad_x log p_t(x) [B, ...]``: what samplers and likelihoods consume
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,6 +50,8 @@ class SDE(ABC):
     A subclass defines ``_scale_and_std``, ``_drift_coeff``, ``_diffusion``, ``_t_from_std`` and
     ``prior_std``; the public methods below accept ``[B]`` times or python numbers.
     """
+
+    explodes: ClassVar[bool] = False  # variance exploding: needs a sigma_max chosen for the data
 
     @property
     @abstractmethod
@@ -133,6 +135,8 @@ class VESDE(SDE):
     ``N(0, sigma_min² I)`` (the forward SDE adds variance ``std(t)² - sigma_min²`` to it), so VE
     likelihoods refer to that slightly smoothed density.
     """
+
+    explodes: ClassVar[bool] = True  # its noise grows to sigma_max, which the data decide ("auto")
 
     sigma_min: float = 0.01
     sigma_max: float = 50.0
@@ -238,3 +242,7 @@ class SubVPSDE(_LinearBeta):
 
     def _t_from_std(self, std: torch.Tensor) -> torch.Tensor:
         return self.t_from_beta_integral(-torch.log1p(-std))
+
+
+# the continuous-time SDEs by the names configs and estimators use for them: the one registry of kinds
+KINDS: dict[str, type[SDE]] = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
