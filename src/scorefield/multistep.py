@@ -1,0 +1,179 @@
+"""Multistep exponential integrators of the probability-flow ODE in the log-SNR: DPM-Solver++ of orders 1-3
+(Lu et al. 2022b) and UniPC (Zhao et al. 2023), each with the UniC corrector on request.
+
+With ``x_t = m_t x_0 + std_t z`` and the data prediction ``D = E[x_0 | x_t]`` (Tweedie), every linear
+SDE's probability-flow ODE reads ``d(x / std)/dλ = e^λ D`` in ``λ = log(m / std)``, so a step from ``s``
+to ``t`` (``h = λ_t - λ_s > 0``) is exactly ``x_t = (std_t / std_s) x_s + std_t ∫_{λ_s}^{λ_t} e^λ D dλ``;
+a solver only approximates ``D`` along the step, from the values it has already paid for at the last
+grid times (docs/math.md#dpm-solver). Only ``sde.marginal`` is used, so VE, VP and sub-VP share the code.
+
+A run on the grid ``t_0 = 1 > t_1 > ... > t_K`` evaluates the score once per grid time, ``K + 1``
+evaluations in all: at ``t_i`` it computes ``D_i``, optionally corrects ``x_i`` with UniC (which reuses
+``D_i``, at no extra cost), then predicts ``x_{i+1}``; the answer is ``D_K``, the denoised state at the
+last time (the step from ``t_K`` to ``std = 0``, where every solver reduces to ``D``).
+
+- ``"dpm++"``: DPM-Solver++(pM): ``D`` extrapolated by its divided differences in ``λ`` (order 2 is
+  the midpoint form of Lu et al.'s Alg. 2, order 3 their multistep third-order update).
+- ``"unipc"``: UniP-p, the predictor of Zhao et al. (Alg. 2 and 3 in the data-prediction form) with
+  ``B(h) = h`` (``"bh1"``) or ``e^h - 1`` (``"bh2"``); UniP-2 with ``bh2`` equals DPM-Solver++(2M).
+
+The order ramps up over the first steps (only ``i + 1`` values exist at step ``i``) and, with
+``lower_order_final``, down over the last ones (a step of order ``p`` needs ``p`` steps left), as in
+diffusers' schedulers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .ode import counted, sampling_grid
+from .score import posterior_mean
+from .sde import SDE, ScoreFn
+
+__all__ = ["SOLVERS", "VARIANTS", "sample_multistep"]
+
+SOLVERS = ("dpm++", "unipc")
+VARIANTS = ("bh1", "bh2")
+
+
+def log_snr_coefficients(sde: SDE, grid: torch.Tensor) -> tuple[list[float], list[float], list[float]]:
+    """Per grid time, as float64 Python numbers: ``m``, ``std`` and ``λ = log(m / std)``."""
+    scale, std = sde.marginal(grid.detach().to("cpu", torch.float64))
+    lam = torch.log(scale) - torch.log(std)
+    return scale.tolist(), std.tolist(), lam.tolist()
+
+
+def _unipc_weights(
+    h: float, rks: list[float], variant: str
+) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """``h φ_1(-h) = e^{-h} - 1``, ``B(h)``, the matrix ``R`` (rows ``r_k^{i-1}``) and the vector ``b`` of
+    UniPC's order conditions (Zhao et al. 2023, eq. 8 and Alg. 2/3), in the data-prediction form."""
+    hh = -h
+    h_phi_1 = math.expm1(hh)
+    b_h = hh if variant == "bh1" else math.expm1(hh)
+    h_phi_k, factorial = h_phi_1 / hh - 1.0, 1
+    r = torch.tensor(rks, dtype=torch.float64)
+    rows, b = [], []
+    for i in range(1, len(rks) + 1):
+        rows.append(r ** (i - 1))
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1.0 / factorial
+    return h_phi_1, b_h, torch.stack(rows), torch.tensor(b, dtype=torch.float64)
+
+
+def _differences(lam: list[float], history: list[tuple[int, torch.Tensor]], s0: int, h: float, n: int):
+    """``r_k = (λ_{s_k} - λ_{s0}) / h`` and ``(D_{s_k} - D_{s0}) / r_k`` for the ``n`` values before ``D_{s0}``."""
+    _, d0 = history[-1]
+    rks, diffs = [], []
+    for index, value in reversed(history[-1 - n : -1]):
+        rk = (lam[index] - lam[s0]) / h
+        rks.append(rk)
+        diffs.append((value - d0) / rk)
+    return rks, diffs
+
+
+def _combine(weights: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor | float:
+    return sum(float(w) * term for w, term in zip(weights, terms, strict=True)) if terms else 0.0
+
+
+def _unipc_predict(x, lam, scale, std, history, s0: int, t: int, order: int, variant: str):
+    """UniP-``order`` from grid time ``s0`` (whose ``D`` is the last of ``history``) to ``t``."""
+    h = lam[t] - lam[s0]
+    rks, diffs = _differences(lam, history, s0, h, order - 1)
+    h_phi_1, b_h, rows, b = _unipc_weights(h, [*rks, 1.0], variant)
+    if order == 2:
+        rhos = torch.tensor([0.5], dtype=torch.float64)
+    elif order > 2:
+        rhos = torch.linalg.solve(rows[:-1, :-1], b[:-1])
+    else:
+        rhos = torch.zeros(0, dtype=torch.float64)
+    d0 = history[-1][1]
+    base = (std[t] / std[s0]) * x - (scale[t] * h_phi_1) * d0
+    return base - (scale[t] * b_h) * _combine(rhos, diffs)
+
+
+def _unic_correct(x_prev, d_t, lam, scale, std, history, s0: int, t: int, order: int, variant: str):
+    """UniC-``order`` (Zhao et al. 2023, Alg. 1): the step ``s0 → t`` redone with ``D_t`` as well, which
+    raises its order of accuracy by one; ``history`` still ends with ``D_{s0}``."""
+    h = lam[t] - lam[s0]
+    rks, diffs = _differences(lam, history, s0, h, order - 1)
+    h_phi_1, b_h, rows, b = _unipc_weights(h, [*rks, 1.0], variant)
+    rhos = torch.tensor([0.5], dtype=torch.float64) if order == 1 else torch.linalg.solve(rows, b)
+    d0 = history[-1][1]
+    base = (std[t] / std[s0]) * x_prev - (scale[t] * h_phi_1) * d0
+    return base - (scale[t] * b_h) * (_combine(rhos[:-1], diffs) + float(rhos[-1]) * (d_t - d0))
+
+
+def _dpmpp_predict(x, lam, scale, std, history, s0: int, t: int, order: int, variant: str):
+    """DPM-Solver++(``order``M) from ``s0`` to ``t`` (Lu et al. 2022b; orders 1-3)."""
+    h = lam[t] - lam[s0]
+    d0 = history[-1][1]
+    e = math.expm1(-h)  # e^{-h} - 1
+    out = (std[t] / std[s0]) * x - (scale[t] * e) * d0
+    if order == 1:
+        return out
+    (i1, d1), r0 = history[-2], (lam[s0] - lam[history[-2][0]]) / h
+    first_0 = (d0 - d1) / r0
+    if order == 2:
+        return out - (0.5 * scale[t] * e) * first_0
+    (i2, d2) = history[-3]
+    r1 = (lam[i1] - lam[i2]) / h
+    first_1 = (d1 - d2) / r1
+    first = first_0 + (r0 / (r0 + r1)) * (first_0 - first_1)
+    second = (first_0 - first_1) / (r0 + r1)
+    return out + (scale[t] * (e / h + 1.0)) * first - (scale[t] * ((e + h) / h**2 - 0.5)) * second
+
+
+PREDICT = {"dpm++": _dpmpp_predict, "unipc": _unipc_predict}
+
+
+@torch.no_grad()
+def sample_multistep(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x_T: torch.Tensor,
+    time_grid: torch.Tensor,
+    solver: str = "unipc",
+    order: int = 3,
+    variant: str = "bh2",
+    corrector: bool = True,
+    lower_order_final: bool = True,
+    callback: Callable[[dict], None] | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, dict]:
+    """Sample by a multistep log-SNR solver on ``time_grid`` (decreasing, from 1): ``len(time_grid)`` score
+    evaluations, returning the denoised ``D`` at the last time and ``info`` (``"nfe"``, ``"times"``).
+
+    ``solver``: ``"unipc"`` (UniP, ``variant`` ``"bh1"`` or ``"bh2"``) or ``"dpm++"``; ``order`` 1-3;
+    ``corrector``: apply UniC after every predictor step (free: it reuses the next evaluation).
+    ``callback`` receives ``{"i", "t", "x", "denoised"}`` after each evaluation.
+    """
+    if solver not in PREDICT:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if order not in (1, 2, 3):
+        raise ValueError(f"order must be 1, 2 or 3, got {order}")
+    times = sampling_grid(None, 0.0, time_grid, x_T)
+    scale, std, lam = log_snr_coefficients(sde, times)
+    score, nfe = counted(score_fn)
+    predict = PREDICT[solver]
+    last = len(lam) - 1
+    x, x_prev, history, used = x_T, None, [], 0  # history: (grid index, D) of the last `order` times
+    for i in tqdm(range(last + 1), disable=not progress, desc="sampling"):
+        denoised = posterior_mean(x, score(x, times[i].expand(x.shape[0])), scale[i], std[i])
+        if corrector and 0 < i < last:  # at the last time the answer is D_K itself
+            x = _unic_correct(x_prev, denoised, lam, scale, std, history, i - 1, i, used, variant)
+        history = [*history, (i, denoised)][-order:]
+        if callback is not None:
+            callback({"i": i, "t": float(times[i]), "x": x, "denoised": denoised})
+        if i == last:
+            break
+        used = min(order, len(history), last - i if lower_order_final else order)
+        x_prev, x = x, predict(x, lam, scale, std, history, i, i + 1, used, variant)
+    return history[-1][1], {"nfe": nfe[0], "times": times}
