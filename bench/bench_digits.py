@@ -26,7 +26,8 @@ import torch
 
 from bench import common
 from bench.common import fmt, markdown_table, write_results
-from scorefield.classifier import (
+from scorefield.datasets import load_data
+from scorefield.eval.classifier import (
     DIGITS_SCALER,
     DigitsClassifier,
     baseline_bits_per_dim,
@@ -38,9 +39,9 @@ from scorefield.classifier import (
     scale_digits,
     to_levels,
 )
-from scorefield.config import load_config
-from scorefield.datasets import load_data
-from scorefield.train import load_run, train
+from scorefield.run.config import load_config
+from scorefield.run.finished import load_run
+from scorefield.run.train import train
 from scorefield.viz import image_grid
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,15 +26,16 @@ from pathlib import Path
 import torch
 
 from scorefield import losses
-from scorefield.config import load_config
 from scorefield.fit import EMA
 from scorefield.keyed import KeyedNoise
 from scorefield.likelihood import divergence
 from scorefield.nets.mlp import MLP
+from scorefield.run.build import build
+from scorefield.run.config import load_config
+from scorefield.run.train import prepare_data, train
 from scorefield.samplers import sample_dpm, sample_ode, sample_pc
 from scorefield.score import ScoreModel
 from scorefield.sde import VPSDE
-from scorefield.train import build, prepare_data, train
 
 from .common import interleaved_times, markdown_table, median, one_thread, write_results
 

@@ -20,9 +20,9 @@ from _inputs import FAST, X, _fit, _with_column
 from sklearn.exceptions import NotFittedError
 from test_cli import TINY
 
-from scorefield.checkpoint import checkpoint_dir
 from scorefield.cli import main
 from scorefield.estimator import ScoreAnomalyDetector, ScoreDensityEstimator
+from scorefield.run.checkpoint import checkpoint_dir
 
 
 def sets(*overrides: str) -> list[str]:

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from scorefield.checkpoint import (
+from scorefield.run.checkpoint import (
     CheckpointError,
     atomic_write,
     checkpoint_dir,

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from scorefield.classifier import (
+from scorefield.eval.classifier import (
     DIGITS_LEVELS,
     DIGITS_SCALER,
     MIN_SAMPLES,

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from scorefield.checkpoint import checkpoint_dir, latest_good
 from scorefield.cli import PLOTS, main
-from scorefield.train import load_run
+from scorefield.run.checkpoint import checkpoint_dir, latest_good
+from scorefield.run.finished import load_run
 
 TINY = [
     "data.n=256",
@@ -304,15 +304,15 @@ def test_force_with_bad_data_leaves_the_good_run_untouched(capsys, tmp_path, run
 
 def forbid(monkeypatch, *names: str) -> None:
     """Make the compute steps fail loudly, so a check that comes after them fails the test."""
-    import scorefield.cli
-    import scorefield.train
+    import scorefield.cli.commands
+    from scorefield.run.finished import Run
 
     def boom(*args, **kwargs):
         raise AssertionError("computed before checking the output")
 
     for name in names:
-        monkeypatch.setattr(scorefield.train.Run, name, boom)
-    monkeypatch.setattr(scorefield.cli, "train", boom)
+        monkeypatch.setattr(Run, name, boom)
+    monkeypatch.setattr(scorefield.cli.commands, "train", boom)
 
 
 @pytest.mark.parametrize("where", ["proc", "below-a-file", "a-folder"])
@@ -480,6 +480,23 @@ def test_a_run_stored_with_a_relative_path_resumes_with_the_absolute_one(capsys,
     args = [*sets(f"data.path={tmp_path / 'data.csv'}", "train.steps=30"), "--out", run, "--resume"]
     code, out, err = run_cli(capsys, "train", *args, "--quiet")
     assert code == 0 and "to step 30" in out, err
+
+
+def test_a_run_stored_with_a_retired_key_samples_and_resumes(capsys, tmp_path, run_dir):
+    run = copy_run(run_dir, tmp_path / "old")
+    config = (run / "config.toml").read_text()  # as scorefield wrote it when sample.use_ema existed
+    (run / "config.toml").write_text(config.replace("[sample]", "[sample]\nuse_ema = true", 1))
+    for path in checkpoint_dir(run).glob("*.json"):
+        sidecar = json.loads(path.read_text())
+        sidecar["meta"]["config"]["sample"]["use_ema"] = True
+        path.write_text(json.dumps(sidecar))
+    code, _, err = run_cli(capsys, "sample", "--run", run, "--n", 5, "--out", tmp_path / "s.npy")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "train", "--out", run, "--resume", "--set", "train.steps=30", "--quiet")
+    assert code == 0 and "to step 30" in out, err
+    assert "use_ema" not in (run / "config.toml").read_text()
+    code, _, err = run_cli(capsys, "train", *sets("sample.use_ema=true"), "--out", tmp_path / "new")
+    assert code == 2 and "unknown key 'sample.use_ema'" in err
 
 
 # --------------------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def drawn(monkeypatch):
             super().__init__(figure)
             made["gif"] = figure
 
-    monkeypatch.setattr(viz, "FigureCanvasAgg", Canvas)
+    monkeypatch.setattr(viz.animations, "FigureCanvasAgg", Canvas)
     return made
 
 

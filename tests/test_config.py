@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scorefield.config import Config, ConfigError, apply_overrides, load_config, parse_config, to_toml
+from scorefield.run.config import Config, ConfigError, apply_overrides, load_config, parse_config, to_toml
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
 
@@ -99,6 +99,7 @@ BAD = [
         ["data.name=digits_images", "model.kind=unet", "model.dropout=1.0"],
         r"model.dropout: Input should be less",
     ),
+    (["sample.use_ema=true"], r"unknown key 'sample.use_ema'; \[sample\] accepts: sampler"),
     (["train=3"], r"train: Input should be a valid dictionary"),
     (["steps"], r"override 'steps' is not of the form section.key=value"),
     (["train.steps.x=1"], r"train.steps: Input should be a valid integer, got \{'x': 1\}"),
@@ -135,3 +136,32 @@ def test_every_field_states_its_reason():
     for section in Config.model_fields.values():
         for name, field in section.annotation.model_fields.items():
             assert field.description, name
+
+
+def test_a_stored_config_drops_the_keys_retired_since_it_was_written(tmp_path):
+    raw = {"sde": {"kind": "ve"}, "sample": {"use_ema": False, "steps": 7}}
+    config = parse_config(raw, stored=True)
+    assert config.sde.kind == "ve" and config.sample.steps == 7
+    text = to_toml(config).replace(
+        "[sample]", "[sample]\nuse_ema = true", 1
+    )  # as an earlier version wrote it
+    (tmp_path / "config.toml").write_text(text)
+    assert load_config(tmp_path / "config.toml", stored=True) == config
+    with pytest.raises(ConfigError, match="unknown key 'sample.use_ema'"):
+        load_config(tmp_path / "config.toml")
+    with pytest.raises(ConfigError, match="unknown key 'sample.use_ema'"):
+        load_config(tmp_path / "config.toml", ["sample.use_ema=false"], stored=True)
+
+
+def test_the_kinds_a_config_accepts_are_those_the_builder_knows():
+    from typing import get_args
+
+    from scorefield.run.build import OBJECTIVES
+    from scorefield.run.kinds import OBJECTIVE_KINDS, SDE_KINDS
+    from scorefield.sde import KINDS
+
+    fields = Config.model_fields
+    assert get_args(fields["sde"].annotation.model_fields["kind"].annotation) == tuple(SDE_KINDS)
+    assert get_args(fields["objective"].annotation.model_fields["kind"].annotation) == OBJECTIVE_KINDS
+    assert set(OBJECTIVES) == set(OBJECTIVE_KINDS)
+    assert {name: kind.sde for name, kind in SDE_KINDS.items() if not kind.ladder} == KINDS

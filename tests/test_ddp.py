@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from scorefield.checkpoint import latest_good
-from scorefield.config import load_config, to_toml
-from scorefield.train import load_run, train
+from scorefield.run.checkpoint import latest_good
+from scorefield.run.config import load_config, to_toml
+from scorefield.run.finished import load_run
+from scorefield.run.train import train
 
 TINY = [
     "data.n=512",

@@ -6,8 +6,10 @@ import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
+from scorefield import estimator_recipe as recipe
 from scorefield.distributions import Gaussian
 from scorefield.estimator import ScoreAnomalyDetector, ScoreDensityEstimator
+from scorefield.nets import Squashed
 from scorefield.scalers import Whitener
 
 # A correlated 2-D Gaussian in "data units" far from standardised (mean 50, scales 10 and 0.5),
@@ -139,9 +141,74 @@ def test_a_run_shorter_than_one_held_out_check_keeps_its_training():
     """The held-out loss is also evaluated at the last step, so 60 steps are kept, not the initial net."""
     x = Gaussian(MEAN, COV).sample(300, torch.Generator().manual_seed(1)).numpy()
     est = ScoreDensityEstimator(steps=60, hidden=16, seed=0).fit(x)
-    torch.manual_seed(0)  # as fit seeds the initialisation
-    initial = dict(ScoreDensityEstimator(steps=60, hidden=16, seed=0)._build(2, None).named_parameters())
+    # the initial network of the same seed (the builder seeds it: no global seed needed)
+    initial = dict(est._build(torch.ones(2), None).named_parameters())
     assert est.n_steps_ == 60 and np.isfinite(est.validation_loss_)
     trained = dict(est.model_.named_parameters())
     assert all(initial[k].shape == v.shape for k, v in trained.items())
     assert any(not torch.equal(v, initial[k]) for k, v in trained.items())
+
+
+@pytest.mark.parametrize("sde", ["vp", "ve"])
+def test_fit_and_load_leave_the_global_random_state_alone(sde, tmp_path):
+    x = Gaussian(MEAN, COV).sample(200, torch.Generator().manual_seed(3)).numpy()
+    params = {"sde": sde, "steps": 20, "hidden": 8, "eval_eps": 1e-2, "seed": 4}
+    torch.manual_seed(123)
+    np.random.seed(123)
+    torch_state, (_, numpy_keys, numpy_pos, *_) = torch.get_rng_state(), np.random.get_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    est = ScoreDensityEstimator(**params).fit(x)
+    est.save(tmp_path / "model.safetensors")
+    back = ScoreDensityEstimator.load(tmp_path / "model.safetensors")
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    _, keys, pos, *_ = np.random.get_state()
+    assert np.array_equal(keys, numpy_keys) and pos == numpy_pos
+    if cuda_states:
+        assert all(
+            torch.equal(a, b) for a, b in zip(torch.cuda.get_rng_state_all(), cuda_states, strict=True)
+        )
+    # and the global state does not decide the model: another one gives the same fit
+    torch.manual_seed(999)
+    twin = ScoreDensityEstimator(**params).fit(x)
+    for (name, a), b in zip(est.model_.state_dict().items(), twin.model_.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    np.testing.assert_array_equal(back.score_samples(x[:5]), est.score_samples(x[:5]))
+
+
+def test_squashed_takes_its_bound_at_construction_and_saves_it():
+    class Echo(torch.nn.Module):  # the wrapped network: returns what it sees
+        def forward(self, u, c):
+            return u
+
+    bound = torch.tensor([1.0, 4.0])
+    net = Squashed(Echo(), bound)
+    assert torch.equal(net.bound, bound) and net.bound.data_ptr() != bound.data_ptr()  # a copy, a buffer
+    assert set(net.state_dict()) == {"bound", "frequencies"}
+    x = torch.tensor([[0.01, 0.01], [1e6, -1e6]])
+    u = net(x, torch.zeros(2))
+    torch.testing.assert_close(u[0], x[0], rtol=1e-4, atol=0)  # nearly the identity well inside
+    torch.testing.assert_close(u[1], torch.tensor([1.0, -4.0]))  # the box's faces far outside
+    with_features = Squashed(Echo(), bound, n_frequencies=3, scale=0.5, seed=7)
+    assert with_features(x, torch.zeros(2)).shape == (2, 2 + 2 * 3)
+    assert torch.equal(with_features.frequencies, Squashed(Echo(), bound, 3, 0.5, seed=7).frequencies)
+    for bad in (torch.tensor([1.0, 0.0]), torch.tensor([1.0, float("inf")]), torch.ones(2, 2)):
+        with pytest.raises(ValueError, match="bound must be one positive finite number per feature"):
+            Squashed(Echo(), bad)
+
+
+def test_the_learning_rate_plan_warms_up_then_drops_tenfold_on_schedule_or_at_a_plateau():
+    plan = recipe.Phases(1000)  # warm-up over WARMUP_STEPS, full rate, LOW_RATE for the last LR_DROP
+    assert (recipe.WARMUP_STEPS, recipe.LR_DROP, recipe.LOW_RATE) == (200, 0.2, 0.1)
+    assert plan.lr_factor(0) == pytest.approx(1 / 200) and plan.lr_factor(199) == 1.0
+    assert plan.lr_factor(799) == 1.0 and plan.lr_factor(800) == pytest.approx(0.1)  # steps 801..1000
+    assert plan.drops_after(800) and not plan.at_low_rate(799) and plan.at_low_rate(800)
+    plan.drop_early(500)  # a plateau at the full rate after 500 steps: 200 steps at the low rate
+    assert (plan.drop_at, plan.end) == (500, 700) and plan.lr_factor(500) == pytest.approx(0.1)
+    plan = recipe.Phases(1000)
+    plan.drop_early(900)  # never past the planned end
+    assert plan.end == 1000
+    assert (
+        recipe.planned_steps(100, 100) == recipe.MIN_STEPS
+        and recipe.planned_steps(10**6, 256) == recipe.MAX_STEPS
+    )
+    assert recipe.planned_steps(1000, 250) == 1200 and recipe.planned_steps(123, 7, steps=42) == 42

@@ -19,7 +19,7 @@ import torch
 from _inputs import COLUMNS, X, _fit, _with_column
 from sklearn.base import clone
 
-import scorefield.estimator as estimator_module
+import scorefield.estimator_io as estimator_io
 from scorefield.estimator import ScoreAnomalyDetector, ScoreDensityEstimator
 
 
@@ -193,7 +193,7 @@ def test_a_failed_save_leaves_the_earlier_pair_whole_and_no_temporary_file(fitte
             f.write(b"\0" * 100)
         raise OSError("disk full")
 
-    monkeypatch.setattr(estimator_module, "save_file", torn_write)
+    monkeypatch.setattr(estimator_io, "save_file", torn_write)
     with pytest.raises(OSError, match="disk full"):
         other.save(target)
     monkeypatch.undo()
@@ -201,7 +201,7 @@ def test_a_failed_save_leaves_the_earlier_pair_whole_and_no_temporary_file(fitte
     def failing_dumps(*args, **kwargs):  # the weights are written, the side file fails
         raise OSError("disk full")
 
-    monkeypatch.setattr(estimator_module, "json", SimpleNamespace(dumps=failing_dumps, loads=json.loads))
+    monkeypatch.setattr(estimator_io, "json", SimpleNamespace(dumps=failing_dumps, loads=json.loads))
     with pytest.raises(OSError, match="disk full"):
         other.save(target)
     monkeypatch.undo()

@@ -213,8 +213,9 @@ def fake_files(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_preset_builds_and_takes_a_training_step(tmp_path, path):
-    from scorefield.config import load_config
-    from scorefield.train import OBJECTIVES, augment, build, prepare_data
+    from scorefield.run.build import OBJECTIVES, build
+    from scorefield.run.config import load_config
+    from scorefield.run.train import augment, prepare_data
 
     config = load_config(path)
     files = fake_files(tmp_path)
@@ -260,9 +261,10 @@ IMAGE_TINY = [
 
 
 def test_an_image_run_resumes_bitwise_and_round_trips_through_its_checkpoint(tmp_path):
-    from scorefield.checkpoint import latest_good
-    from scorefield.config import load_config
-    from scorefield.train import load_run, train
+    from scorefield.run.checkpoint import latest_good
+    from scorefield.run.config import load_config
+    from scorefield.run.finished import load_run
+    from scorefield.run.train import train
 
     config = load_config(None, IMAGE_TINY)
     train(config, tmp_path / "a", progress=False)
@@ -286,8 +288,8 @@ def test_an_image_run_resumes_bitwise_and_round_trips_through_its_checkpoint(tmp
 
 def test_sample_writes_an_array_and_a_png_grid_for_image_runs(tmp_path):
     from scorefield.cli import main
-    from scorefield.config import load_config
-    from scorefield.train import train
+    from scorefield.run.config import load_config
+    from scorefield.run.train import train
 
     train(load_config(None, [*IMAGE_TINY, "train.steps=1"]), tmp_path / "run", progress=False)
     common = [

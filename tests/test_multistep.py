@@ -9,7 +9,14 @@ from _exact import exact_score, held_apart_mixture
 from scorefield import noise
 from scorefield.distributions import GaussianMixture
 from scorefield.metrics import mode_weights
-from scorefield.multistep import sample_multistep
+from scorefield.multistep import (
+    FAST_GRIDS,
+    FAST_SOLVERS,
+    fast_grid,
+    optimise_grid,
+    sample_fast,
+    sample_multistep,
+)
 from scorefield.samplers import sample_dpm, sample_ode
 from scorefield.score import posterior_mean
 from scorefield.sde import VESDE, VPSDE, SubVPSDE
@@ -119,3 +126,58 @@ def test_bad_arguments_are_refused():
         sample_multistep(lambda x, t: -x, sde, x_T, grid, variant="bh3")
     with pytest.raises(ValueError, match="decrease strictly"):
         sample_multistep(lambda x, t: -x, sde, x_T, grid.flip(0))
+
+
+@pytest.mark.parametrize("solver", [None, *FAST_SOLVERS])
+def test_sample_fast_spends_its_budget_and_never_leaves_the_data_range(solver):
+    """Every solver at every budget from 2 to 20 (and 50): exactly nfe evaluations, samples inside the
+    data's range (the mixture's modes lie within 3.5 of the origin, with standard deviation 0.5)."""
+    sde, mix = VPSDE(), held_apart_mixture(torch.float32)
+    score = exact_score(mix, sde)
+    x_T = sde.prior_sample((500, 2), generator=gen(4))
+    for nfe in [*range(2, 21), 50]:
+        x, info = sample_fast(score, sde, x_T, nfe, solver=solver)
+        assert info["nfe"] == nfe and info["solver"] == (solver or "unipc")
+        assert solver is not None or info["order"] == (2 if nfe < 20 else 3)
+        assert torch.isfinite(x).all() and x.abs().max() < 6.5, (nfe, x.abs().max())
+
+
+def test_sample_fast_default_recovers_the_mode_weights_at_10_evaluations():
+    sde, mix = VPSDE(), held_apart_mixture(torch.float32)
+    x_T = sde.prior_sample((4000, 2), generator=gen(5))
+    x, info = sample_fast(exact_score(mix, sde), sde, x_T, 10)
+    assert info["nfe"] == 10 and info["solver"] == "unipc"
+    assert (mode_weights(x, mix) - mix.weights.double()).abs().max() < 0.03
+
+
+def test_fast_grid_is_the_tabulated_power_grid_and_interpolates_between_budgets():
+    _, t_min, rho = FAST_GRIDS[10]
+    grid = fast_grid(10, dtype=torch.float64)
+    expected = t_min + (1 - t_min) * (1 - torch.arange(10, dtype=torch.float64) / 9) ** rho
+    torch.testing.assert_close(grid, expected)
+    between = fast_grid(12, dtype=torch.float64)
+    assert FAST_GRIDS[15][1] < float(between[-1]) < FAST_GRIDS[10][1] and len(between) == 12
+    assert float(fast_grid(2)[-1]) == pytest.approx(FAST_GRIDS[5][1]) and float(
+        fast_grid(400)[-1]
+    ) == pytest.approx(FAST_GRIDS[50][1])
+
+
+def test_sample_fast_refuses_what_it_cannot_honour():
+    sde, x_T = VPSDE(), torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="nfe must be an integer >= 2"):
+        sample_fast(lambda x, t: -x, sde, x_T, 1)
+    with pytest.raises(ValueError, match="unknown solver 'rk45'"):
+        sample_fast(lambda x, t: -x, sde, x_T, 5, solver="rk45")
+    with pytest.raises(ValueError, match="time_grid has 3 times but nfe=5"):
+        sample_fast(lambda x, t: -x, sde, x_T, 5, time_grid=torch.tensor([1.0, 0.5, 0.1]))
+
+
+def test_an_optimised_grid_beats_the_default_on_its_model_and_keeps_the_budget():
+    sde, mix = VPSDE(), held_apart_mixture(torch.float32)
+    score = exact_score(mix, sde)
+    x_T = sde.prior_sample((300, 2), generator=gen(6))
+    grid, info = optimise_grid(score, sde, x_T, 6, max_iter=60)
+    assert grid.shape == (6,) and float(grid[0]) == 1.0 and bool((grid.diff() < 0).all())
+    assert info["rms"] < 0.9 * info["rms_default"], info
+    x, run = sample_fast(score, sde, x_T, 6, time_grid=grid.float())
+    assert run["nfe"] == 6

@@ -57,6 +57,18 @@ def test_max_pairwise_distance_subsample_is_reproducible_lower_bound():
         resolve_sigma_max("auto")
 
 
+def test_resolve_sigma_max_margin_applies_to_auto_only():
+    data = torch.randn(200, 3, generator=make_generator(3))
+    distance = max_pairwise_distance(data)
+    assert resolve_sigma_max("auto", data, factor=1.5, pad=1.0) == pytest.approx(
+        1.5 * distance + 1.0, rel=1e-15
+    )
+    assert resolve_sigma_max(7.5, data, factor=1.5, pad=1.0) == 7.5  # a number is taken as it is
+    for factor, pad in [(0.5, 0.0), (1.0, -1.0), (float("nan"), 0.0), (1.0, float("inf"))]:
+        with pytest.raises(ValueError, match="factor >= 1 and pad >= 0"):
+            resolve_sigma_max("auto", data, factor=factor, pad=pad)
+
+
 @pytest.mark.parametrize("dim", [5, 10, 100, 3072])
 def test_level_ratio_solves_technique_two(dim):
     gamma = level_ratio(dim)

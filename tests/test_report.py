@@ -5,12 +5,17 @@ import math
 import re
 
 import pytest
+import torch
 from PIL import Image
 
-from scorefield import report
+from scorefield import demo, report
 from scorefield.cli import main
+from scorefield.demo.experiments import run_naive_vs_annealed
+from scorefield.distributions import two_gaussians
+from scorefield.metrics import mode_weights
+from scorefield.utils import make_generator
 
-TINY = report.Budget(
+TINY = demo.Budget(
     n_train=1000,
     batch_size=128,
     hidden=32,
@@ -34,14 +39,14 @@ TINY = report.Budget(
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def ran(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    results = report.run_demo(out, budget=TINY, progress=False, seed=3)
+    results = demo.run_demo(out, budget=TINY, progress=False, seed=3)
     return out, results
 
 
-def test_the_page_is_one_self_contained_file_with_every_section(demo):
-    out, _ = demo
+def test_the_page_is_one_self_contained_file_with_every_section(ran):
+    out, _ = ran
     page = (out / "report.html").read_text()
     for anchor in (
         "score",
@@ -62,15 +67,15 @@ def test_the_page_is_one_self_contained_file_with_every_section(demo):
         assert (out / f"{name}.png").stat().st_size > 0
 
 
-def test_the_animations_have_the_frames_asked_for(demo):
-    out, _ = demo
+def test_the_animations_have_the_frames_asked_for(ran):
+    out, _ = ran
     for name in ("langevin", "annealed_langevin", "reverse_sde"):
         with Image.open(out / f"{name}.gif") as gif:
             assert gif.n_frames == TINY.gif_frames
 
 
-def test_results_json_holds_every_number_of_the_page(demo):
-    out, results = demo
+def test_results_json_holds_every_number_of_the_page(ran):
+    out, results = ran
     stored = json.loads((out / "results.json").read_text())
     assert stored == json.loads(json.dumps(results))
     assert set(stored["score_matching"]) == {"esm", "ism_exact", "ism_hutchinson", "ssm", "dsm"}
@@ -86,17 +91,27 @@ def test_results_json_holds_every_number_of_the_page(demo):
     # the closed form of E_p[log p] for two separated unit Gaussians with weights 0.8 / 0.2
     closed = 0.8 * math.log(0.8) + 0.2 * math.log(0.2) - math.log(2 * math.pi * math.e)
     assert lk["closed_form_nats"] == pytest.approx(closed, abs=1e-7)  # weights held in float32
-    assert set(stored["wall_s"]) == set(report.SECTIONS) | {"total"}
+    assert set(stored["wall_s"]) == set(demo.SECTIONS) | {"total"}
 
 
-def test_the_central_claim_holds_on_the_page(demo):
+def test_the_central_claim_holds_on_the_page(ran):
     # exact scores: naive Langevin keeps its uniform start's ~half/half split, annealing finds 0.8 / 0.2
-    _, results = demo
+    _, results = ran
     assert results["langevin"]["naive"]["error"] > 0.15
     assert results["langevin"]["annealed"]["error"] < 0.06
 
 
-SMALL = report.Budget(**{**TINY.__dict__, "sm_steps": 5, "ncsn_steps": 5, "vp_steps": 5, "moons_steps": 5})
+def test_naive_langevin_keeps_the_wrong_weights_and_annealing_recovers_them():
+    mixture = two_gaussians(dtype=torch.float64)
+    x0, naive, annealed = run_naive_vs_annealed(mixture, n=600, generator=make_generator(0))
+    assert x0.shape == naive.shape == annealed.shape == (600, 2)
+    naive_w, annealed_w = mode_weights(naive, mixture), mode_weights(annealed, mixture)
+    # 600 samples: the standard error of a weight is about 0.016
+    assert abs(float(naive_w[0]) - 0.5) < 0.1, naive_w  # the uniform start's split of the basins
+    assert abs(float(annealed_w[0]) - 0.8) < 0.06, annealed_w
+
+
+SMALL = demo.Budget(**{**TINY.__dict__, "sm_steps": 5, "ncsn_steps": 5, "vp_steps": 5, "moons_steps": 5})
 
 
 def _numbers(results: dict) -> dict:
@@ -105,12 +120,13 @@ def _numbers(results: dict) -> dict:
     return {k: v for k, v in json.loads(text).items() if k != "wall_s"}
 
 
-def test_scorefield_demo_writes_the_report_and_the_seed_fixes_every_number(demo, tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "QUICK", SMALL)
+def test_scorefield_demo_writes_the_report_and_the_seed_fixes_every_number(ran, tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "QUICK", SMALL)
     assert main(["demo", "--quick", "--quiet", "--seed", "3", "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "report.html").is_file()
     from_cli = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert from_cli["settings"]["quick"] is True
-    again = report.run_demo(tmp_path / "py", quick=True, budget=SMALL, progress=False, seed=3)
+    again = demo.run_demo(tmp_path / "py", quick=True, budget=SMALL, progress=False, seed=3)
     assert _numbers(again) == _numbers(from_cli)
-    assert _numbers(again) != _numbers(demo[1])  # and the budget matters
+    assert _numbers(again) != _numbers(ran[1])  # and the budget matters
+    assert report.run_demo is demo.run_demo  # the old address still runs it

@@ -16,24 +16,17 @@ import numpy as np
 import pytest
 import torch
 
-from scorefield.checkpoint import CheckpointError, checkpoint_dir, latest_good, list_checkpoints
-from scorefield.config import ConfigError, load_config, to_toml
 from scorefield.datasets import Standardizer, two_gaussians
 from scorefield.distributions import GaussianMixture
 from scorefield.distributions import two_gaussians as two_gaussians_mixture
+from scorefield.fit import EMA
 from scorefield.metrics import fisher_divergence
-from scorefield.train import (
-    EMA,
-    OBJECTIVES,
-    EpochOrder,
-    RunError,
-    TrainingError,
-    _local_rows,
-    build,
-    learning_rate,
-    load_run,
-    train,
-)
+from scorefield.run.build import OBJECTIVES, build
+from scorefield.run.checkpoint import CheckpointError, checkpoint_dir, latest_good, list_checkpoints
+from scorefield.run.config import ConfigError, load_config, to_toml
+from scorefield.run.distributed import local_rows
+from scorefield.run.finished import load_run
+from scorefield.run.train import EpochOrder, RunError, TrainingError, learning_rate, train
 
 TINY = [
     "data.n=512",
@@ -125,7 +118,7 @@ def test_sharded_rows_give_the_same_per_example_losses(overrides):
     objective = OBJECTIVES[config.objective.kind]
     full = objective(setup.model, x, setup, torch.Generator().manual_seed(1))
     for lo, hi in ((0, 4), (4, 8), (8, 12)):
-        local = objective(_local_rows(setup.model, lo, hi, 12), x, setup, torch.Generator().manual_seed(1))
+        local = objective(local_rows(setup.model, lo, hi, 12), x, setup, torch.Generator().manual_seed(1))
         torch.testing.assert_close(local[lo:hi], full[lo:hi], rtol=1e-10, atol=1e-12)
 
 
@@ -401,3 +394,23 @@ def test_sigkill_and_sigterm_then_resume_end_bitwise_equal(tmp_path):
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
     assert_bitwise_equal(final_state(tmp_path / "reference"), final_state(tmp_path / "run"))
+
+
+def test_the_old_module_paths_offer_the_same_objects():
+    import scorefield.checkpoint
+    import scorefield.config
+    import scorefield.train
+    from scorefield.run import build as build_module
+    from scorefield.run import checkpoint, config, distributed, finished
+    from scorefield.run import train as train_module
+
+    for old, homes in (
+        (scorefield.train, (build_module, distributed, finished, train_module)),
+        (scorefield.config, (config,)),
+        (scorefield.checkpoint, (checkpoint,)),
+    ):
+        for name in old.__all__:
+            if name == "EMA":
+                continue  # fit.EMA, re-exported since the trainer used it
+            assert any(getattr(home, name, None) is getattr(old, name) for home in homes), name
+    assert scorefield.train._local_rows is local_rows and scorefield.train.load_run is load_run

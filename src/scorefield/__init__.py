@@ -13,6 +13,7 @@ from .keyed import KeyedNoise
 from .langevin import annealed_langevin, langevin, mala
 from .likelihood import bits_per_dim, log_likelihood
 from .noise import geometric_sigmas
+from .run.finished import Run, load_run
 from .samplers import sample_dpm, sample_ode, sample_pc
 from .score import EnergyScore, NoiseConditionalScore, ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -43,6 +44,8 @@ __all__ = [
     "bits_per_dim",
     "ScoreDensityEstimator",
     "ScoreAnomalyDetector",
+    "load_run",
+    "Run",
     "datasets",
     "losses",
     "metrics",

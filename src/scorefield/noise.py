@@ -2,7 +2,8 @@
 
 - ``geometric_sigmas``: the NCSN ladder ``sigma_1 > ... > sigma_L`` (largest first, sampling order).
 - ``max_pairwise_distance`` / ``resolve_sigma_max``: ``sigma_max`` about the largest distance between
-  two training points (Song & Ermon 2020, technique 1; the score-functions tutorial, "Recommendations").
+  two training points (Song & Ermon 2020, technique 1; the score-functions tutorial, "Recommendations"),
+  optionally with a margin above it (``factor``, ``pad``; the estimators use one).
 - ``level_ratio`` / ``num_levels``: the number of levels from the data dimension
   (Song & Ermon 2020, technique 2).
 - ``time_grid``: decreasing times ``t_max = t_0 > ... > t_N = eps`` for the SDE samplers.
@@ -97,14 +98,26 @@ def resolve_sigma_max(
     data: torch.Tensor | None = None,
     max_points: int = 2000,
     generator: torch.Generator | None = None,
+    factor: float = 1.0,
+    pad: float = 0.0,
 ) -> float:
-    """``sigma_max`` as a number: given, or ``"auto"`` = the largest pairwise distance in ``data``."""
+    """``sigma_max`` as a number: given, or ``"auto"`` = ``factor * D + pad`` with ``D`` the largest
+    pairwise distance in ``data`` (``max_pairwise_distance``; a subset of ``max_points`` rows drawn
+    with ``generator`` above that).
+
+    ``factor >= 1`` and ``pad >= 0`` are a margin above the rule (default: none) for a caller whose
+    prior ``N(0, sigma_max^2 I)`` must also cover rows that are not in ``data``: ``D`` is a lower
+    bound on a larger data set's spread, and a log-likelihood integrated to ``t = 1`` is exact only
+    where the diffused data has reached the prior. They apply to ``"auto"`` only; a number is taken as it is.
+    """
+    if not (math.isfinite(factor) and factor >= 1 and math.isfinite(pad) and pad >= 0):
+        raise ValueError(f"the margin needs factor >= 1 and pad >= 0, got factor={factor}, pad={pad}")
     if isinstance(sigma_max, str):
         if sigma_max != "auto":
             raise ValueError(f'sigma_max must be a positive number or "auto", got {sigma_max!r}')
         if data is None:
             raise ValueError('sigma_max="auto" needs the training data; pass data=... or a number')
-        return max_pairwise_distance(data, max_points=max_points, generator=generator)
+        return factor * max_pairwise_distance(data, max_points=max_points, generator=generator) + pad
     sigma_max = float(sigma_max)
     if not (math.isfinite(sigma_max) and sigma_max > 0):
         raise ValueError(f'sigma_max must be a positive number or "auto", got {sigma_max}')
@@ -198,7 +211,7 @@ def time_grid(
     n_steps: int,
     eps: float = 1e-3,
     t_max: float = 1.0,
-    kind: Literal["uniform", "log_snr", "edm"] = "uniform",
+    kind: Literal["uniform", "log_snr", "edm", "power"] = "uniform",
     sde: HasMarginal | None = None,
     rho: float = 7.0,
     dtype: torch.dtype = torch.float32,
@@ -211,6 +224,8 @@ def time_grid(
     - ``edm``: Karras et al. 2022, eq. 5, on the noise level ``sigma(t) = std(t) / scale(t)``:
       ``sigma_i = (sigma_max^{1/rho} + i/N (sigma_min^{1/rho} - sigma_max^{1/rho}))^rho``, which
       concentrates steps at low noise for ``rho > 1``.
+    - ``power``: ``t_i = eps + (t_max - eps) (1 - i/N)^rho``, uniform in ``t`` for ``rho = 1`` and
+      denser towards ``eps`` for ``rho > 1``; ``sample_fast``'s grids (tuned in ``bench_samplers``).
 
     ``log_snr`` and ``edm`` need ``sde`` (only its ``marginal`` is used); the times are found by
     inverting the noise level in float64.
@@ -223,6 +238,10 @@ def time_grid(
     n = int(n_steps)
     if kind == "uniform":
         t = torch.linspace(t_max, eps, n + 1, dtype=torch.float64)
+    elif kind == "power":
+        if not rho > 0:
+            raise ValueError(f"rho must be > 0, got {rho}")
+        t = eps + (t_max - eps) * (1 - torch.arange(n + 1, dtype=torch.float64) / n) ** rho
     elif kind in ("log_snr", "edm"):
         if sde is None:
             raise ValueError(f'time_grid(kind="{kind}") needs the SDE; pass sde=...')
@@ -237,6 +256,6 @@ def time_grid(
             ratio = (hi + frac * (lo - hi)) ** rho
         t = _t_from_noise_ratio(sde, ratio, eps, t_max)
     else:
-        raise ValueError(f'kind must be "uniform", "log_snr" or "edm", got {kind!r}')
+        raise ValueError(f'kind must be "uniform", "log_snr", "edm" or "power", got {kind!r}')
     t[0], t[-1] = t_max, eps
     return t.to(dtype=dtype, device=device)

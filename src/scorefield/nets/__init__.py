@@ -1,7 +1,9 @@
-"""Networks: noise embeddings, an MLP and a U-Net. They know nothing about SDEs or losses."""
+"""Networks: noise embeddings, an MLP, a U-Net and a wrapper that softly clips a network's input
+(``Squashed``). They know nothing about SDEs or losses."""
 
 from .embeddings import EMBEDDINGS, GaussianFourierEmbedding, SinusoidalEmbedding
 from .mlp import MLP
+from .squashed import Squashed
 from .unet import UNet
 
-__all__ = ["EMBEDDINGS", "GaussianFourierEmbedding", "MLP", "SinusoidalEmbedding", "UNet"]
+__all__ = ["EMBEDDINGS", "GaussianFourierEmbedding", "MLP", "SinusoidalEmbedding", "Squashed", "UNet"]

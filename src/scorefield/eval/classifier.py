@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .datasets import IMAGE_LEVELS, DigitsSplit, digits_split, image_scaler
-from .fit import Trainer, fit
-from .likelihood import bits_per_dim, dequantize
-from .metrics import frechet_distance
-from .utils import make_generator
+from ..datasets import IMAGE_LEVELS, DigitsSplit, digits_split, image_scaler
+from ..fit import Trainer, fit
+from ..likelihood import bits_per_dim, dequantize
+from ..metrics import frechet_distance
+from ..run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..utils import make_generator
 
 __all__ = [
     "DIGITS_LEVELS",
@@ -208,7 +208,7 @@ class DigitsClassifier:
         split = digits_split(config.split_seed, config.test_fraction)
         generator = make_generator(config.seed)
         with _one_thread(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)  # the initialisation, without touching the caller's RNG
+            torch.default_generator.manual_seed(config.seed)  # the initialisation; the caller's RNG is kept
             net = DigitsCNN(config.width, config.features)
             optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
             n = split.x_train.shape[0]

@@ -1,0 +1,193 @@
+"""The ``scorefield`` command: train, sample, likelihood, anomaly, plot, demo.
+
+This is the only composition root: it reads files and flags, builds configs and runs, and writes
+results. A mistake in the input (a bad flag, an unknown config key, a value of the wrong type,
+sigma_min >= sigma_max, a missing file, NaN or Inf in the data, data of the wrong shape for a run or
+under other column names, a missing or corrupt checkpoint, an existing run directory, an output that
+cannot be written) ends with one line on stderr, ``scorefield: error: ...``, and exit status 2. Inputs
+and outputs are checked before any work (``train`` creates or clears its run directory only once the
+config and the data have passed); results are written only once complete, atomically, so a failure
+never damages a good file. ``scorefield`` alone prints the help; ``--version`` the version. Under
+torchrun every subcommand splits its work over the processes and only process 0 writes; there, spell
+``--run`` as ``--run-dir`` and ``--n`` as ``--num-samples``, because torchrun's own parser claims
+abbreviations of its options (``--run-path``, ``--nnodes``, ...) anywhere on the line.
+
+This module holds the parser and ``main`` (which turns every user error into that one line);
+``commands`` the subcommands train, sample, likelihood, anomaly and demo; ``plots`` the plot command
+and the image grids; ``io`` flag values, output checks, and the writing of arrays and figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import sys
+import warnings
+from pathlib import Path
+
+from ..run.checkpoint import CheckpointError
+from ..run.config import ConfigError
+from ..run.finished import SAMPLERS
+from ..run.train import RunError, TrainingError
+from .commands import cmd_anomaly, cmd_demo, cmd_likelihood, cmd_sample, cmd_train
+from .io import ARRAY_SUFFIXES, PROG, UsageError, device_flag, output_path, positive_int, say
+from .plots import PLOTS, cmd_plot
+
+__all__ = ["PLOTS", "main"]
+
+USER_ERRORS = (UsageError, ConfigError, CheckpointError, RunError)
+
+
+class _Exit(Exception):
+    """argparse is done before any command ran (``--help``, ``--version``); ``main`` returns ``status``."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def exit(self, status: int = 0, message: str | None = None):  # main() returns instead of exiting
+        if message:
+            say(message.rstrip(), sys.stderr)
+        raise _Exit(status)
+
+
+def _version() -> str:
+    """The installed distribution's version, else the package's ``__version__``."""
+    try:
+        return importlib.metadata.version(PROG)
+    except importlib.metadata.PackageNotFoundError:
+        return getattr(sys.modules[__package__], "__version__", "unknown")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        type=Path,
+        required=True,
+        help="run directory written by `scorefield train`",
+    )
+    p.add_argument("--device", type=device_flag, help='"cpu", "cuda[:k]"; default: CUDA when present')
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Score-based generative modelling: train, sample, evaluate.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a score model from a TOML config")
+    p.add_argument("--config", type=Path, help="TOML config (presets in configs/); default: the defaults")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=500"
+    )
+    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
+    p.add_argument("--force", action="store_true", help="start over, deleting the run directory's run")
+    p.add_argument("--device", type=device_flag, help='"cpu", "cuda[:k]"; overrides train.device')
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples from a trained run")
+    _add_run_args(p)
+    p.add_argument(
+        "--n", "--num-samples", dest="n", type=positive_int, required=True, help="number of samples"
+    )
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), help="default: the run's sample.sampler")
+    p.add_argument("--steps", type=positive_int, help="sampler steps (per level for ald)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, help="samples per sampler call")
+    p.add_argument("--last", action="store_true", help="use the last weights instead of the EMA")
+    p.add_argument(
+        "--out",
+        type=output_path((*ARRAY_SUFFIXES, ".png")),
+        required=True,
+        help="FILE.npy or FILE.csv; image runs also write a grid FILE.png (with --out FILE.png: and FILE.npy)",
+    )
+    p.add_argument(
+        "--grid-scale",
+        type=positive_int,
+        metavar="K",
+        help="image runs: enlarge each image of the PNG grid K times (nearest neighbour); "
+        "default: to at least 64 pixels per side",
+    )
+    p.set_defaults(handler=cmd_sample)
+
+    for name, help_text, handler in (
+        ("likelihood", "exact log-likelihoods of data rows (nats, data units)", cmd_likelihood),
+        ("anomaly", "anomaly scores -log p of data rows", cmd_anomaly),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        _add_run_args(p)
+        p.add_argument("--data", type=Path, required=True, help="FILE.npy or FILE.csv, one example per row")
+        p.add_argument("--divergence", choices=("exact", "hutchinson"), default="exact")
+        p.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes per example")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--batch-size", type=positive_int, default=1000, help="rows per ODE solve")
+        p.add_argument("--out", type=output_path(ARRAY_SUFFIXES), help="per-row results, .npy or .csv")
+        if name == "anomaly":
+            p.add_argument(
+                "--top", type=positive_int, default=5, help="how many of the highest scores to print"
+            )
+        p.set_defaults(handler=handler)
+
+    p = sub.add_parser("plot", help="figures of a trained run")
+    _add_run_args(p)
+    p.add_argument(
+        "--what",
+        nargs="+",
+        choices=PLOTS,
+        default=["samples", "loss"],
+        help="samples: samples against data (tables: a pair plot of every column); loss: training curve; "
+        "field: the score as arrows; langevin: a GIF of the sampler (field and langevin: 2-column tables "
+        "only); denoise: data noised and denoised at 4 times. Data units and column names throughout",
+    )
+    p.add_argument("--n", type=positive_int, default=2000, help="points or particles per figure")
+    p.add_argument("--sampler", choices=tuple(SAMPLERS))
+    p.add_argument("--steps", type=positive_int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="folder for the figures")
+    p.set_defaults(handler=cmd_plot)
+
+    p = sub.add_parser("demo", help="the tutorials' story end to end: report.html, figures, numbers")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--quick", action="store_true", help="a smaller, faster version (under a minute)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    say(f"{PROG}: warning: {message}", sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``scorefield`` command line; returns the exit status."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        argv = sys.argv[1:] if argv is None else list(argv)
+        try:
+            parser = _parser()
+            if not argv:  # bare `scorefield`: the help, as with --help
+                parser.print_help()
+                return 0
+            args = parser.parse_args(argv)
+            return args.handler(args)
+        except _Exit as done:
+            return done.status
+        except USER_ERRORS as error:
+            say(f"{PROG}: error: {error}", sys.stderr)
+            return 2
+        except TrainingError as error:
+            say(f"{PROG}: error: {error}", sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            say(f"{PROG}: interrupted", sys.stderr)
+            return 130

@@ -1,0 +1,115 @@
+"""The subcommands that train a run and use it: ``train``, ``sample``, ``likelihood``, ``anomaly``,
+and ``demo``. Each checks its inputs and outputs before any work, then calls the library
+(``scorefield.run``) and writes its results; ``plot`` is in ``cli.plots``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import numpy as np
+import torch
+
+from ..run.config import load_config
+from ..run.distributed import distributed
+from ..run.finished import load_run
+from ..run.train import train
+from .io import PROG, UsageError, check_writable, device_flag, is_main_process, read_data, say, write_array
+from .plots import grid_scale, write_image_grid
+
+__all__ = ["cmd_anomaly", "cmd_demo", "cmd_likelihood", "cmd_sample", "cmd_train"]
+
+
+def cmd_train(args) -> int:
+    config_file, stored = args.config, False  # else: the run's own config when resuming, the defaults
+    if config_file is None and args.resume and (args.out / "config.toml").is_file():
+        config_file, stored = args.out / "config.toml", True
+    overrides = [*args.set, f'train.device="{args.device}"'] if args.device else args.set
+    config = load_config(config_file, overrides, stored=stored)
+    device_flag(config.train.device)
+    check_writable(args.out, folder=True)
+    result = train(config, args.out, resume=args.resume, force=args.force, progress=not args.quiet)
+    if result.interrupted:
+        name = signal.Signals(result.interrupted).name
+        say(
+            f"{PROG}: stopped by {name} at step {result.step}; checkpoint {result.checkpoint}; "
+            "continue with --resume",
+            sys.stderr,
+        )
+        return 128 + result.interrupted
+    say(f"trained {args.out} to step {result.step}; checkpoint {result.checkpoint}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    images = args.out.suffix.lower() == ".png"
+    array_path = args.out.with_suffix(".npy") if images else args.out
+    check_writable(array_path)
+    with distributed(args.device or "auto") as (d, device):
+        run = load_run(args.run, device=device, use_ema=not args.last)
+        if images and len(run.data_shape) != 3:
+            raise UsageError(
+                f"--out {args.out} asks for an image grid; the run's data have shape {run.data_shape}"
+            )
+        if len(run.data_shape) == 3:
+            check_writable(array_path.with_suffix(".png"))
+        scale = grid_scale(run, args.n, args.grid_scale)
+        x = run.sample(args.n, args.sampler, args.steps, args.seed, args.batch_size, progress=not args.quiet)
+        written = [array_path]
+        if d.main:
+            write_array(array_path, x.numpy(), run.columns)
+            if len(run.data_shape) == 3:  # images: a grid next to the array
+                written.append(array_path.with_suffix(".png"))
+                write_image_grid(written[-1], run, x, scale)
+    sampler = args.sampler or run.config.sample.sampler
+    say(f"wrote {args.n} samples ({sampler}) to {' and '.join(str(p) for p in written)}")
+    return 0
+
+
+def _log_likelihoods(args) -> tuple[torch.Tensor, object]:
+    """Log-likelihoods of the rows of ``--data`` under the run, once the data and ``--out`` are checked."""
+    if args.out is not None:
+        check_writable(args.out)
+    with distributed(args.device or "auto") as (_, device):
+        run = load_run(args.run, device=device)
+        x, names = read_data(args.data, run.data_shape)
+        run.check_columns(names, args.data)
+        run.check_data(x)
+        return run.log_prob(x, args.divergence, args.probes, args.seed, args.batch_size), run
+
+
+def cmd_likelihood(args) -> int:
+    logp, run = _log_likelihoods(args)
+    dims = int(np.prod(run.data_shape))
+    mean = float(logp.mean())
+    say(
+        f"mean log-likelihood {mean:.4f} nats per example ({-mean / (dims * np.log(2)):.4f} bits/dim) "
+        f"over {logp.shape[0]} rows of {args.data}"
+    )
+    if args.out is not None and is_main_process():
+        write_array(args.out, {"log_likelihood": logp.numpy()})
+    return 0
+
+
+def cmd_anomaly(args) -> int:
+    logp, _ = _log_likelihoods(args)
+    score = -logp.numpy()
+    top = np.argsort(-score)[: args.top]
+    say(
+        f"anomaly score (-log p) mean {score.mean():.4f} over {score.shape[0]} rows; highest: "
+        + ", ".join(f"row {i} ({score[i]:.3f})" for i in top)
+    )
+    if args.out is not None and is_main_process():
+        write_array(args.out, {"row": np.arange(score.shape[0]), "anomaly_score": score})
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ..demo import run_demo
+
+    results = run_demo(args.out, args.quick, progress=not args.quiet, seed=args.seed)
+    say(
+        f"wrote {args.out / 'report.html'} and {args.out / 'results.json'} ({results['wall_s']['total']:.0f} s)"
+    )
+    return 0

@@ -1,0 +1,173 @@
+"""What the command line reads and writes: flag values, files checked before any work, arrays, messages.
+
+Every user error here is a ``UsageError``, which ``main`` reports as one line with exit status 2.
+Outputs are checked writable before any compute (``check_writable``) and written whole, atomically
+(``write_array``, ``write_figure``), so a failure never damages a good file. Under torchrun only
+process 0 speaks (``say``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..datasets import default_columns, read_table
+from ..run.checkpoint import atomic_write
+
+__all__ = [
+    "ARRAY_SUFFIXES",
+    "PROG",
+    "UsageError",
+    "check_writable",
+    "device_flag",
+    "is_main_process",
+    "output_path",
+    "positive_int",
+    "read_data",
+    "say",
+    "write_array",
+    "write_figure",
+]
+
+PROG = "scorefield"
+ARRAY_SUFFIXES = (".npy", ".csv")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+class UsageError(Exception):
+    """Bad input on the command line; reported as one line with exit status 2."""
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def say(message: str, stream=None) -> None:
+    if is_main_process():
+        print(message, file=stream or sys.stdout, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# flag values
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def device_flag(name: str) -> str:
+    """``name`` if it names a device of this machine: "auto", "cpu", "cuda" or "cuda:k" (else UsageError)."""
+    if not DEVICE.fullmatch(name):
+        raise UsageError(f'device {name!r} is unknown; use "cpu", "cuda" or "cuda:k"')
+    if name.startswith("cuda"):
+        index, count = int(name.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            raise UsageError(
+                f"device {name} is not available: this machine has {count} CUDA device(s); use cpu"
+            )
+    return name
+
+
+def output_path(suffixes: tuple[str, ...]):
+    """An argparse type: a path ending in one of ``suffixes``."""
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text!r} must end in {' or '.join(suffixes)}")
+        return path
+
+    return parse
+
+
+def check_writable(path: Path, folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: a file (``folder``: a folder) whose
+    path is taken by the other kind, a path below a file, or a location that accepts no new files.
+
+    Missing folders on the way are fine (they are created when the output is written); the test is
+    to create and delete a temporary file in the nearest folder that exists.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise UsageError(f"cannot write {path}: it is a {'file' if folder else 'folder'}; name another path")
+    ancestor = path if path.is_dir() else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"cannot write {path}: {ancestor} is a file, not a folder; name another path")
+    try:
+        handle, probe = tempfile.mkstemp(dir=ancestor, prefix=f".{PROG}-probe-")
+    except OSError as error:
+        raise UsageError(
+            f"cannot write {path}: {ancestor} accepts no new files ({error.strerror}); name another path"
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+# --------------------------------------------------------------------------------------------------
+# reading and writing arrays and figures
+
+
+def read_data(path: Path, data_shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[str, ...] | None]:
+    """A data file as ``[N, *data_shape]`` (a flat row is reshaped to an image of the run's shape) and
+    its column names (a CSV's header, else None)."""
+    try:
+        x, names = read_table(path)
+    except (OSError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    numel = int(np.prod(data_shape))
+    if len(data_shape) > 1 and x.shape[1] == numel:
+        x = x.reshape(-1, *data_shape)
+    return x, names
+
+
+def write_array(
+    path: Path, columns: dict[str, np.ndarray] | np.ndarray, names: tuple[str, ...] | None = None
+) -> None:
+    """``.npy``: the array (a dict's columns side by side); ``.csv``: a header line (the dict's keys, else
+    ``names``, else ``x0, x1, ...``) and one row per example, integer columns written as integers.
+    Written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".npy":
+        array = np.stack(list(columns.values()), axis=1) if isinstance(columns, dict) else columns
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(array), allow_pickle=False)
+        atomic_write(path, buffer.getvalue())
+        return
+    if isinstance(columns, dict):
+        header, values = list(columns), list(columns.values())
+    else:
+        rows = columns.reshape(columns.shape[0], -1)
+        header, values = list(names or default_columns(rows.shape[1])), list(rows.T)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(zip(*(np.asarray(v).tolist() for v in values), strict=True))
+    atomic_write(path, text.getvalue().encode())
+
+
+def write_figure(path: Path, draw) -> None:
+    """A figure written atomically: ``draw(tmp)`` writes it to a temporary file of the same suffix
+    (matplotlib and Pillow pick the format by it), whose bytes then replace ``path`` whole."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        draw(tmp)
+        atomic_write(path, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,133 @@
+"""The demo: the tutorials' argument end to end, as one HTML page of figures and numbers.
+
+``run_demo(out)`` retells the score-functions tutorial ("Score Functions") and the diffusion tutorial ("Score functions, denoising
+and diffusion") on the tutorials' two-Gaussian mixture, whose exact score and density are known, and
+then on moons:
+
+1. the score of a mixture (the true field);
+2. score matching with every objective (explicit, implicit exact / Hutchinson, sliced, denoising),
+   scored by the relative Fisher divergence to the exact score;
+3. Langevin dynamics with the exact score: an animation, and naive vs annealed mode weights;
+4. a noise-conditional score network (NCSN) sampled by annealed Langevin;
+5. diffusion (a VP SDE) as stacked denoisers, sampled by every predictor-corrector combination and
+   by the probability-flow ODE;
+6. the ODE's exact log-likelihood against the true ``E_p[log p]``;
+7. the same diffusion on moons: samples and the learned density.
+
+It writes ``out/report.html`` (one file: images embedded), the figures beside it (PNG, GIF) and
+every number in ``out/results.json``. All randomness comes from generators seeded by ``seed``, and
+the run uses one CPU thread, so two runs give the same numbers (the wall times aside).
+
+The package: ``settings`` (budgets, fixed settings, random streams), ``models`` (the small models
+and their training), ``experiments`` (naive vs annealed Langevin), ``sections`` (each section's
+computation: numbers and figures), ``page`` (the HTML); this module runs them in order, passing
+each section what it needs, and writes the files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..distributions import two_gaussians
+from ..run.checkpoint import atomic_write
+from . import page, sections
+from .settings import FULL, QUICK, Budget, Streams
+
+__all__ = ["FULL", "QUICK", "SECTIONS", "Budget", "run_demo"]
+
+SECTIONS = ("score", "score_matching", "langevin", "ncsn", "diffusion", "likelihood", "moons")
+
+
+def run_demo(
+    out: str | Path = "runs/demo",
+    quick: bool = False,
+    progress: bool = True,
+    budget: Budget | None = None,
+    seed: int = 0,
+) -> dict:
+    """Run the tutorials' story end to end and write ``out/report.html``, its figures and ``out/results.json``.
+
+    ``quick`` uses ``QUICK`` (well under a minute on one CPU core) instead of ``FULL`` (a few minutes);
+    ``budget`` overrides both. Runs on the CPU with one thread (restored afterwards), so that the
+    numbers are reproducible. Returns the numbers written to ``results.json``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    budget = budget or (QUICK if quick else FULL)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(out, budget, progress, seed, quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _Clock:
+    """Times each section (``wall``, in seconds, by name) and advances the progress bar."""
+
+    def __init__(self, bar):
+        self.bar, self.wall = bar, {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.bar.set_postfix_str(name)
+        start = time.perf_counter()
+        yield
+        self.wall[name] = time.perf_counter() - start
+        self.bar.update()
+
+
+def _run(out: Path, budget: Budget, progress: bool, seed: int, quick: bool) -> dict:
+    begin = time.perf_counter()
+    streams = Streams(seed)
+    mixture = two_gaussians()
+    data = mixture.sample(budget.n_train, generator=streams.generator(1))
+    with tqdm(total=len(SECTIONS), desc="demo", unit="section", disable=not progress) as bar:
+        clock = _Clock(bar)
+        with clock("score"):
+            score = sections.score(mixture)
+        with clock("score_matching"):
+            matching = sections.score_matching(mixture, data, budget, streams)
+        with clock("langevin"):
+            langevin = sections.langevin(mixture, budget, streams, out)
+        with clock("ncsn"):
+            ncsn = sections.ncsn(mixture, data, budget, streams, out)
+        with clock("diffusion"):
+            diffusion = sections.diffusion(mixture, data, budget, streams, out)
+        with clock("likelihood"):
+            likelihood = sections.likelihood(mixture, diffusion.model, diffusion.scaler, budget, streams)
+        with clock("moons"):
+            moons = sections.moons(budget, streams)
+    done = dict(zip(SECTIONS, (score, matching, langevin, ncsn, diffusion, likelihood, moons), strict=True))
+    wall = clock.wall | {"total": time.perf_counter() - begin}
+    results = {name: section.numbers for name, section in done.items()}
+    results["wall_s"] = wall
+    results["settings"] = {"quick": quick, "seed": seed, "threads": 1, "torch": torch.__version__} | asdict(
+        budget
+    )
+    figures = {name: drawn for section in done.values() for name, drawn in section.figures.items()}
+    report = page.render(out, results, figures, budget)
+    results = _clean(results)
+    atomic_write(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
+    atomic_write(out / "report.html", report.encode())
+    return results
+
+
+def _clean(value):
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,197 @@
+"""What a config builds: the SDE, the noise levels, the network, the score model and the objective.
+
+``build(config, data_shape, sigma_max)`` is the one place a validated ``Config`` becomes objects: the
+SDE of ``sde.kind`` (from the table ``kinds.SDE_KINDS``; for the ladder ``ncsn``, the VE SDE spanning
+it), its noise levels, an MLP or a U-Net (``build_net``) wrapped by ``ScoreModel`` (continuous SDEs)
+or ``NoiseConditionalScore`` (a ladder), all in a ``Setup``. ``OBJECTIVES`` maps ``objective.kind``
+to its per-example loss. ``initial_sigma_max`` resolves ``sde.sigma_max`` (a number, or ``"auto"``
+from the standardised data) for the kinds whose SDE explodes. ``derive_seed`` splits ``train.seed``
+into independent streams (weights, data order, noise, ``"auto"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .. import losses
+from ..nets.mlp import MLP
+from ..nets.unet import UNet
+from ..noise import geometric_sigmas, resolve_sigma_max
+from ..score import NoiseConditionalScore, ScoreModel
+from ..sde import SDE
+from .config import Config, ConfigError
+from .kinds import SDE_KINDS, SINGLE_LEVEL, has_levels, is_ladder
+
+__all__ = [
+    "OBJECTIVES",
+    "Objective",
+    "Setup",
+    "build",
+    "build_net",
+    "build_sde",
+    "derive_seed",
+    "initial_sigma_max",
+    "noise_levels",
+]
+
+
+def derive_seed(seed: int, purpose: str, index: int) -> int:
+    """A 63-bit seed for the ``index``-th draw of ``purpose``: independent streams from one seed."""
+    digest = hashlib.sha256(f"{seed}/{purpose}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass
+class Setup:
+    """The objects a config describes: the SDE (for ``ncsn``, a VE SDE spanning the ladder), the
+    noise levels (``ncsn``: the ladder, largest first; single-level objectives: that one level;
+    SDE kinds: None) and the score model ``model(x, t)`` (SDE kinds) or ``model(x, sigma)`` (``ncsn``)."""
+
+    config: Config
+    data_shape: tuple[int, ...]
+    sigma_max: float | None  # the resolved sde.sigma_max (ve, ncsn)
+    sde: SDE
+    sigmas: torch.Tensor | None
+    model: nn.Module
+
+    @property
+    def noise_conditional(self) -> bool:
+        return is_ladder(self.config.sde.kind)
+
+    @property
+    def single_level(self) -> bool:
+        return self.config.objective.kind in SINGLE_LEVEL
+
+    def score_t(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``∇log p_t(x)`` for samplers and likelihoods (``ncsn``: at ``sigma = std(t)`` of the VE view)."""
+        if self.noise_conditional:
+            return self.model(x, self.sde.marginal(t)[1].to(x.dtype))
+        return self.model(x, t)
+
+    def score_sigma(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """``∇log p_sigma(x)`` for annealed Langevin (VE: at the time ``t`` whose std is ``sigma``)."""
+        if self.noise_conditional:
+            return self.model(x, sigma)
+        return self.model(x, self.sde.t_from_std(sigma).to(x.dtype))
+
+
+def build_sde(config: Config, sigma_max: float | None) -> SDE:
+    """The SDE of ``sde.kind`` (``ncsn``: the VE SDE spanning the ladder): one that explodes spans
+    ``[sde.sigma_min, sigma_max]``, the others run over ``[sde.beta_min, sde.beta_max]``."""
+    c = config.sde
+    cls = SDE_KINDS[c.kind].sde
+    if cls.explodes:
+        return cls(sigma_min=c.sigma_min, sigma_max=sigma_max)
+    return cls(beta_min=c.beta_min, beta_max=c.beta_max)
+
+
+def noise_levels(config: Config, sigma_max: float | None) -> torch.Tensor | None:
+    """The ladder (largest first) of ncsn and of annealed Langevin on VE; one level for dsm/ssm/ism."""
+    c = config.sde
+    if config.objective.kind in SINGLE_LEVEL:
+        return torch.tensor([config.objective.sigma or c.sigma_min])
+    if has_levels(c.kind):
+        return geometric_sigmas(sigma_max, c.sigma_min, c.n_levels)
+    return None
+
+
+def initial_sigma_max(config: Config, z: torch.Tensor) -> float | None:
+    """``sde.sigma_max`` as a number (given, or ``"auto"`` from the standardised data ``z``); None for
+    the kinds whose SDE does not explode."""
+    if not has_levels(config.sde.kind):
+        return None
+    generator = torch.Generator().manual_seed(derive_seed(config.train.seed, "sigma_max", 0))
+    sigma_max = resolve_sigma_max(config.sde.sigma_max, z, generator=generator)
+    if sigma_max <= config.sde.sigma_min:
+        raise ConfigError(
+            f"sde.sigma_max resolved to {sigma_max:g}, not above sde.sigma_min ({config.sde.sigma_min})"
+        )
+    return sigma_max
+
+
+def build_net(config: Config, data_shape: tuple[int, ...]) -> nn.Module:
+    """The network ``F(x, c)`` of ``model.kind``: an MLP on the flattened data, or a U-Net on ``[C, H, W]``."""
+    m = config.model
+    if m.kind == "mlp":
+        return MLP(
+            math.prod(data_shape), hidden=m.hidden, depth=m.depth, cond=True, embed_dim=m.embed_dim,
+            embedding=m.embedding,
+        )  # fmt: skip
+    if len(data_shape) != 3:
+        raise ConfigError(f"model.kind = unet needs images [C, H, W], but the data have shape {data_shape}")
+    try:
+        return UNet(
+            data_shape[0], max(data_shape[1:]), channels=m.channels, channel_mults=m.channel_mults,
+            n_res_blocks=m.n_res_blocks, attention_resolutions=m.attention_resolutions, dropout=m.dropout,
+            embed_dim=m.embed_dim, embedding=m.embedding,
+        )  # fmt: skip
+    except ValueError as error:
+        raise ConfigError(f"model: {error}") from None
+
+
+def build(
+    config: Config, data_shape: tuple[int, ...], sigma_max: float | None, device: torch.device | str = "cpu"
+) -> Setup:
+    """SDE, noise levels and a freshly initialised model (weights seeded by ``train.seed``)."""
+    with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the global RNG
+        torch.manual_seed(config.train.seed)
+        net = build_net(config, data_shape)
+    sde = build_sde(config, sigma_max)
+    model = (
+        NoiseConditionalScore(net)
+        if is_ladder(config.sde.kind)
+        else ScoreModel(net, sde, param=config.model.param)
+    )
+    sigmas = noise_levels(config, sigma_max)
+    return Setup(
+        config,
+        tuple(data_shape),
+        sigma_max,
+        sde,
+        None if sigmas is None else sigmas.to(device),
+        model.to(device),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# objectives: (score_fn, x, setup, generator) -> per-example loss [B]
+
+Objective = Callable[[Callable, torch.Tensor, Setup, torch.Generator], torch.Tensor]
+
+
+def _sde_dsm(score_fn, x, setup, generator):
+    o = setup.config.objective
+    return losses.sde_dsm(
+        score_fn, setup.sde, x, weighting=o.weighting, eps=setup.config.sde.eps,
+        importance_sampling=o.importance_sampling, generator=generator,
+    )  # fmt: skip
+
+
+def _ncsn(score_fn, x, setup, generator):
+    return losses.ncsn(score_fn, x, setup.sigmas, generator=generator)
+
+
+def _dsm(score_fn, x, setup, generator):
+    return losses.dsm(score_fn, x, float(setup.sigmas[0]), generator=generator)
+
+
+def _ssm(score_fn, x, setup, generator):
+    sigma, o = float(setup.sigmas[0]), setup.config.objective
+    return losses.ssm(lambda y: score_fn(y, sigma), x, n_projections=o.n_projections, generator=generator)
+
+
+def _ism(score_fn, x, setup, generator):
+    sigma, o = float(setup.sigmas[0]), setup.config.objective
+    return losses.ism(
+        lambda y: score_fn(y, sigma), x, trace=o.trace, n_probes=o.n_projections, generator=generator
+    )
+
+
+# by kinds.OBJECTIVE_KINDS, the names the config accepts
+OBJECTIVES: dict[str, Objective] = {"sde_dsm": _sde_dsm, "ncsn": _ncsn, "dsm": _dsm, "ssm": _ssm, "ism": _ism}
