@@ -167,6 +167,11 @@ CASES = {
     "sample-n-0": (lambda w: ["sample", "--run", w.run, "--n", 0, "--out", w.out / "s.npy"], "got 0"),
     "sample-no-n": (lambda w: ["sample", "--run", w.run, "--out", w.out / "s.npy"], "required: --n"),
     "sample-steps-negative": (lambda w: sample(w, "--steps", -1, "--out", w.out / "s.npy"), "got -1"),
+    "sample-nfe-1": (lambda w: sample(w, "--nfe", 1, "--out", w.out / "s.npy"), "--nfe must be at least 2"),
+    "sample-nfe-and-sampler": (
+        lambda w: sample(w, "--nfe", 8, "--sampler", "pc", "--out", w.out / "s.npy"),
+        "leave out --sampler and --steps",
+    ),
     "sample-bad-sampler": (
         lambda w: sample(w, "--sampler", "ddim", "--out", w.out / "s.npy"),
         "invalid choice",

@@ -82,6 +82,15 @@ def test_train_writes_a_run_directory(run_dir):
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 4
 
 
+def test_sample_with_a_budget_of_score_evaluations_uses_sample_fast(capsys, run_dir, tmp_path):
+    code, out, _ = run_cli(
+        capsys, "sample", "--run", run_dir, "--n", 12, "--nfe", 6, "--out", tmp_path / "f.npy"
+    )
+    assert code == 0 and "wrote 12 samples (fast, 6 score evaluations)" in out
+    expected = load_run(run_dir, device="cpu").sample(12, sampler="fast", steps=6).numpy()
+    assert np.array_equal(np.load(tmp_path / "f.npy"), expected) and np.isfinite(expected).all()
+
+
 def test_sample_writes_npy_and_csv_in_data_units(capsys, run_dir, tmp_path):
     code, out, _ = run_cli(
         capsys, "sample", "--run", run_dir, "--n", 30, "--seed", 2, "--out", tmp_path / "s.npy"

@@ -12,6 +12,7 @@ from .estimator import ScoreAnomalyDetector, ScoreDensityEstimator
 from .keyed import KeyedNoise
 from .langevin import annealed_langevin, langevin, mala
 from .likelihood import bits_per_dim, log_likelihood
+from .multistep import optimise_grid, sample_fast, sample_multistep
 from .noise import geometric_sigmas
 from .run.finished import Run, load_run
 from .samplers import sample_dpm, sample_ode, sample_pc
@@ -39,6 +40,9 @@ __all__ = [
     "sample_pc",
     "sample_ode",
     "sample_dpm",
+    "sample_fast",
+    "sample_multistep",
+    "optimise_grid",
     "KeyedNoise",
     "log_likelihood",
     "bits_per_dim",

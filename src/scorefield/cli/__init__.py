@@ -101,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sampler", choices=tuple(SAMPLERS), help="default: the run's sample.sampler")
     p.add_argument("--steps", type=positive_int, help="sampler steps (per level for ald)")
+    p.add_argument(
+        "--nfe",
+        type=positive_int,
+        help="a budget of score evaluations: sample_fast (UniPC on its tuned grid), at least 2",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, help="samples per sampler call")
     p.add_argument("--last", action="store_true", help="use the last weights instead of the EMA")

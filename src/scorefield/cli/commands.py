@@ -42,7 +42,19 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _budget(args) -> None:
+    """``--nfe N`` is ``--sampler fast --steps N``; it cannot be combined with another sampler or ``--steps``."""
+    if args.nfe is None:
+        return
+    if args.sampler not in (None, "fast") or args.steps is not None:
+        raise UsageError("--nfe sets the budget of sample_fast; leave out --sampler and --steps")
+    if args.nfe < 2:
+        raise UsageError(f"--nfe must be at least 2 score evaluations, got {args.nfe}")
+    args.sampler, args.steps = "fast", args.nfe
+
+
 def cmd_sample(args) -> int:
+    _budget(args)
     images = args.out.suffix.lower() == ".png"
     array_path = args.out.with_suffix(".npy") if images else args.out
     check_writable(array_path)
@@ -63,6 +75,8 @@ def cmd_sample(args) -> int:
                 written.append(array_path.with_suffix(".png"))
                 write_image_grid(written[-1], run, x, scale)
     sampler = args.sampler or run.config.sample.sampler
+    if sampler == "fast":
+        sampler = f"fast, {args.steps or run.config.sample.steps} score evaluations"
     say(f"wrote {args.n} samples ({sampler}) to {' and '.join(str(p) for p in written)}")
     return 0
 

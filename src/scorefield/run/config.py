@@ -237,10 +237,10 @@ class TrainConfig(_Section):
 
 
 class SampleConfig(_Section):
-    sampler: Literal["ode", "dpm", "pc", "em", "ald"] = Field(
+    sampler: Literal["ode", "dpm", "fast", "pc", "em", "ald"] = Field(
         "ode",
-        description="probability-flow ODE, its DPM-Solver++(2M) integrator (20-50 steps), "
-        "predictor-corrector, Euler-Maruyama or annealed Langevin",
+        description="probability-flow ODE, its DPM-Solver++(2M) integrator (20-50 steps), sample_fast "
+        "(UniPC; steps = score evaluations), predictor-corrector, Euler-Maruyama or annealed Langevin",
     )
     steps: int = Field(500, gt=0, description="sampler steps (fixed-step ODE methods too); per level for ald")
     ode_method: Literal["dopri5", "rk4", "heun", "euler"] = Field("dopri5", description="ODE solver")

@@ -22,6 +22,7 @@ from ..datasets import default_columns
 from ..keyed import KeyedNoise
 from ..langevin import annealed_langevin
 from ..likelihood import log_likelihood
+from ..multistep import sample_fast
 from ..samplers import sample_dpm, sample_ode, sample_pc
 from ..scalers import Standardizer
 from ..utils import default_device
@@ -163,6 +164,12 @@ def _sample_dpm(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Ten
     return x
 
 
+def _sample_fast(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Tensor:
+    """``sample_fast`` with a budget of ``steps`` score evaluations (``scorefield sample --nfe``)."""
+    x, _ = sample_fast(run.setup.score_t, run.setup.sde, run.setup.sde.prior_std * x_T, steps)
+    return x
+
+
 def _sample_pc(
     run: Run, x_T: torch.Tensor, steps: int, generator, predictor="reverse_diffusion", corrector=True
 ):
@@ -195,6 +202,7 @@ def _sample_ald(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Ten
 SAMPLERS: dict[str, Callable[[Run, torch.Tensor, int, torch.Generator], torch.Tensor]] = {
     "ode": _sample_ode,
     "dpm": _sample_dpm,
+    "fast": _sample_fast,
     "pc": _sample_pc,
     "em": _sample_em,
     "ald": _sample_ald,
