@@ -557,3 +557,23 @@ def test_bad_rows_are_named_by_file_line_or_npy_row(capsys, run_dir, tmp_path):
              "t.csv": "t.csv line 4: 'oops' in column 'b' is not a number"}  # fmt: skip
     for name, message in cases.items():
         expect_error(capsys, ["anomaly", "--run", run_dir, "--data", tmp_path / name], message)
+
+
+def test_tune_fits_a_grid_to_the_run_that_sample_nfe_then_uses(capsys, run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    default = load_run(run, device="cpu").sample(16, sampler="fast", steps=4, seed=1)
+    code, out, _ = run_cli(capsys, "tune", "--run", run, "--nfe", 4, "--n", 64, "--iterations", 30, "--quiet")
+    assert code == 0 and "tuned the grid for 4 score evaluations" in out
+    stored = json.loads((run / "grids.json").read_text())["4"]
+    assert stored["rms"] <= stored["rms_default"] and len(stored["times"]) == 4 and stored["times"][0] == 1.0
+    loaded = load_run(run, device="cpu")
+    assert loaded.fast_grid(4).tolist() == pytest.approx(stored["times"]) and loaded.fast_grid(5) is None
+    code, _, _ = run_cli(
+        capsys, "sample", "--run", run, "--n", 16, "--nfe", 4, "--seed", 1, "--out", tmp_path / "t.npy"
+    )
+    tuned = np.load(tmp_path / "t.npy")
+    assert code == 0 and np.array_equal(tuned, loaded.sample(16, sampler="fast", steps=4, seed=1).numpy())
+    assert not np.allclose(tuned, default.numpy())  # the stored grid is the one used
+    code, _, err = run_cli(capsys, "tune", "--run", run, "--nfe", 1)
+    assert code == 2 and "--nfe must be at least 2" in err

@@ -12,6 +12,9 @@ forward process has the exact Gaussian transition ``x_t = a x_{t_next} + G z`` w
 So no sampler asks which SDE it runs.
 
 ``score_fn(x, t[B]) -> [B, ...]`` is the score of ``p_t``; time runs from 1 (prior) down to ``eps``.
+For a class-conditional model, ``guided(score_fn, y, w)`` (from ``score``, re-exported here) is the
+classifier-free guided score of label ``y``, a score function like any other; the samplers' ``nfe``
+then counts guided evaluations, each of which costs two network evaluations when ``w != 0``.
 Samplers run under ``torch.no_grad()`` (not ``inference_mode``), so a score that differentiates an
 energy locally under ``torch.enable_grad()`` still works, and no autograd graph grows.
 """
@@ -26,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import noise
 from .ode import ODE_METHODS, counted, ode_times, sampling_grid, solve_ode
-from .score import posterior_mean
+from .score import guided, posterior_mean
 from .sde import SDE, ScoreFn
 from .utils import Generator, append_dims, randn_like
 
@@ -36,6 +39,7 @@ __all__ = [
     "PREDICTORS",
     "ancestral",
     "euler_maruyama",
+    "guided",
     "langevin",
     "langevin_batch",
     "reverse_diffusion",

@@ -1,6 +1,10 @@
-"""The one place the score parameterisation lives: energies, noise-conditional and SDE score models."""
+"""The one place the score parameterisation lives: energies, noise-conditional and SDE score models, and
+classifier-free guidance (``guided``)."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -107,7 +111,10 @@ class ScoreModel(nn.Module):
       ``D = m x / (m^2 + std^2) + std / sqrt(m^2 + std^2) · F ≈ E[x_0 | x_t]``, and Tweedie's formula
       with scale gives ``s = (m D - x) / std^2`` (for m = 1, ``(D - x)/σ^2``; docs/math.md#score-parameterisations).
 
-    ``t`` is a python number or ``[B]``; ``x`` is ``[B, d]`` or ``[B, C, H, W]``.
+    ``t`` is a python number or ``[B]``; ``x`` is ``[B, d]`` or ``[B, C, H, W]``. A network with class
+    labels (``num_classes > 0``) takes them as ``y[B]`` (``score(x, t, y)``, passed on as ``F(c_in x,
+    c_noise, y)``); ``y=None`` is not passed on, so such a network sees its null label and gives the
+    unconditional score, and a network without labels is called exactly as before.
     """
 
     def __init__(self, net: nn.Module, sde: HasMarginal, param: str = "eps"):
@@ -117,12 +124,13 @@ class ScoreModel(nn.Module):
         self.net, self.sde, self.param = net, sde, param
 
     def _score_and_denoised(
-        self, x: torch.Tensor, scale: torch.Tensor, std: torch.Tensor
+        self, x: torch.Tensor, scale: torch.Tensor, std: torch.Tensor, y: torch.Tensor | int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The score and, for param="denoiser", D; ``scale``, ``std`` are ``[B]``."""
         m, sd = append_dims(scale, x.ndim), append_dims(std, x.ndim)
         norm2 = m**2 + sd**2  # variance of x_t for standardised data; c_in = norm2^(-1/2)
-        out = self.net(x * norm2.rsqrt(), std.log())  # F(c_in x, c_noise)
+        label = () if y is None else (y,)
+        out = self.net(x * norm2.rsqrt(), std.log(), *label)  # F(c_in x, c_noise[, y])
         if self.param == "eps":
             return -out / sd, None
         if self.param == "score":
@@ -130,15 +138,58 @@ class ScoreModel(nn.Module):
         denoised = m * x / norm2 + sd * norm2.rsqrt() * out  # c_skip x/m + c_out F
         return (m * denoised - x) / sd**2, denoised
 
-    def score(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-        """``∇_x log p_t(x)``, shaped like ``x``."""
-        return self._score_and_denoised(x, *batch_marginal(self.sde, t, x))[0]
+    def score(
+        self, x: torch.Tensor, t: float | torch.Tensor, y: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """``∇_x log p_t(x)`` (with labels: ``∇_x log p_t(x | y)``), shaped like ``x``."""
+        return self._score_and_denoised(x, *batch_marginal(self.sde, t, x), y)[0]
 
-    def denoise(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    def denoise(
+        self, x: torch.Tensor, t: float | torch.Tensor, y: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
         """Tweedie's posterior mean ``E[x_0 | x_t] = (x + std^2 s(x, t)) / m`` (Efron 2011)."""
         scale, std = batch_marginal(self.sde, t, x)
-        score, denoised = self._score_and_denoised(x, scale, std)
+        score, denoised = self._score_and_denoised(x, scale, std, y)
         return denoised if denoised is not None else posterior_mean(x, score, scale, std)
 
-    def forward(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-        return self.score(x, t)
+    def forward(
+        self, x: torch.Tensor, t: float | torch.Tensor, y: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        return self.score(x, t, y)
+
+
+def guided(
+    score_fn: Callable[..., torch.Tensor], y: torch.Tensor | int, w: float
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Classifier-free guidance (Ho & Salimans 2022; docs/math.md#classifier-free-guidance): the score
+    function ``(x, t) -> (1 + w) s(x, t, y) - w s(x, t, ∅)`` that every sampler takes.
+
+    ``score_fn(x, t, y)`` is a model trained with label dropout (``ScoreModel`` of a network with
+    ``num_classes > 0``, ``Setup.score_t``): with labels it is the conditional score ``∇log p_t(x | y)``,
+    with ``y=None`` (the null label ``∅``) the unconditional ``∇log p_t(x)``. ``y`` is one class index
+    for every example or a LongTensor ``[B]``; ``w`` (usually ``>= 0``) is the guidance weight:
+    ``w = 0`` is the conditional score (one network evaluation, returned as it is), ``w > 0`` sharpens
+    ``p_t(x | y)`` towards ``p_t(x | y) p_t(y | x)^w``. Cost: each call is one score evaluation as the samplers count it
+    (``info["nfe"]``), but it evaluates the network twice when ``w != 0`` (the conditional and the
+    unconditional score, two calls of ``score_fn``), so its network evaluations are ``2 * info["nfe"]``.
+    """
+    if not math.isfinite(w):
+        raise ValueError(f"the guidance weight w must be a finite number, got {w}")
+    if y is None:
+        raise ValueError("guidance needs a label y; without one, sample with score_fn(x, t, None) itself")
+    label = torch.as_tensor(y)
+    if label.is_floating_point() or label.is_complex() or label.dtype == torch.bool or label.ndim > 1:
+        raise ValueError(
+            f"y must be a class index or integers [B], got {label.dtype} of shape {tuple(label.shape)}"
+        )
+
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if label.ndim and label.shape[0] != x.shape[0]:
+            raise ValueError(f"y holds {label.shape[0]} labels for a batch of {x.shape[0]} examples")
+        labels = label.to(device=x.device, dtype=torch.long).expand(x.shape[0])
+        conditional = score_fn(x, t, labels)
+        if w == 0:
+            return conditional
+        return (1 + w) * conditional - w * score_fn(x, t, None)
+
+    return score

@@ -29,7 +29,7 @@ from ..run.checkpoint import CheckpointError
 from ..run.config import ConfigError
 from ..run.finished import SAMPLERS
 from ..run.train import RunError, TrainingError
-from .commands import cmd_anomaly, cmd_demo, cmd_likelihood, cmd_sample, cmd_train
+from .commands import cmd_anomaly, cmd_demo, cmd_likelihood, cmd_sample, cmd_train, cmd_tune
 from .io import ARRAY_SUFFIXES, PROG, UsageError, device_flag, output_path, positive_int, say
 from .plots import PLOTS, cmd_plot
 
@@ -110,6 +110,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, help="samples per sampler call")
     p.add_argument("--last", action="store_true", help="use the last weights instead of the EMA")
     p.add_argument(
+        "--label",
+        help="class-conditional runs: sample this class, by name (a CSV's label, a digit) or by index 0..K-1",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="classifier-free guidance weight with --label: (1+W) s(x|y) - W s(x), two network "
+        "evaluations per score evaluation; default 0 (the conditional model alone)",
+    )
+    p.add_argument(
         "--out",
         type=output_path((*ARRAY_SUFFIXES, ".png")),
         required=True,
@@ -141,6 +153,14 @@ def _parser() -> argparse.ArgumentParser:
                 "--top", type=positive_int, default=5, help="how many of the highest scores to print"
             )
         p.set_defaults(handler=handler)
+
+    p = sub.add_parser("tune", help="fit sample_fast's time grid for a budget to a trained run")
+    _add_run_args(p)
+    p.add_argument("--nfe", type=positive_int, required=True, help="the budget of score evaluations")
+    p.add_argument("--n", type=positive_int, default=256, help="prior draws the grid is fitted on")
+    p.add_argument("--iterations", type=positive_int, default=200, help="Nelder-Mead iterations")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_tune)
 
     p = sub.add_parser("plot", help="figures of a trained run")
     _add_run_args(p)

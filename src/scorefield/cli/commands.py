@@ -13,7 +13,7 @@ import torch
 
 from ..run.config import load_config
 from ..run.distributed import distributed
-from ..run.finished import load_run
+from ..run.finished import GRIDS_FILE, load_run
 from ..run.train import train
 from .io import PROG, UsageError, check_writable, device_flag, is_main_process, read_data, say, write_array
 from .plots import grid_scale, write_image_grid
@@ -53,6 +53,17 @@ def _budget(args) -> None:
     args.sampler, args.steps = "fast", args.nfe
 
 
+def _label(args, run) -> int | None:
+    """``--label`` as a class index of ``run`` (checked before any sampling), or None."""
+    if args.label is None:
+        if args.guidance:
+            raise UsageError("--guidance weighs the samples of one class: give --label too")
+        return None
+    if not (np.isfinite(args.guidance) and args.guidance >= 0):
+        raise UsageError(f"--guidance must be a finite number >= 0, got {args.guidance}")
+    return run.label_index(args.label)
+
+
 def cmd_sample(args) -> int:
     _budget(args)
     images = args.out.suffix.lower() == ".png"
@@ -67,7 +78,11 @@ def cmd_sample(args) -> int:
         if len(run.data_shape) == 3:
             check_writable(array_path.with_suffix(".png"))
         scale = grid_scale(run, args.n, args.grid_scale)
-        x = run.sample(args.n, args.sampler, args.steps, args.seed, args.batch_size, progress=not args.quiet)
+        label = _label(args, run)
+        x = run.sample(
+            args.n, args.sampler, args.steps, args.seed, args.batch_size, progress=not args.quiet,
+            label=label, guidance=args.guidance,
+        )  # fmt: skip
         written = [array_path]
         if d.main:
             write_array(array_path, x.numpy(), run.columns)
@@ -77,6 +92,9 @@ def cmd_sample(args) -> int:
     sampler = args.sampler or run.config.sample.sampler
     if sampler == "fast":
         sampler = f"fast, {args.steps or run.config.sample.steps} score evaluations"
+    if label is not None:
+        sampler += f", class {run.classes[label]!r} (label {label})" if run.classes else f", label {label}"
+        sampler += f", guidance {args.guidance:g}" if args.guidance else ""
     say(f"wrote {args.n} samples ({sampler}) to {' and '.join(str(p) for p in written)}")
     return 0
 
@@ -125,5 +143,20 @@ def cmd_demo(args) -> int:
     results = run_demo(args.out, args.quick, progress=not args.quiet, seed=args.seed)
     say(
         f"wrote {args.out / 'report.html'} and {args.out / 'results.json'} ({results['wall_s']['total']:.0f} s)"
+    )
+    return 0
+
+
+def cmd_tune(args) -> int:
+    """Fit sample_fast's time grid for ``--nfe`` evaluations to the run and store it in the run directory."""
+    if args.nfe < 2:
+        raise UsageError(f"--nfe must be at least 2 score evaluations, got {args.nfe}")
+    run = load_run(args.run, device=args.device)
+    check_writable(run.run_dir / GRIDS_FILE)
+    info = run.tune_grid(args.nfe, n=args.n, seed=args.seed, max_iter=args.iterations)
+    say(
+        f"tuned the grid for {args.nfe} score evaluations: RMS distance to the converged ODE "
+        f"{info['rms_default']:.4g} -> {info['rms']:.4g} over {args.n} prior draws; stored in {info['path']} "
+        f"(`scorefield sample --nfe {args.nfe}` uses it)"
     )
     return 0

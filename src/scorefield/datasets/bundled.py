@@ -1,6 +1,7 @@
 """scikit-learn's bundled data sets, so nothing is downloaded: ``digits`` (8x8 handwritten digits,
 values 0..16), ``breast_cancer`` (30 features), the train/test split of the digits every digits number
-in scorefield is measured on (``digits_split``), and their registry ``BUNDLED``.
+in scorefield is measured on (``digits_split``), and their registry ``BUNDLED``; the class labels of
+those that have them, ``BUNDLED_LABELS``, and their class names, ``BUNDLED_CLASSES``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,16 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["BUNDLED", "DigitsSplit", "breast_cancer", "digits", "digits_split"]
+__all__ = [
+    "BUNDLED",
+    "BUNDLED_CLASSES",
+    "BUNDLED_LABELS",
+    "DigitsSplit",
+    "breast_cancer",
+    "digit_labels",
+    "digits",
+    "digits_split",
+]
 
 
 def digits(images: bool = False) -> torch.Tensor:
@@ -20,6 +30,13 @@ def digits(images: bool = False) -> torch.Tensor:
 
     x = torch.from_numpy(load_digits().data.astype(np.float32))
     return x.reshape(-1, 1, 8, 8) if images else x
+
+
+def digit_labels() -> torch.Tensor:
+    """The digit (0..9) each image of ``digits()`` shows, in the same order: ``[N]`` int64."""
+    from sklearn.datasets import load_digits
+
+    return torch.from_numpy(load_digits().target.astype(np.int64))
 
 
 def breast_cancer() -> torch.Tensor:
@@ -47,10 +64,7 @@ def digits_split(seed: int = 0, test_fraction: float = 0.2) -> DigitsSplit:
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    from sklearn.datasets import load_digits
-
-    x = digits(images=True)
-    y = torch.from_numpy(load_digits().target.astype(np.int64))
+    x, y = digits(images=True), digit_labels()
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
     is_test = torch.zeros(x.shape[0], dtype=torch.bool)
     for c in range(10):
@@ -66,3 +80,12 @@ BUNDLED: dict[str, Callable[[], torch.Tensor]] = {
     "digits_images_test": lambda: digits_split().x_test,
     "breast_cancer": breast_cancer,
 }
+
+# the class labels ([N] int64, in the order of BUNDLED[name]()) and class names of the data sets with labels
+BUNDLED_LABELS: dict[str, Callable[[], torch.Tensor]] = {
+    "digits": digit_labels,
+    "digits_images": digit_labels,
+    "digits_images_train": lambda: digits_split().y_train,
+    "digits_images_test": lambda: digits_split().y_test,
+}
+BUNDLED_CLASSES: dict[str, tuple[str, ...]] = dict.fromkeys(BUNDLED_LABELS, tuple(str(d) for d in range(10)))

@@ -2,7 +2,8 @@
 
 ``read_table`` returns the numbers and the CSV header's column names, ``load_table`` the numbers
 alone; a row holding NaN or Inf is refused, named by its file line in a CSV and by its 0-based index
-in a ``.npy`` file. ``default_columns`` names the features of data without names of their own.
+in a ``.npy`` file. ``read_labelled_table`` takes one column of a CSV apart as class labels (any text).
+``default_columns`` names the features of data without names of their own.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["default_columns", "load_table", "read_table"]
+__all__ = ["default_columns", "load_table", "read_labelled_table", "read_table"]
 
 
 def _first_bad_row(values: np.ndarray) -> int | None:
@@ -60,9 +61,21 @@ def _parse_row(path: Path, line: int, row: list[str], names: tuple[str, ...] | N
     return values
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
-    """Rows of numbers and the header's names: a first row that is not all numbers is the header (else
-    the names are None). Errors name the file line, 1-based and counting the header line."""
+def _label_index(path: Path, names: tuple[str, ...] | None, label_column: str | None) -> int | None:
+    if label_column is None:
+        return None
+    if names is None or label_column not in names:
+        found = f"its columns are {', '.join(names)}" if names else "it has no header line naming its columns"
+        raise ValueError(f"{path} has no column {label_column!r} to read the labels from; {found}")
+    return names.index(label_column)
+
+
+def _read_csv(
+    path: Path, label_column: str | None = None
+) -> tuple[np.ndarray, tuple[str, ...] | None, list[str] | None]:
+    """Rows of numbers, the header's names and, with ``label_column``, that column's cells (taken out of
+    the rows and the names): a first row that is not all numbers is the header (else the names are
+    None). Errors name the file line, 1-based and counting the header line."""
     rows = _csv_rows(path)
     if not rows:
         raise ValueError(f"{path}: the file holds no rows; write one example per row")
@@ -73,6 +86,10 @@ def _read_csv(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
     data = rows[1:] if names else rows
     if not data:
         raise ValueError(f"{path}: the file holds a header but no rows; write one example per row")
+    at = _label_index(path, names, label_column)
+    labels = None if at is None else []
+    if at is not None:
+        names = names[:at] + names[at + 1 :]
     values = []
     for line, row in data:
         if len(row) != len(first):
@@ -80,6 +97,11 @@ def _read_csv(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
                 f"{path} line {line} has {len(row)} columns but line {first_line} has {len(first)}; "
                 "give every row the same columns"
             )
+        if at is not None:
+            labels.append(row[at].strip())
+            if not labels[-1]:
+                raise ValueError(f"{path} line {line}: the label (column {label_column!r}) is empty")
+            row = row[:at] + row[at + 1 :]
         values.append(_parse_row(path, line, row, names))
     array = np.asarray(values, dtype=np.float64)
     bad = _first_bad_row(array)
@@ -87,7 +109,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
         raise ValueError(
             f"{path} line {data[bad][0]}: the row holds NaN, Inf or a number beyond ±3.4e38; remove or impute it"
         )
-    return array, names
+    return array, names, labels
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -123,7 +145,7 @@ def read_table(path: str | Path) -> tuple[torch.Tensor, tuple[str, ...] | None]:
     if suffix == ".npy":
         values = _read_npy(path)
     elif suffix == ".csv":
-        values, names = _read_csv(path)
+        values, names, _ = _read_csv(path)
     else:
         raise ValueError(f"{path}: unknown table format {suffix!r}; use .npy or .csv")
     if values.ndim == 1:
@@ -136,3 +158,29 @@ def read_table(path: str | Path) -> tuple[torch.Tensor, tuple[str, ...] | None]:
 def load_table(path: str | Path) -> torch.Tensor:
     """The numbers of ``read_table(path)``, ``[N, d]`` float32, without the column names."""
     return read_table(path)[0]
+
+
+def read_labelled_table(
+    path: str | Path, label_column: str
+) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor, tuple[str, ...]]:
+    """A CSV table whose column ``label_column`` (named in its header) holds class labels, any text:
+    the other columns as ``[N, d]`` float32 and their names, the labels as class indices ``[N]`` int64,
+    and the class names, index ``k`` naming class ``k``. The classes are the distinct labels, in
+    numeric order when all of them are numbers (``2`` before ``10``), else in alphabetical order.
+    Errors as ``read_table``'s, and a ``ValueError`` for a missing column or an empty label.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    if path.suffix.lower() != ".csv":
+        raise ValueError(
+            f"{path}: labels are read from a column of a .csv file with a header, not {path.suffix!r}"
+        )
+    values, names, labels = _read_csv(path, label_column)
+    if values.shape[1] == 0:
+        raise ValueError(f"{path}: besides the labels ({label_column!r}) the file has no columns of numbers")
+    numeric = all(_is_number(label) for label in labels)
+    classes = tuple(sorted(set(labels), key=(lambda c: (float(c), c)) if numeric else None))
+    index = {name: k for k, name in enumerate(classes)}
+    y = torch.tensor([index[label] for label in labels], dtype=torch.int64)
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)), names, y, classes

@@ -1,4 +1,5 @@
-"""Embeddings of a per-example scalar (log sigma, a time, a noise-level code): ``c[B] -> [B, E]``."""
+"""Embeddings of a per-example scalar (log sigma, a time, a noise-level code): ``c[B] -> [B, E]``; and of a
+class label, ``y[B] -> [B, E]`` (``LabelEmbedding``)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,38 @@ class SinusoidalEmbedding(nn.Module):
         frequencies = torch.exp(-math.log(self.max_period) * k / half)  # (E/2,)
         angles = c[:, None] * frequencies  # (B, E/2)
         return torch.cat([angles.sin(), angles.cos()], dim=-1)  # (B, E)
+
+
+class LabelEmbedding(nn.Module):
+    """A learned vector per class label ``y = 0 .. K-1`` and one more for the null label ``K``, which
+    stands for "no label": one network is then both the conditional model ``p(x | y)`` and the
+    unconditional ``p(x)`` that classifier-free guidance combines (Ho & Salimans 2022;
+    docs/math.md#classifier-free-guidance). ``forward(y, batch, device)``: ``y`` (integers ``[B]``,
+    or one integer for the whole batch) to ``[B, E]``; ``y=None`` is the null label for every example.
+    Networks add it to their noise embedding.
+    """
+
+    def __init__(self, num_classes: int, embed_dim: int):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 for a label embedding, got {num_classes}")
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, embed_dim)
+
+    def forward(self, y: torch.Tensor | int | None, batch: int, device: torch.device) -> torch.Tensor:
+        if y is None:
+            y = torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        y = torch.as_tensor(y, device=device)
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(f"labels y must be integers (a LongTensor [B]), got dtype {y.dtype}")
+        if y.ndim > 1 or (y.ndim == 1 and y.shape[0] != batch):
+            raise ValueError(f"expected one label per example, [{batch}], got shape {tuple(y.shape)}")
+        if bool(((y < 0) | (y > self.num_classes)).any()):
+            raise ValueError(
+                f"labels must lie in 0 .. {self.num_classes - 1}, or be {self.num_classes} (the null label); "
+                f"got values in [{int(y.min())}, {int(y.max())}]"
+            )
+        return self.table(y.long().expand(batch))
 
 
 EMBEDDINGS: dict[str, type[nn.Module]] = {

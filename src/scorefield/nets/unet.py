@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import EMBEDDINGS
+from .embeddings import EMBEDDINGS, LabelEmbedding
 
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
@@ -112,6 +112,11 @@ class UNet(nn.Module):
     ``"sinusoidal"`` or a module ``[B] -> [B, embed_dim]``), passed through a two-layer MLP and added
     per channel inside every residual block. The output convolution starts at zero, so a fresh
     network returns zeros. The network knows nothing about SDEs or losses.
+
+    ``num_classes = K > 0`` adds a ``LabelEmbedding`` (``K`` classes and the null label ``K``) to that
+    embedding, as in Dhariwal & Nichol's class-conditional U-Net: ``forward(x, c, y)`` with labels
+    ``y[B]``, ``y=None`` the null label (docs/math.md#classifier-free-guidance). ``num_classes = 0``
+    (the default) adds no parameter.
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class UNet(nn.Module):
         embed_dim: int = 64,
         embedding: str | nn.Module = "fourier",
         heads: int = 1,
+        num_classes: int = 0,
     ):
         super().__init__()
         if in_channels < 1 or image_size < 1 or channels < 1 or n_res_blocks < 1:
@@ -139,6 +145,8 @@ class UNet(nn.Module):
             )
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         sizes = level_sizes(image_size, len(channel_mults))
         unknown = sorted(set(attention_resolutions) - set(sizes))
         if unknown:
@@ -189,12 +197,21 @@ class UNet(nn.Module):
             self.up.append(nn.ModuleDict({"blocks": stage, **({"up": up} if up else {})}))
         self.norm_out = group_norm(ch)
         self.conv_out = zero_init(nn.Conv2d(ch, in_channels, 3, padding=1))
+        self.num_classes = num_classes
+        if num_classes:  # created last, so the other weights start as those of num_classes = 0
+            self.label_embed = LabelEmbedding(num_classes, emb_dim)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | float) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor | float, y: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected images [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}")
+        if y is not None and not self.num_classes:
+            raise ValueError("this U-Net takes no class labels (num_classes=0) but labels y were passed")
         c = torch.as_tensor(c, dtype=x.dtype, device=x.device).expand(x.shape[0])  # (B,)
         emb = self.embed(c)  # (B, 4 channels)
+        if self.num_classes:
+            emb = emb + self.label_embed(y, x.shape[0], x.device)
         h = self.conv_in(x)  # (B, channels, H, W)
         skips = [h]
         for stage in self.down:

@@ -4,7 +4,7 @@
 SDE of ``sde.kind`` (from the table ``kinds.SDE_KINDS``; for the ladder ``ncsn``, the VE SDE spanning
 it), its noise levels, an MLP or a U-Net (``build_net``) wrapped by ``ScoreModel`` (continuous SDEs)
 or ``NoiseConditionalScore`` (a ladder), all in a ``Setup``. ``OBJECTIVES`` maps ``objective.kind``
-to its per-example loss. ``initial_sigma_max`` resolves ``sde.sigma_max`` (a number, or ``"auto"``
+to its per-example loss; ``sde_dsm`` also takes class labels ``y`` (``model.num_classes > 0``). ``initial_sigma_max`` resolves ``sde.sigma_max`` (a number, or ``"auto"``
 from the standardised data) for the kinds whose SDE explodes. ``derive_seed`` splits ``train.seed``
 into independent streams (weights, data order, noise, ``"auto"``).
 """
@@ -51,7 +51,9 @@ def derive_seed(seed: int, purpose: str, index: int) -> int:
 class Setup:
     """The objects a config describes: the SDE (for ``ncsn``, a VE SDE spanning the ladder), the
     noise levels (``ncsn``: the ladder, largest first; single-level objectives: that one level;
-    SDE kinds: None) and the score model ``model(x, t)`` (SDE kinds) or ``model(x, sigma)`` (``ncsn``)."""
+    SDE kinds: None) and the score model ``model(x, t)`` (SDE kinds) or ``model(x, sigma)`` (``ncsn``).
+    With ``model.num_classes > 0`` the score functions take labels ``y[B]``; ``y=None`` is the null label,
+    the unconditional score."""
 
     config: Config
     data_shape: tuple[int, ...]
@@ -68,17 +70,21 @@ class Setup:
     def single_level(self) -> bool:
         return self.config.objective.kind in SINGLE_LEVEL
 
-    def score_t(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``∇log p_t(x)`` for samplers and likelihoods (``ncsn``: at ``sigma = std(t)`` of the VE view)."""
+    def score_t(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``∇log p_t(x)`` for samplers and likelihoods (``ncsn``: at ``sigma = std(t)`` of the VE view);
+        ``∇log p_t(x | y)`` with labels."""
         if self.noise_conditional:
             return self.model(x, self.sde.marginal(t)[1].to(x.dtype))
-        return self.model(x, t)
+        return self.model(x, t) if y is None else self.model(x, t, y)
 
-    def score_sigma(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def score_sigma(
+        self, x: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``∇log p_sigma(x)`` for annealed Langevin (VE: at the time ``t`` whose std is ``sigma``)."""
         if self.noise_conditional:
             return self.model(x, sigma)
-        return self.model(x, self.sde.t_from_std(sigma).to(x.dtype))
+        t = self.sde.t_from_std(sigma).to(x.dtype)
+        return self.model(x, t) if y is None else self.model(x, t, y)
 
 
 def build_sde(config: Config, sigma_max: float | None) -> SDE:
@@ -121,7 +127,7 @@ def build_net(config: Config, data_shape: tuple[int, ...]) -> nn.Module:
     if m.kind == "mlp":
         return MLP(
             math.prod(data_shape), hidden=m.hidden, depth=m.depth, cond=True, embed_dim=m.embed_dim,
-            embedding=m.embedding,
+            embedding=m.embedding, num_classes=m.num_classes,
         )  # fmt: skip
     if len(data_shape) != 3:
         raise ConfigError(f"model.kind = unet needs images [C, H, W], but the data have shape {data_shape}")
@@ -129,7 +135,7 @@ def build_net(config: Config, data_shape: tuple[int, ...]) -> nn.Module:
         return UNet(
             data_shape[0], max(data_shape[1:]), channels=m.channels, channel_mults=m.channel_mults,
             n_res_blocks=m.n_res_blocks, attention_resolutions=m.attention_resolutions, dropout=m.dropout,
-            embed_dim=m.embed_dim, embedding=m.embedding,
+            embed_dim=m.embed_dim, embedding=m.embedding, num_classes=m.num_classes,
         )  # fmt: skip
     except ValueError as error:
         raise ConfigError(f"model: {error}") from None
@@ -160,15 +166,17 @@ def build(
 
 
 # --------------------------------------------------------------------------------------------------
-# objectives: (score_fn, x, setup, generator) -> per-example loss [B]
+# objectives: (score_fn, x, setup, generator) -> per-example loss [B]; sde_dsm also takes labels y
 
-Objective = Callable[[Callable, torch.Tensor, Setup, torch.Generator], torch.Tensor]
+Objective = Callable[..., torch.Tensor]
 
 
-def _sde_dsm(score_fn, x, setup, generator):
+def _sde_dsm(score_fn, x, setup, generator, y=None):
+    """``losses.sde_dsm``; with labels ``y[B]`` (``model.num_classes > 0``), of ``score_fn(x_t, t, y)``."""
     o = setup.config.objective
+    score = score_fn if y is None else lambda x_t, t: score_fn(x_t, t, y)
     return losses.sde_dsm(
-        score_fn, setup.sde, x, weighting=o.weighting, eps=setup.config.sde.eps,
+        score, setup.sde, x, weighting=o.weighting, eps=setup.config.sde.eps,
         importance_sampling=o.importance_sampling, generator=generator,
     )  # fmt: skip
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..datasets import BUNDLED, IMAGE_FILES, IMAGE_LEVELS, TOY
+from ..datasets import BUNDLED, BUNDLED_CLASSES, IMAGE_FILES, IMAGE_LEVELS, TOY
 from .kinds import (
     LADDER_OBJECTIVES,
     OBJECTIVE_KINDS,
@@ -91,6 +91,10 @@ class DataConfig(_Section):
         False,
         description="images: add uniform noise within each pixel's bin, so likelihoods are bits/dim bounds",
     )
+    label_column: str | None = Field(
+        None,
+        description="the column of class labels of a CSV (path): not a feature, its values become classes",
+    )
 
     @property
     def images(self) -> bool:
@@ -108,6 +112,8 @@ class DataConfig(_Section):
                     f"unknown data set {self.name!r}; choose one of {', '.join(known)}, "
                     f"or {', '.join(sorted(IMAGE_FILES))} with path, or set path to a table"
                 )
+        if self.label_column is not None and not (self.path or "").lower().endswith(".csv"):
+            raise ValueError("label_column names a column of a CSV file: set data.path to a .csv file")
         if (self.hflip or self.dequantize) and not self.images:
             raise ValueError(
                 f"hflip and dequantize apply to images ({', '.join(sorted(IMAGE_LEVELS))}), not {self.name!r}"
@@ -139,6 +145,9 @@ class ModelConfig(_Section):
     embedding: Literal["fourier", "sinusoidal"] = Field("fourier", description="noise-level embedding")
     param: Literal["eps", "score", "denoiser"] = Field(
         "eps", description="what the network predicts under an SDE (ScoreModel); ncsn uses F/sigma"
+    )
+    num_classes: int = Field(
+        0, ge=0, description="classes of the data's labels the model is conditioned on; 0 = unconditional"
     )
 
     @field_validator("embed_dim")
@@ -220,6 +229,12 @@ class TrainConfig(_Section):
     warmup: int = Field(100, ge=0, description="steps of linear learning-rate warm-up from 0")
     grad_clip: float = Field(1.0, ge=0, description="clip the global gradient norm to this (0 = off)")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the weight average used for sampling")
+    label_dropout: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="model.num_classes > 0: chance a label becomes the null one, to learn p(x) too",
+    )
     ckpt_every: int = Field(
         500, gt=0, description="steps between checkpoints (one is always written at the end)"
     )
@@ -296,7 +311,31 @@ class Config(_Section):
         sigma = self.objective.sigma
         if sigma is not None and objective not in SINGLE_LEVEL:
             raise ValueError(f"objective.sigma applies to {spell(SINGLE_LEVEL, 'and')}, not {objective}")
+        self._check_labels()
         return self
+
+    def _check_labels(self) -> None:
+        """Class labels (``model.num_classes > 0``) need labelled data and the SDE objective."""
+        k, data = self.model.num_classes, self.data
+        bundled = BUNDLED_CLASSES.get(data.name, ()) if data.path is None else ()
+        if k and self.objective.kind != SDE_OBJECTIVE:
+            objective = self.objective.kind
+            raise ValueError(
+                f"model.num_classes > 0 trains with objective.kind = {SDE_OBJECTIVE}, not {objective}"
+            )
+        if k and data.label_column is None and not bundled:
+            raise ValueError(
+                f"model.num_classes = {k} needs labelled data: a CSV's data.label_column, or data.name = "
+                f"{spell(BUNDLED_CLASSES)}"
+            )
+        if k and bundled and k != len(bundled):
+            raise ValueError(
+                f"model.num_classes = {k} but data.name = {data.name} has {len(bundled)} classes"
+            )
+        if data.label_column is not None and not k:
+            raise ValueError(
+                "data.label_column needs model.num_classes > 0, the number of classes in that column"
+            )
 
 
 # --------------------------------------------------------------------------------------------------

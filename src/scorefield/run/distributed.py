@@ -94,21 +94,23 @@ def distributed(device_name: str = "auto"):
 
 
 def local_rows(module: nn.Module, lo: int, hi: int, batch: int) -> Callable:
-    """``module(x, c)`` on this process's rows ``[lo, hi)`` of every ``batch`` rows, zeros elsewhere.
+    """``module(x, c)`` (or ``module(x, c, y)`` with labels ``y``) on this process's rows ``[lo, hi)`` of
+    every ``batch`` rows, zeros elsewhere.
 
     A loss may evaluate the score on its batch repeated (sliced score matching's projections), so
     row ``r`` belongs to example ``r mod batch``. Those zero rows give losses nobody reads.
     """
     cache: dict[int, torch.Tensor] = {}
 
-    def score_fn(x: torch.Tensor, c):
+    def score_fn(x: torch.Tensor, c, y=None):
         repeats = x.shape[0] // batch
         if repeats not in cache:
             offsets = torch.arange(repeats, device=x.device)[:, None] * batch
             cache[repeats] = (offsets + torch.arange(lo, hi, device=x.device)).flatten()
         rows = cache[repeats]
         c_rows = c[rows] if isinstance(c, torch.Tensor) and c.ndim == 1 and c.shape[0] == x.shape[0] else c
-        return torch.zeros_like(x).index_copy(0, rows, module(x[rows], c_rows))
+        labels = () if y is None else (y[rows] if y.ndim == 1 and y.shape[0] == x.shape[0] else y,)
+        return torch.zeros_like(x).index_copy(0, rows, module(x[rows], c_rows, *labels))
 
     return score_fn
 

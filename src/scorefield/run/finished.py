@@ -4,16 +4,20 @@
 and config from the newest checkpoint that verifies, and nothing else; a config stored by an earlier
 version is read with its retired keys dropped. ``Run.sample`` dispatches to the plain dict
 ``SAMPLERS`` (probability-flow ODE, DPM-Solver++, predictor-corrector, Euler-Maruyama, annealed
-Langevin); ``Run.log_prob`` integrates the probability-flow ODE. Under torchrun both split their
-blocks over the processes, and every process gets all results.
+Langevin), for a class-conditional run of one class with classifier-free guidance on request
+(``score.guided``); ``Run.log_prob`` integrates the probability-flow ODE (of the unconditional model,
+for a class-conditional run). Under torchrun both split their blocks over the processes, and every
+process gets all results.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -22,24 +26,28 @@ from ..datasets import default_columns
 from ..keyed import KeyedNoise
 from ..langevin import annealed_langevin
 from ..likelihood import log_likelihood
-from ..multistep import sample_fast
+from ..multistep import optimise_grid, sample_fast
 from ..samplers import sample_dpm, sample_ode, sample_pc
 from ..scalers import Standardizer
+from ..score import guided
 from ..utils import default_device
 from .build import Setup, build
-from .checkpoint import CheckpointError, latest_good
+from .checkpoint import CheckpointError, atomic_write, latest_good
 from .config import Config, parse_config
 from .distributed import blocks, gather
 from .train import RunError
 
-__all__ = ["SAMPLERS", "Run", "load_run"]
+__all__ = ["GRIDS_FILE", "SAMPLERS", "Run", "Scores", "load_run"]
+
+GRIDS_FILE = "grids.json"  # time grids fitted to the run by `scorefield tune`, by budget
 
 
 @dataclass
 class Run:
     """A trained run: its config, the built objects (model with EMA or last weights), scaler and step,
     and ``columns``, the names of the training data's features (a CSV's header, else ``x0, x1, ...``;
-    one per feature of a flattened example)."""
+    one per feature of a flattened example), and ``classes``, the names of the class labels of a
+    class-conditional run (``model.num_classes > 0``; label ``k`` is ``classes[k]``), else empty."""
 
     run_dir: Path
     config: Config
@@ -48,9 +56,34 @@ class Run:
     step: int
     device: torch.device
     columns: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.columns = tuple(self.columns) or default_columns(math.prod(self.data_shape))
+        self.classes = tuple(self.classes)
+
+    def label_index(self, label: int | str) -> int:
+        """The class index of ``label``: a class name (``classes``; a CSV's label, a digit), else an
+        index ``0 .. num_classes - 1`` (an int, or a string of one). ``RunError`` for a run without
+        labels or a label it does not have."""
+        k = self.config.model.num_classes
+        if not k:
+            raise RunError(
+                f"the run in {self.run_dir} is unconditional (model.num_classes = 0): it takes no label; "
+                "train with model.num_classes > 0 on labelled data"
+            )
+        if isinstance(label, str) and label.strip() in self.classes:
+            return self.classes.index(label.strip())
+        try:
+            index = int(label)
+        except (TypeError, ValueError):
+            index = None
+        if index is None or not 0 <= index < k or (isinstance(label, float) and label != index):
+            names = f" or a class name ({', '.join(self.classes)})" if self.classes else ""
+            raise RunError(
+                f"label {label!r} is out of range: the run has {k} classes, indices 0 .. {k - 1}{names}"
+            )
+        return index
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -84,8 +117,16 @@ class Run:
         seed: int = 0,
         batch_size: int | None = None,
         progress: bool = False,
+        label: int | str | None = None,
+        guidance: float = 0.0,
     ) -> torch.Tensor:
         """``n`` samples in data units, ``[n, *data_shape]`` (torchrun: split over processes, all get all).
+
+        ``label`` (a class-conditional run only; a class index or name, ``label_index``) samples that
+        class, ``p(x | y)``, with classifier-free guidance of weight ``guidance`` >= 0 (Ho & Salimans
+        2022; ``score.guided``; docs/math.md#classifier-free-guidance), which costs two network
+        evaluations per score evaluation when it is not 0. Without a label a class-conditional run
+        samples its unconditional model (the null label).
 
         ``sampler``, ``steps`` and ``batch_size`` default to the config's ``sample`` section.
         ``batch_size``, the samples per sampler call, changes memory and speed, not the samples: every
@@ -108,13 +149,54 @@ class Run:
             )
         if sampler == "ald" and self.setup.sigmas is None:
             raise RunError(f"ald needs noise levels; the run's sde.kind ({self.config.sde.kind}) has none")
+        score = self._scores(label, guidance)
         out = torch.zeros((n, *self.data_shape), device=self.device)
         shares = list(blocks(n, batch_size))
         for start, stop in tqdm(shares, disable=not progress, desc="sample", unit="block"):
             noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
             x_T = noise.randn((stop - start, *self.data_shape))
-            out[start:stop] = SAMPLERS[sampler](self, x_T, steps, noise)
+            out[start:stop] = SAMPLERS[sampler](self, x_T, steps, noise, score)
         return self.scaler.inverse_transform(gather(out).cpu())
+
+    def fast_grid(self, nfe: int) -> torch.Tensor | None:
+        """The grid ``tune_grid`` stored for ``nfe`` score evaluations at this checkpoint's step, else None
+        (``sample_fast``'s default grid is used then)."""
+        path = self.run_dir / GRIDS_FILE
+        if not path.is_file():
+            return None
+        try:
+            stored = json.loads(path.read_text()).get(str(nfe))
+        except (ValueError, AttributeError):
+            raise RunError(f"{path} is not a grid file written by `scorefield tune`; delete it") from None
+        if stored is None or stored.get("step") != self.step:
+            return None
+        return torch.tensor(stored["times"], dtype=torch.float32, device=self.device)
+
+    def tune_grid(self, nfe: int, n: int = 256, seed: int = 0, max_iter: int = 200) -> dict:
+        """Fit ``sample_fast``'s time grid for ``nfe`` evaluations to this model (``optimise_grid``: the RMS
+        distance to the converged ODE solution over ``n`` prior draws) and store it in ``grids.json``
+        beside the checkpoints, keyed by the budget and the checkpoint's step; ``sample`` with the
+        ``fast`` sampler (``scorefield sample --nfe``) uses it from then on. Returns ``optimise_grid``'s
+        info with the grid and the file."""
+        noise = KeyedNoise(seed, torch.arange(n, device=self.device))
+        x_T = self.setup.sde.prior_std * noise.randn((n, *self.data_shape))
+        grid, info = optimise_grid(self.setup.score_t, self.setup.sde, x_T, nfe, max_iter=max_iter)
+        path = self.run_dir / GRIDS_FILE
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+        stored[str(nfe)] = {"times": grid.tolist(), "step": self.step, "draws": n, **info}
+        atomic_write(path, (json.dumps(stored, indent=2) + "\n").encode())
+        return {**info, "grid": grid, "path": path}
+
+    def _scores(self, label: int | str | None, guidance: float) -> Scores:
+        """The score functions a sampler uses: the model's own, or the guided ones of ``label``."""
+        if not (math.isfinite(guidance) and guidance >= 0):
+            raise RunError(f"guidance must be a finite number >= 0, got {guidance}")
+        if label is None:
+            if guidance:
+                raise RunError("guidance applies to the samples of one class: give a label too")
+            return Scores(self.setup.score_t, self.setup.score_sigma)
+        y = self.label_index(label)
+        return Scores(guided(self.setup.score_t, y, guidance), guided(self.setup.score_sigma, y, guidance))
 
     def log_prob(
         self,
@@ -149,47 +231,63 @@ class Run:
         return self.scaler.log_prob(log_prob_z, x.to(torch.float32))
 
 
-def _sample_ode(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Tensor:
+class Scores(NamedTuple):
+    """The score functions a sampler of ``SAMPLERS`` uses: of ``p_t`` (``t``) and of ``p_sigma`` (``sigma``,
+    annealed Langevin); a class's guided ones for a label."""
+
+    t: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    sigma: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _sample_ode(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
     s = run.config.sample
     n_steps = None if s.ode_method == "dopri5" else steps
     x, _ = sample_ode(
-        run.setup.score_t, run.setup.sde, run.setup.sde.prior_std * x_T, method=s.ode_method,
+        score.t, run.setup.sde, run.setup.sde.prior_std * x_T, method=s.ode_method,
         n_steps=n_steps, rtol=s.rtol, atol=s.atol, eps=s.eps,
     )  # fmt: skip
     return x
 
 
-def _sample_dpm(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Tensor:
-    x, _ = sample_dpm(run.setup.score_t, run.setup.sde, run.setup.sde.prior_std * x_T, steps)
+def _sample_dpm(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
+    x, _ = sample_dpm(score.t, run.setup.sde, run.setup.sde.prior_std * x_T, steps)
     return x
 
 
-def _sample_fast(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Tensor:
-    """``sample_fast`` with a budget of ``steps`` score evaluations (``scorefield sample --nfe``)."""
-    x, _ = sample_fast(run.setup.score_t, run.setup.sde, run.setup.sde.prior_std * x_T, steps)
+def _sample_fast(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
+    """``sample_fast`` with a budget of ``steps`` score evaluations (``scorefield sample --nfe``), on the
+    run's tuned grid for that budget when ``tune_grid`` stored one."""
+    grid = run.fast_grid(steps)
+    x, _ = sample_fast(score.t, run.setup.sde, run.setup.sde.prior_std * x_T, steps, time_grid=grid)
     return x
 
 
 def _sample_pc(
-    run: Run, x_T: torch.Tensor, steps: int, generator, predictor="reverse_diffusion", corrector=True
+    run: Run,
+    x_T: torch.Tensor,
+    steps: int,
+    generator,
+    score: Scores,
+    predictor="reverse_diffusion",
+    corrector=True,
 ):
     s = run.config.sample
     use_corrector = corrector and s.n_corrector > 0
     return sample_pc(
-        run.setup.score_t, run.setup.sde, run.setup.sde.prior_std * x_T, steps, predictor=predictor,
+        score.t, run.setup.sde, run.setup.sde.prior_std * x_T, steps, predictor=predictor,
         corrector="langevin" if use_corrector else None, snr=s.snr, n_corrector_steps=max(s.n_corrector, 1),
         denoise=s.denoise, eps=s.eps, generator=generator,
     )  # fmt: skip
 
 
-def _sample_em(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Tensor:
-    return _sample_pc(run, x_T, steps, generator, predictor="euler_maruyama", corrector=False)
+def _sample_em(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
+    return _sample_pc(run, x_T, steps, generator, score, predictor="euler_maruyama", corrector=False)
 
 
-def _sample_ald(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Tensor:
+def _sample_ald(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
     s, sigmas = run.config.sample, run.setup.sigmas
     return annealed_langevin(
-        run.setup.score_sigma,
+        score.sigma,
         float(sigmas[0]) * x_T,
         sigmas,
         s.step_lr,
@@ -199,7 +297,8 @@ def _sample_ald(run: Run, x_T: torch.Tensor, steps: int, generator) -> torch.Ten
     )
 
 
-SAMPLERS: dict[str, Callable[[Run, torch.Tensor, int, torch.Generator], torch.Tensor]] = {
+# (run, x_T, steps, generator, score functions) -> samples in standardised units
+SAMPLERS: dict[str, Callable[[Run, torch.Tensor, int, torch.Generator, Scores], torch.Tensor]] = {
     "ode": _sample_ode,
     "dpm": _sample_dpm,
     "fast": _sample_fast,
@@ -233,4 +332,4 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None, use_
     setup.model.eval().requires_grad_(False)
     scaler = Standardizer.from_state_dict(ckpt.state["scaler"])
     columns = tuple(meta.get("columns") or ())  # runs written before names were stored: x0, x1, ...
-    return Run(run_dir, config, setup, scaler, ckpt.step, device, columns)
+    return Run(run_dir, config, setup, scaler, ckpt.step, device, columns, tuple(meta.get("classes") or ()))

@@ -3,11 +3,15 @@
 ``train(config, run_dir)`` fits the score model that ``build`` makes of a ``Config`` to the data it
 names: the data are standardised by a stored ``Standardizer`` (images: mapped to ``[-1, 1]`` by
 ``image_scaler``, then optionally flipped and dequantized afresh at every step, ``augment``); the
-objective comes from the plain dict ``build.OBJECTIVES``. ``fit.py`` takes the steps (AdamW with
-linear warm-up, gradient clipping, an EMA of the weights used for sampling); this module adds what a
-run on disk needs: ``config.toml``, ``metrics.jsonl``, a tqdm bar, periodic checkpoints, resuming
-from the newest good one (refused when the config's model or data differ), and SIGINT/SIGTERM,
-which write a checkpoint and stop.
+objective comes from the plain dict ``build.OBJECTIVES``. A class-conditional model
+(``model.num_classes > 0``) trains on the data's labels, each replaced by the null label with
+probability ``train.label_dropout`` (``drop_labels``), so that one network learns ``p(x | y)`` and
+``p(x)`` for classifier-free guidance (docs/math.md#classifier-free-guidance); the class names are
+stored with the checkpoints. ``fit.py`` takes the steps (AdamW with linear warm-up, gradient
+clipping, an EMA of the weights used for sampling); this module adds what a run on disk needs:
+``config.toml``, ``metrics.jsonl``, a tqdm bar, periodic checkpoints, resuming from the newest good
+one (refused when the config's model or data differ), and SIGINT/SIGTERM, which write a checkpoint
+and stop.
 
 Determinism: nothing random carries state from one step to the next. Step ``k`` reads the data
 order from a permutation seeded by ``(seed, epoch)`` and draws its noise from a generator seeded by
@@ -34,13 +38,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..datasets import IMAGE_LEVELS, image_scaler, random_hflip, read_data
+from ..datasets import IMAGE_LEVELS, image_scaler, random_hflip, read_labelled_data
 from ..fit import EMA, LossWindow, Trainer, fit, warmup_schedule
 from ..scalers import Standardizer
 from ..utils import make_generator, rand_like
 from .build import OBJECTIVES, build, derive_seed, initial_sigma_max
 from .checkpoint import Checkpoint, atomic_write, latest_good, save_checkpoint
-from .config import Config, ConfigError, to_toml, with_absolute_paths
+from .config import Config, ConfigError, parse_config, to_toml, with_absolute_paths
 from .distributed import Dist, distributed, local_rows
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "augment",
+    "drop_labels",
     "learning_rate",
     "prepare_data",
     "train",
@@ -163,8 +168,9 @@ def _same_setting(section: str, key: str, old: Any, new: Any) -> bool:
 
 
 def _check_same_run(config: Config, stored: dict[str, Any], run_dir: Path) -> None:
-    """Resuming may change train.* and sample.*, never what defines the model and its data."""
-    old = stored["config"]
+    """Resuming may change train.* and sample.*, never what defines the model and its data (a key
+    added since the run was written counts as its default)."""
+    old = parse_config(stored["config"], stored=True).model_dump()
     new = config.model_dump()
     for section in ("data", "model", "sde", "objective"):
         for key, value in new[section].items():
@@ -184,17 +190,22 @@ def _truncate_metrics(path: Path, step: int) -> None:
             atomic_write(path, "".join(line + "\n" for line in kept).encode())
 
 
-def _fingerprint(x: torch.Tensor) -> str:
-    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+def _fingerprint(x: torch.Tensor, labels: torch.Tensor | None = None) -> str:
+    digest = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
+    if labels is not None:
+        digest.update(labels.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _check_same_data(
-    stored: dict[str, Any], fingerprint: str, columns: tuple[str, ...], run_dir: Path
+    stored: dict[str, Any], fingerprint: str, columns: tuple[str, ...], run_dir: Path, classes=()
 ) -> None:
-    """Resuming needs the very data the run was trained on, under the same column names (a checkpoint
-    written before names were stored has none to compare)."""
+    """Resuming needs the very data (and labels) the run was trained on, under the same column and
+    class names (a checkpoint written before names were stored has none to compare)."""
     if stored["data_fingerprint"] != fingerprint:
         raise RunError(f"the training data differ from those the run in {run_dir} was trained on")
+    if tuple(stored.get("classes", ())) != tuple(classes):
+        raise RunError(f"the training data's class names differ from those of the run in {run_dir}")
     old = stored.get("columns")
     if old is not None and tuple(old) != columns:
         raise RunError(
@@ -203,16 +214,28 @@ def _check_same_data(
         )
 
 
-def _read_training_data(config: Config) -> tuple[torch.Tensor, tuple[str, ...]]:
-    """The raw training data and their column names (errors as ``ConfigError``)."""
+def _read_training_data(
+    config: Config,
+) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor | None, tuple[str, ...]]:
+    """The raw training data, their column names and, for ``model.num_classes > 0``, their labels and
+    class names (else ``None, ()``); errors as ``ConfigError``."""
     try:
-        x, columns = read_data(config.data)
+        x, columns, labels, classes = read_labelled_data(config.data)
     except (OSError, ValueError) as error:
         key = "data.path" if config.data.path is not None else "data.name"
         raise ConfigError(f"{key}: {error}") from None
     if x.shape[0] < 2:
         raise ConfigError(f"the training data hold {x.shape[0]} example(s); at least 2 are needed")
-    return x, columns
+    k = config.model.num_classes
+    if not k:
+        return x, columns, None, ()
+    if len(classes) != k:
+        shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
+        raise ConfigError(
+            f"model.num_classes = {k} but column {config.data.label_column!r} of {config.data.path} holds "
+            f"{len(classes)} classes ({shown}); set model.num_classes = {len(classes)}"
+        )
+    return x, columns, labels, classes
 
 
 def _fit_scaler(config: Config, x: torch.Tensor) -> Standardizer:
@@ -223,8 +246,8 @@ def _fit_scaler(config: Config, x: torch.Tensor) -> Standardizer:
 
 def prepare_data(config: Config) -> tuple[torch.Tensor, Standardizer, str]:
     """The raw training data, a scaler fitted to them and their fingerprint (errors as ``ConfigError``)."""
-    x, _ = _read_training_data(config)
-    return x, _fit_scaler(config, x), _fingerprint(x)
+    x, _, labels, _ = _read_training_data(config)
+    return x, _fit_scaler(config, x), _fingerprint(x, labels)
 
 
 def augment(config: Config, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -235,6 +258,13 @@ def augment(config: Config, z: torch.Tensor, generator: torch.Generator) -> torc
     if config.data.dequantize:
         z = z + (2 / IMAGE_LEVELS[config.data.name]) * rand_like(z, generator)
     return z
+
+
+def drop_labels(y: torch.Tensor, p: float, null: int, generator: torch.Generator) -> torch.Tensor:
+    """``y`` with each label replaced by the null label ``null`` with probability ``p`` (label dropout,
+    Ho & Salimans 2022), drawn from ``generator``."""
+    dropped = torch.rand(y.shape, generator=generator, device=y.device) < p
+    return torch.where(dropped, torch.full_like(y, null), y)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -280,8 +310,9 @@ def _train(
     _existing_run_files(run_dir, resume, force)  # refuse an existing run early; nothing is touched yet
     ckpt = latest_good(run_dir) if resume else None
 
-    raw, columns, fingerprint, scaler, sigma_max = _training_data(config, ckpt, run_dir)
+    raw, columns, labels, classes, fingerprint, scaler, sigma_max = _training_data(config, ckpt, run_dir)
     data = scaler.transform(raw).to(device)
+    labels = None if labels is None else labels.to(device)
     setup = build(config, tuple(raw.shape[1:]), sigma_max, device)
     trainer = _trainer(setup.model, config, ckpt)
     start = trainer.step_count
@@ -299,6 +330,7 @@ def _train(
         "columns": list(columns),
         "sigma_max": sigma_max,
         "world_size": d.world,
+        **({"classes": list(classes)} if labels is not None else {}),
     }
 
     def save(step: int) -> Path | None:
@@ -326,8 +358,12 @@ def _train(
 
     def loss_fn(step: int) -> torch.Tensor:
         generator.manual_seed(derive_seed(t.seed, "noise", step))
-        x = augment(config, data[order(step)], generator)
-        return objective(score_fn, x, setup, generator)[lo:hi].mean()
+        rows = order(step)
+        x = augment(config, data[rows], generator)
+        if labels is None:
+            return objective(score_fn, x, setup, generator)[lo:hi].mean()
+        y = drop_labels(labels[rows], t.label_dropout, config.model.num_classes, generator)
+        return objective(score_fn, x, setup, generator, y=y)[lo:hi].mean()
 
     window = LossWindow(start, d.reduce(dist.ReduceOp.MIN), d.reduce(dist.ReduceOp.SUM), d.world)
     last = {"saved": start, "path": ckpt.path if ckpt else None, "signal": 0, "tick": time.perf_counter()}
@@ -376,19 +412,19 @@ def _train(
     return TrainResult(done, last["path"], interrupted=last["signal"])
 
 
-def _training_data(
-    config: Config, ckpt: Checkpoint | None, run_dir: Path
-) -> tuple[torch.Tensor, tuple[str, ...], str, Standardizer, float | None]:
-    """The raw training data, their columns and fingerprint, the scaler and the resolved sigma_max:
-    fitted afresh, or when resuming the checkpoint's, once the config and data are the run's own."""
-    raw, columns = _read_training_data(config)
-    scaler, fingerprint = _fit_scaler(config, raw), _fingerprint(raw)
+def _training_data(config: Config, ckpt: Checkpoint | None, run_dir: Path) -> tuple:
+    """The raw training data, their columns, labels (or None) and class names, their fingerprint, the
+    scaler and the resolved sigma_max: fitted afresh, or when resuming the checkpoint's, once the config
+    and data are the run's own."""
+    raw, columns, labels, classes = _read_training_data(config)
+    scaler, fingerprint = _fit_scaler(config, raw), _fingerprint(raw, labels)
     if ckpt is None:
-        return raw, columns, fingerprint, scaler, initial_sigma_max(config, scaler.transform(raw))
+        sigma_max = initial_sigma_max(config, scaler.transform(raw))
+        return raw, columns, labels, classes, fingerprint, scaler, sigma_max
     _check_same_run(config, ckpt.meta, run_dir)
-    _check_same_data(ckpt.meta, fingerprint, columns, run_dir)
+    _check_same_data(ckpt.meta, fingerprint, columns, run_dir, classes)
     scaler = Standardizer.from_state_dict(ckpt.state["scaler"])
-    return raw, columns, fingerprint, scaler, ckpt.meta["sigma_max"]
+    return raw, columns, labels, classes, fingerprint, scaler, ckpt.meta["sigma_max"]
 
 
 def _trainer(model: torch.nn.Module, config: Config, ckpt: Checkpoint | None) -> Trainer:
