@@ -7,8 +7,10 @@ API is exactly what this module lists in ``__all__``; ``losses``, ``metrics``, `
 """
 
 from . import datasets, losses, metrics, nets
+from .conditional import sample_conditional
 from .distributions import Gaussian, GaussianMixture, Parzen, two_gaussians
 from .estimator import ScoreAnomalyDetector, ScoreDensityEstimator
+from .imputer import ScoreImputer
 from .keyed import KeyedNoise
 from .langevin import annealed_langevin, langevin, mala
 from .likelihood import bits_per_dim, log_likelihood
@@ -42,12 +44,14 @@ __all__ = [
     "sample_dpm",
     "sample_fast",
     "sample_multistep",
+    "sample_conditional",
     "optimise_grid",
     "KeyedNoise",
     "log_likelihood",
     "bits_per_dim",
     "ScoreDensityEstimator",
     "ScoreAnomalyDetector",
+    "ScoreImputer",
     "load_run",
     "Run",
     "datasets",
