@@ -1,10 +1,9 @@
 """Multistep log-SNR solvers (DPM-Solver++ 1-3, UniPC with UniC) driven by exact diffused-mixture scores."""
 
-import math
-
 import pytest
 import torch
 from _exact import exact_score, held_apart_mixture
+from test_fast_samplers import observed_order
 
 from scorefield import noise
 from scorefield.distributions import GaussianMixture
@@ -71,13 +70,6 @@ def test_second_order_forms_agree_with_sample_dpm():
         assert info["nfe"] == 10
 
 
-def _observed_order(errors, steps):
-    logs = torch.tensor([math.log(n) for n in steps], dtype=torch.float64)
-    errs = torch.tensor(errors, dtype=torch.float64).log()
-    logs_c = logs - logs.mean()
-    return float(-(logs_c * (errs - errs.mean())).sum() / logs_c.square().sum())
-
-
 @pytest.mark.parametrize("name", ["ve", "vp"])
 def test_orders_of_convergence_on_a_log_snr_grid(name):
     """Median error of D at eps against dopri5 at 1e-10: DPM-Solver++ 1 and 2 converge at their order, UniC
@@ -98,8 +90,8 @@ def test_orders_of_convergence_on_a_log_snr_grid(name):
         ]  # fmt: skip
     expected = {("dpm++", 1): 1, ("dpm++", 2): 2, ("unipc", 1): 2, ("unipc", 2): 3}
     for key, order in expected.items():
-        assert abs(_observed_order(errors[key], steps) - order) < 0.3, (key, errors[key])
-    assert _observed_order(errors["dpm++", 3], steps) > 1.7
+        assert abs(observed_order(errors[key], steps) - order) < 0.3, (key, errors[key])
+    assert observed_order(errors["dpm++", 3], steps) > 1.7
     assert errors["dpm++", 3][-1] < errors["dpm++", 2][-1] and errors["unipc", 3][-1] < errors["unipc", 2][-1]
 
 

@@ -19,7 +19,6 @@ import torch
 from scorefield.datasets import Standardizer, two_gaussians
 from scorefield.distributions import GaussianMixture
 from scorefield.distributions import two_gaussians as two_gaussians_mixture
-from scorefield.fit import EMA
 from scorefield.metrics import fisher_divergence
 from scorefield.run.build import OBJECTIVES, build
 from scorefield.run.checkpoint import CheckpointError, checkpoint_dir, latest_good, list_checkpoints
@@ -83,19 +82,6 @@ def test_learning_rate_warms_up_linearly():
         [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01]
     )
     assert learning_rate(tiny("train.warmup=0"), 0) == tiny().train.lr
-
-
-def test_ema_is_the_exponential_average_with_a_warm_up():
-    model = torch.nn.Linear(2, 1)
-    ema = EMA(model, decay=0.9)
-    start = model.weight.detach().clone()
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    ema.update(step=0)  # decay min(0.9, 1/10) = 0.1
-    assert torch.allclose(ema.state_dict(model)["weight"], 0.1 * start + 0.9 * (start + 1))
-    ema.update(step=100)  # decay 0.9
-    expected = 0.9 * (0.1 * start + 0.9 * (start + 1)) + 0.1 * (start + 1)
-    assert torch.allclose(ema.state_dict(model)["weight"], expected)
 
 
 @pytest.mark.parametrize(
