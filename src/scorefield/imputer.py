@@ -48,10 +48,10 @@ _FINITE = (
 )
 ROW_CHUNK = 256  # rows per conditional-sampling batch (each with its own d x d rotation)
 SAMPLE_EPS = 1e-3  # the last diffusion time of the conditional sampler (then Tweedie's denoising)
-# The reverse step of the conditional sampler. Whitened rows are close to N(0, I), for which
-# reverse_diffusion's step variance G^2 is the exact reverse variance; ancestral's (which assumes x_0
-# known) is smaller, and resampling compounds the loss (a N(0, 1) coordinate came out with variance 0.83
-# after 1,000 evaluations with resample=20), which would make multiple-imputation intervals too narrow.
+# The reverse step of the conditional sampler. Whitened rows are close to N(0, I), for which (under the
+# default VP SDE) reverse_diffusion's step variance G^2 is the exact reverse variance; ancestral's (which
+# assumes x_0 known) is smaller, and resampling compounds the loss (a N(0, 1) coordinate came out with
+# variance 0.83 after 1,000 evaluations with resample=20): multiple-imputation intervals too narrow.
 PREDICTOR = "reverse_diffusion"
 RIDGE = 1e-6  # added to the standardised covariance at each EM step (``gaussian_em``)
 
