@@ -34,9 +34,18 @@ pytestmark = pytest.mark.skipif(
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """Two gloo processes under torchrun. On a loaded 2-core machine a worker has been seen to abort in
+    gloo's teardown ("terminate called without an active exception", SIGABRT) after its work: such a
+    death by a signal is retried once; any exit of the program itself (a status it returns) is not."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    result = subprocess.run([*command, "-m", "scorefield", *args], capture_output=True, text=True, env=env)
+    for _attempt in range(2):
+        result = subprocess.run(
+            [*command, "-m", "scorefield", *args], capture_output=True, text=True, env=env
+        )
+        killed = "Signal 6 (SIGABRT)" in result.stderr or "terminate called" in result.stderr
+        if result.returncode == 0 or not killed:
+            break
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
