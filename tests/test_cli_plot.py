@@ -11,22 +11,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.image import AxesImage
 from matplotlib.quiver import Quiver
 from PIL import Image
+from test_cli import TINY as CLI_TINY
 
 from scorefield import viz
 from scorefield.cli import main
 
-TINY = [
-    "model.hidden=16",
-    "model.depth=2",
-    "model.embed_dim=8",
-    "train.batch_size=32",
-    "train.steps=20",
-    "train.ckpt_every=10",
-    "train.log_every=5",
-    "train.device=cpu",
-    "sample.steps=5",
-    "sample.ode_method=rk4",
-]
+# test_cli's tiny run, with data from each test's own table and fewer sampler steps
+TINY = [*(s for s in CLI_TINY if not s.startswith(("data.n=", "sample.steps="))), "sample.steps=5"]
 IMAGE_TINY = [  # the digits preset, shrunk (as in test_images.py)
     "model.channels=8",
     "model.n_res_blocks=1",
