@@ -207,8 +207,4 @@ def test_the_learning_rate_plan_warms_up_then_drops_tenfold_on_schedule_or_at_a_
     plan = recipe.Phases(1000)
     plan.drop_early(900)  # never past the planned end
     assert plan.end == 1000
-    assert (
-        recipe.planned_steps(100, 100) == recipe.MIN_STEPS
-        and recipe.planned_steps(10**6, 256) == recipe.MAX_STEPS
-    )
-    assert recipe.planned_steps(1000, 250) == 1200 and recipe.planned_steps(123, 7, steps=42) == 42
+    assert recipe.planned_steps() == recipe.MAX_STEPS and recipe.planned_steps(42) == 42

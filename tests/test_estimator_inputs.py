@@ -246,7 +246,9 @@ def test_verbose_shows_a_progress_bar_and_a_summary(capsys):
     _fit(X, steps=250, hidden=8, verbose=1)  # one held-out check, at step 250
     out, err = capsys.readouterr()
     assert re.fullmatch(
-        r"ScoreDensityEstimator: trained 250 steps, best held-out loss -?\d+\.\d{4}, eval_eps_=0\.01\n", out
+        r"ScoreDensityEstimator: base (gaussian|gmm|kde) \((with the network's correction|alone: no "
+        r"correction helped)\), trained \d+ steps, best held-out loss -?\d+\.\d{4}, eval_eps_=0\.01\n",
+        out,
     )
     assert "fit" in err and "held_out_loss=" in err  # tqdm writes to stderr
 
@@ -255,7 +257,7 @@ def test_verbose_shows_a_progress_bar_and_a_summary(capsys):
 
     _fit(X, cls=ScoreAnomalyDetector, progress=True)  # the older switch acts as verbose=1
     out, err = capsys.readouterr()
-    assert out.startswith("ScoreAnomalyDetector: trained 60 steps") and "fit" in err
+    assert out.startswith("ScoreAnomalyDetector: base ") and "trained 60 steps" in out and "fit" in err
 
 
 NON_DEFAULT = {
@@ -270,6 +272,7 @@ NON_DEFAULT = {
     "eval_eps": 1e-2,
     "weighting": "std2",
     "param": "eps",
+    "base": "gaussian",
     "seed": 3,
     "device": "cpu",
     "verbose": 2,

@@ -18,7 +18,7 @@ import torch
 
 from .sde import HasMarginal
 
-__all__ = ["Gaussian", "GaussianMixture", "Parzen", "two_gaussians"]
+__all__ = ["Banana", "Gaussian", "GaussianMixture", "Parzen", "two_gaussians"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -257,3 +257,40 @@ def two_gaussians(
     means = torch.tensor([[-center, -center], [center, center]], dtype=dtype)
     covs = (std**2 * torch.eye(2, dtype=dtype)).expand(2, 2, 2).clone()
     return GaussianMixture(means, covs, torch.tensor(weights, dtype=dtype))
+
+
+class Banana:
+    """A curved 2-D density with an exact log-density and score, not a Gaussian mixture:
+    ``x_1 ~ N(0, s_1^2)``, ``x_2 | x_1 ~ N(b (x_1^2 - s_1^2), s_2^2)`` (Haario et al. 1999's twisted Gaussian).
+
+    ``log p(x) = log N(x_1; 0, s_1^2) + log N(x_2; b (x_1^2 - s_1^2), s_2^2)``; its score is
+    ``(-x_1 / s_1^2 + 2 b x_1 r / s_2^2, -r / s_2^2)`` with ``r = x_2 - b (x_1^2 - s_1^2)``.
+    """
+
+    dim = 2
+
+    def __init__(self, s1: float = 1.5, s2: float = 0.5, bend: float = 0.5):
+        if not (s1 > 0 and s2 > 0):
+            raise ValueError(f"s1 and s2 must be > 0, got {s1}, {s2}")
+        self.s1, self.s2, self.bend = float(s1), float(s2), float(bend)
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 1] - self.bend * (x[:, 0] ** 2 - self.s1**2)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``log p(x)``: ``[N, 2] -> [N]``."""
+        _check_x(x, 2)
+        r = self._residual(x)
+        return -0.5 * ((x[:, 0] / self.s1) ** 2 + (r / self.s2) ** 2) - _LOG_2PI - math.log(self.s1 * self.s2)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``grad log p(x)``: ``[N, 2] -> [N, 2]``."""
+        _check_x(x, 2)
+        r = self._residual(x) / self.s2**2
+        return torch.stack([-x[:, 0] / self.s1**2 + 2 * self.bend * x[:, 0] * r, -r], dim=1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` exact samples."""
+        z = torch.randn(n, 2, generator=generator)
+        x1 = self.s1 * z[:, 0]
+        return torch.stack([x1, self.bend * (x1**2 - self.s1**2) + self.s2 * z[:, 1]], dim=1)

@@ -6,9 +6,15 @@ adapts to the data instead of asking for tuning, from a few dozen rows to a hund
 2 to about 100 features:
 
 - the rows are whitened (per-feature standardisation, then a Ledoit-Wolf-shrunk ZCA whitening), and the
-  network is preconditioned as a denoiser (``param="denoiser"``: Karras et al. 2022), so a network that
-  outputs zero *is* the best-fitting Gaussian; the network learns only the departure from it, and
-  whatever regularises it (early stopping, weight decay) pulls towards that Gaussian, not towards nothing;
+  network is preconditioned as a denoiser (``param="denoiser"``: Karras et al. 2022) around a base
+  density whose diffused posterior mean is exact (``bases.MixtureBase``), so a network that outputs
+  zero *is* that base: the whitened Gaussian, a Gaussian mixture by BIC or a kernel density estimate,
+  whichever has the best held-out log-density (``base="auto"``). The network learns only the departure
+  from it, whatever regularises it pulls towards it, and its correction is kept only where held-out
+  rows accept it (otherwise the model is the base alone, refitted on every row);
+- columns with ties (integers, rounded readings, codes: at most half of their values distinct) are
+  dequantised with uniform noise over their lattice cell, so the density cannot spike on the lattice
+  (``dequantized_``; docs/math.md#ties-and-dequantisation);
 - the network sees its inputs softly clipped to the range seen in training (``nets.Squashed``), so a
   row far outside the data gets the Gaussian's very low log-density rather than an unbounded
   extrapolation: with the ``"denoiser"`` parameterisation the score there is the whitened Gaussian's
@@ -40,6 +46,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.validation import check_is_fitted
 
 from . import estimator_recipe as recipe
+from .bases import MixtureBase
 from .estimator_io import read_pair, resolve_device, torch_seed, validate_rows, write_pair
 from .losses import sde_dsm
 from .samplers import sample_ode, sample_pc
@@ -56,10 +63,9 @@ class ScoreDensityEstimator(BaseEstimator):
 
     Args:
         sde: ``"vp"``, ``"subvp"`` or ``"ve"``.
-        steps: the most optimisation steps; ``None`` chooses from the data size
-            (``estimator_recipe.planned_steps``: ``EPOCHS`` passes over the training rows,
-            ``EPOCHS * sqrt(n / EPOCH_ROWS)`` beyond ``EPOCH_ROWS`` rows, within
-            ``[MIN_STEPS, MAX_STEPS]``). Early stopping on a held-out split may end training sooner.
+        steps: the most optimisation steps; ``None`` is a budget of ``MAX_STEPS`` (20,000). Early
+            stopping on the held-out split decides the length within it (``n_steps_``,
+            ``validation_curve_``); ``fit`` warns when the budget ends a run that was still improving.
         batch_size: ``None`` means ``min(256, n_train)`` (``estimator_recipe.BATCH``).
         hidden: MLP width; ``None`` means 128 up to 8 features and 256 beyond (``estimator_recipe``).
         depth: MLP hidden layers.
@@ -72,7 +78,11 @@ class ScoreDensityEstimator(BaseEstimator):
             negative log-likelihood, so the best held-out log-densities) or ``"std2"`` (denoising
             score matching's weighting: equally accurate scores at every t).
         param: what the network predicts (``ScoreModel``): ``"denoiser"`` (a zero network is the
-            whitened Gaussian), ``"eps"`` or ``"score"``.
+            base density), ``"eps"`` or ``"score"``.
+        base: the density the network corrects (``param="denoiser"`` only): ``"auto"`` picks the best
+            held-out log-density among ``"gaussian"`` (the whitened Gaussian), ``"gmm"`` (full
+            covariances, components by BIC) and ``"kde"`` (up to ``MAX_KERNELS`` training rows, the
+            bandwidth by held-out likelihood); docs/math.md#a-base-density-for-the-denoiser.
         seed: seeds every random choice of ``fit`` (split, initialisation, noise), a non-negative int;
             ``fit`` draws from its own generators and leaves the global random state alone.
         device: ``None`` picks CUDA when available; a device that does not exist here (``"cuda"``
@@ -90,8 +100,10 @@ class ScoreDensityEstimator(BaseEstimator):
     ``scaler_`` (the ``Whitener``), ``model_`` (the EMA score model), ``n_steps_``,
     ``validation_loss_`` (the best held-out loss, checked every ``EVAL_EVERY`` steps and at the last),
     ``validation_curve_`` (every ``(step, loss)`` checked), ``eval_eps_``, ``eps_scores_`` (the mean
-    held-out log-density at each candidate) when ``eval_eps`` was chosen, and ``sigma_max_`` for
-    ``sde="ve"``. The recipe's constants named here are ``estimator_recipe``'s.
+    held-out log-density at each candidate), ``base_`` (the base chosen), ``base_scores_`` (each
+    candidate's held-out mean log-density in whitened units), ``correction_`` (whether the network's
+    correction of the base was kept), ``dequantized_`` (``{column: lattice step}``), and ``sigma_max_``
+    for ``sde="ve"``. The recipe's constants named here are ``estimator_recipe``'s.
     """
 
     _parameter_constraints: dict = {
@@ -106,6 +118,7 @@ class ScoreDensityEstimator(BaseEstimator):
         "eval_eps": [Interval(Real, 0, 1, closed="neither"), None],
         "weighting": [StrOptions({"likelihood", "std2"})],
         "param": [StrOptions({"denoiser", "eps", "score"})],
+        "base": [StrOptions(set(recipe.BASES))],
         "seed": [Interval(Integral, 0, None, closed="left")],
         "device": [str, torch.device, None],
         "verbose": ["verbose"],
@@ -125,6 +138,7 @@ class ScoreDensityEstimator(BaseEstimator):
         eval_eps: float | None = None,
         weighting: str = "likelihood",
         param: str = "denoiser",
+        base: str = "auto",
         seed: int = 0,
         device: str | None = None,
         verbose: int = 0,
@@ -133,6 +147,7 @@ class ScoreDensityEstimator(BaseEstimator):
         self.sde = sde
         self.weight_decay = weight_decay
         self.param = param
+        self.base = base
         self.weighting = weighting
         self.steps = steps
         self.batch_size = batch_size
@@ -169,18 +184,32 @@ class ScoreDensityEstimator(BaseEstimator):
         self._validate_params()
         device = resolve_device(self.device)
         x = validate_rows(self, X, reset=True)
+        steps = recipe.lattice_steps(x)
+        self.dequantized_ = {int(j): float(q) for j, q in enumerate(steps) if q > 0}
         self.scaler_ = Whitener().fit(x)
+        jitter = recipe.dequantiser(self.scaler_, steps)
         z = self.scaler_.transform(x)
         perm = torch.randperm(len(z), generator=make_generator(self.seed))
         n_val = max(2, int(round(self.validation_fraction * len(z))))
-        z_val, z_train = z[perm[:n_val]].to(device), z[perm[n_val:]].to(device)
+        z_val, z_clean = z[perm[:n_val]].to(device), z[perm[n_val:]].to(device)
+        z_train = z_clean
+        if jitter is not None:  # one fixed dequantisation of the held-out rows and of the base's rows
+            fixed = make_generator(self.seed + 4)
+            z_val = z_val + jitter(len(z_val), fixed).to(device)
+            z_train = z_clean + jitter(len(z_clean), fixed).to(device)
         sigma_max = None
         if KINDS[self.sde].explodes:
             self.sigma_max_ = sigma_max = recipe.auto_sigma_max(z_train)
-        model = self._build(recipe.squash_bound(z_train), sigma_max).to(device)
+        if self.param != "denoiser" and self.base not in ("auto", "gaussian"):
+            raise ValueError(
+                f"base={self.base!r} needs param='denoiser' (a base corrects a denoiser), not {self.param!r}"
+            )
+        which = self.base if self.param == "denoiser" else "gaussian"
+        self.base_, base, self.base_scores_ = recipe.choose_base(z_train, z_val, self.seed, which)
+        model = self._build(recipe.squash_bound(z_train), sigma_max, base).to(device)
         trained = recipe.train(
             model,
-            z_train,
+            z_clean if jitter is not None else z_train,
             z_val,
             self._loss,
             lr=self.lr,
@@ -189,27 +218,34 @@ class ScoreDensityEstimator(BaseEstimator):
             steps=self.steps,
             seed=self.seed,
             progress=bool(self._verbosity()),
+            jitter=None if jitter is None else (lambda n, g: jitter(n, g).to(device)),
         )
         self.model_ = model.requires_grad_(False).eval()
         self.n_steps_, self.validation_loss_ = trained.n_steps, trained.best
         self.validation_curve_ = trained.curve
-        if self.eval_eps is None:
-            self.eps_scores_ = recipe.choose_eps(self.model_, z_val, seed=self.seed + 3)
-            self.eval_eps_ = max(self.eps_scores_, key=self.eps_scores_.get)
-        else:
-            self.eval_eps_ = self.eval_eps
+        z_all = torch.cat([z_val, z_train])  # every row (dequantised once), in the seeded random order
+        self.correction_, self.eps_scores_ = recipe.settle(
+            self.model_, self.base_, trained, z_val, z_all, self.seed, self.eval_eps
+        )
+        self.eval_eps_ = (
+            max(self.eps_scores_, key=self.eps_scores_.get) if self.eval_eps is None else self.eval_eps
+        )
         if self._verbosity():
             print(
-                f"{type(self).__name__}: trained {self.n_steps_} steps, best held-out loss "
-                f"{self.validation_loss_:.4f}, eval_eps_={self.eval_eps_:g}",
+                f"{type(self).__name__}: base {self.base_} ("
+                + ("with the network's correction" if self.correction_ else "alone: no correction helped")
+                + f"), trained {self.n_steps_} steps, best held-out loss {self.validation_loss_:.4f}, "
+                f"eval_eps_={self.eval_eps_:g}",
                 flush=True,
             )
         return x, x[perm[:n_val]]
 
-    def _build(self, bound: torch.Tensor, sigma_max: float | None) -> ScoreModel:
+    def _build(
+        self, bound: torch.Tensor, sigma_max: float | None, base: MixtureBase | None = None
+    ) -> ScoreModel:
         """The untrained network for ``len(bound)`` features (``estimator_recipe.build_model``)."""
         sde = recipe.make_sde(self.sde, sigma_max)
-        return recipe.build_model(sde, bound, self.hidden, self.depth, self.param, self.seed)
+        return recipe.build_model(sde, bound, self.hidden, self.depth, self.param, self.seed, base)
 
     def _loss(self, model: ScoreModel, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The per-row training loss: ``sde_dsm`` with ``weighting`` (importance-sampled for ``"likelihood"``)."""
@@ -231,6 +267,10 @@ class ScoreDensityEstimator(BaseEstimator):
         device = self._device()
 
         def log_prob_z(z: torch.Tensor) -> torch.Tensor:
+            if not getattr(self, "correction_", True):  # the base alone: its closed form
+                return recipe.base_log_density(
+                    self.model_.base, self.model_.sde, z.to(device), self.eval_eps_
+                ).cpu()
             return recipe.log_density(self.model_, z.to(device), self.eval_eps_, seed=self.seed + 3).cpu()
 
         return self.scaler_.log_prob(log_prob_z, x).numpy()
@@ -307,6 +347,9 @@ class ScoreDensityEstimator(BaseEstimator):
             "n_steps_": self.n_steps_,
             "validation_loss_": self.validation_loss_,
             "sigma_max_": getattr(self, "sigma_max_", None),
+            "base_": self.base_,
+            "base_scores_": self.base_scores_,
+            "correction_": self.correction_,
         }
 
     def save(self, path: str | Path) -> None:
@@ -342,7 +385,9 @@ class ScoreDensityEstimator(BaseEstimator):
             {k.removeprefix("scaler."): v for k, v in tensors.items() if k.startswith("scaler.")}
         )
         weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-        model = est._build(weights["net.bound"], meta["state"].get("sigma_max_"))
+        base_state = {k.removeprefix("base."): v for k, v in weights.items() if k.startswith("base.")}
+        base = MixtureBase.empty_like(base_state) if base_state else None
+        model = est._build(weights["net.bound"], meta["state"].get("sigma_max_"), base)
         model.load_state_dict(weights)
         est.model_ = model.to(target).eval()
         return est
@@ -389,6 +434,7 @@ class ScoreAnomalyDetector(OutlierMixin, ScoreDensityEstimator):
         eval_eps: float | None = None,
         weighting: str = "likelihood",
         param: str = "denoiser",
+        base: str = "auto",
         seed: int = 0,
         device: str | None = None,
         verbose: int = 0,
@@ -406,6 +452,7 @@ class ScoreAnomalyDetector(OutlierMixin, ScoreDensityEstimator):
             eval_eps=eval_eps,
             weighting=weighting,
             param=param,
+            base=base,
             seed=seed,
             device=device,
             verbose=verbose,

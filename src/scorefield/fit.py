@@ -213,6 +213,7 @@ class EarlyStopping:
     ):
         self.metric, self.state, self.patience, self.rel_tol = metric, state, patience, rel_tol
         self.best, self.best_state, self.bad = math.inf, copy.deepcopy(state()), 0
+        self.best_step: int | None = None  # the step of the best value checked
         self.curve: list[tuple[int, float]] = []
 
     def check(self, step: int) -> bool:
@@ -220,6 +221,7 @@ class EarlyStopping:
         self.curve.append((step, value))
         if not math.isfinite(self.best) or value < self.best - self.rel_tol * abs(self.best):
             self.best, self.best_state, self.bad = value, copy.deepcopy(self.state()), 0
+            self.best_step = step
         else:
             self.bad += 1
         return self.bad >= self.patience

@@ -110,6 +110,9 @@ class ScoreModel(nn.Module):
       ``x/m``, whose noise level is ``std/m``:
       ``D = m x / (m^2 + std^2) + std / sqrt(m^2 + std^2) · F ≈ E[x_0 | x_t]``, and Tweedie's formula
       with scale gives ``s = (m D - x) / std^2`` (for m = 1, ``(D - x)/σ^2``; docs/math.md#score-parameterisations).
+      With a ``base`` (``bases.MixtureBase``) the skip term ``m x / (m^2 + std^2)``, which is the
+      posterior mean under ``N(0, I)``, becomes the base mixture's exact posterior mean, so a network
+      that outputs zero is that mixture at every t (docs/math.md#a-base-density-for-the-denoiser).
 
     ``t`` is a python number or ``[B]``; ``x`` is ``[B, d]`` or ``[B, C, H, W]``. A network with class
     labels (``num_classes > 0``) takes them as ``y[B]`` (``score(x, t, y)``, passed on as ``F(c_in x,
@@ -117,11 +120,13 @@ class ScoreModel(nn.Module):
     unconditional score, and a network without labels is called exactly as before.
     """
 
-    def __init__(self, net: nn.Module, sde: HasMarginal, param: str = "eps"):
+    def __init__(self, net: nn.Module, sde: HasMarginal, param: str = "eps", base: nn.Module | None = None):
         super().__init__()
         if param not in PARAMS:
             raise ValueError(f"unknown param {param!r}; choose one of {', '.join(PARAMS)}")
-        self.net, self.sde, self.param = net, sde, param
+        if base is not None and param != "denoiser":
+            raise ValueError(f"a base density applies to param='denoiser' only, not {param!r}")
+        self.net, self.sde, self.param, self.base = net, sde, param, base
 
     def _score_and_denoised(
         self, x: torch.Tensor, scale: torch.Tensor, std: torch.Tensor, y: torch.Tensor | int | None = None
@@ -135,7 +140,9 @@ class ScoreModel(nn.Module):
             return -out / sd, None
         if self.param == "score":
             return out / sd, None
-        denoised = m * x / norm2 + sd * norm2.rsqrt() * out  # c_skip x/m + c_out F
+        # c_skip x/m, the posterior mean under N(0, I), or the base density's exact posterior mean
+        skip = m * x / norm2 if self.base is None else self.base.denoise(x, scale, std)
+        denoised = skip + sd * norm2.rsqrt() * out  # + c_out F
         return (m * denoised - x) / sd**2, denoised
 
     def score(

@@ -59,7 +59,17 @@ from .images import (
 )
 from .images import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from .tables import default_columns, load_table, read_labelled_table, read_table
-from .toys import TOY, checkerboard, eight_gaussians, moons, pinwheel, rings, swiss_roll, two_gaussians
+from .toys import (
+    TOY,
+    banana,
+    checkerboard,
+    eight_gaussians,
+    moons,
+    pinwheel,
+    rings,
+    swiss_roll,
+    two_gaussians,
+)
 
 __all__ = [
     "BUNDLED",
@@ -74,6 +84,7 @@ __all__ = [
     "cifar10",
     "digit_labels",
     "digits",
+    "banana",
     "eight_gaussians",
     "image_folder",
     "image_scaler",

@@ -11,11 +11,13 @@ from collections.abc import Callable
 
 import torch
 
+from ..distributions import Banana
 from ..distributions import two_gaussians as _two_gaussians_mixture
 
 __all__ = [
     "TOY",
     "checkerboard",
+    "banana",
     "eight_gaussians",
     "moons",
     "pinwheel",
@@ -117,9 +119,15 @@ def pinwheel(
     return 2 * (rotation @ feature[:, :, None]).squeeze(-1)
 
 
+def banana(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A bent Gaussian with an exact density (``distributions.Banana``'s defaults)."""
+    return Banana().sample(_check_n(n), generator=generator)
+
+
 TOY: dict[str, Callable[..., torch.Tensor]] = {
     "two_gaussians": two_gaussians,
     "eight_gaussians": eight_gaussians,
+    "banana": banana,
     "moons": moons,
     "swiss_roll": swiss_roll,
     "rings": rings,
