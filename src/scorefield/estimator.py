@@ -412,7 +412,8 @@ class ScoreAnomalyDetector(OutlierMixin, ScoreDensityEstimator):
               log-density is minus half a chi-squared); a heavier lower tail flags more.
 
             Any other value raises ``ValueError`` at ``fit``.
-        The other parameters are ``ScoreDensityEstimator``'s.
+
+    The other parameters are ``ScoreDensityEstimator``'s.
     """
 
     _parameter_constraints: dict = {

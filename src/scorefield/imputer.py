@@ -84,7 +84,9 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         n_rounds: fits of the density model (the first on rows filled by the Gaussian, see above).
         nfe: score evaluations per conditional draw (``sample_conditional``'s budget).
         resample: ``sample_conditional``'s resampling count ``R`` (RePaint's jumps back).
-        sde, steps, hidden: passed to each ``ScoreDensityEstimator``.
+        sde: passed to each ``ScoreDensityEstimator``.
+        steps: passed to each ``ScoreDensityEstimator``.
+        hidden: passed to each ``ScoreDensityEstimator``.
         random_state: None, an int or a numpy ``RandomState``: ``fit`` draws ``seed_`` from it, which
             seeds every fit and, keyed by row, the draws of ``transform`` and ``sample_imputations``
             (the same rows give the same imputations, whatever the other rows of ``X``).

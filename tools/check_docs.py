@@ -1,0 +1,275 @@
+"""Check the built site (site/) in a real browser: headless Chromium, opened from file://, no server.
+
+    .venv/bin/python tools/check_docs.py [--site site] [--screenshots DIR] [--chromium PATH]
+
+For each page in ``PAGES`` and each width in ``WIDTHS`` it loads the page, waits for the theme's
+script, and checks that nothing overflows horizontally (no element reaches past the window's right edge
+unless a scrolling box holds it) and that every MathML formula was laid out. It then types
+``ScoreDensityEstimator`` into the search box of the home page and checks that the results link to
+its API page, and that no page asked for anything outside the file system. Screenshots of every page
+and width go to ``--screenshots``. Exit status 0 when every check passes, 1 otherwise.
+
+Chromium is driven through its DevTools protocol over a pipe (``--remote-debugging-pipe``), so no port
+is opened and nothing beyond the standard library is needed. On Debian: ``apt-get install chromium``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = (
+    "index.html",
+    "tutorial.html",
+    "guides/command-line.html",
+    "api/scorefield.estimator.html",
+    "math.html",
+    "troubleshooting.html",
+)
+WIDTHS = (1280, 400)
+HEIGHT = 900
+QUERY = "ScoreDensityEstimator"
+LOCAL = ("file:", "data:", "about:", "blob:")  # URL schemes that reach nothing outside the machine
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--remote-debugging-pipe",
+)
+
+# elements reaching past the right edge of the window, unless a box that scrolls or clips holds them
+OVERFLOW_JS = """
+(() => {
+  const width = document.documentElement.clientWidth;
+  const clipped = (el) => {
+    for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+      const o = getComputedStyle(a).overflowX;
+      if ((o === "auto" || o === "scroll" || o === "hidden" || o === "clip")
+          && a.getBoundingClientRect().right <= width + 1) return true;
+    }
+    return false;
+  };
+  const out = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0 || r.right <= width + 1) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === "hidden" || style.position === "fixed") continue;
+    if (clipped(el)) continue;
+    out.push(`${el.tagName.toLowerCase()}.${el.getAttribute("class") || ""} right=${Math.round(r.right)}: `
+             + (el.textContent || "").trim().slice(0, 60));
+  }
+  const maths = [...document.querySelectorAll("math")];
+  const empty = maths.filter((m) => m.getBoundingClientRect().width === 0 && m.offsetParent !== null);
+  return {width, scrollWidth: document.documentElement.scrollWidth, overflowing: out.slice(0, 8),
+          count: out.length, maths: maths.length, emptyMaths: empty.length};
+})()
+"""
+
+SEARCH_JS = """
+new Promise((resolve) => {
+  const input = document.querySelector("[data-md-component=search-query]");
+  if (!input) return resolve({error: "no search box"});
+  input.focus();
+  input.value = QUERY;
+  for (const type of ["focus", "input", "keyup"]) input.dispatchEvent(new Event(type, {bubbles: true}));
+  const start = Date.now();
+  const poll = () => {
+    const items = [...document.querySelectorAll(".md-search-result__item a, .md-search-result__link")];
+    if (items.length || Date.now() - start > 15000) {
+      resolve({results: items.slice(0, 10).map((a) => [a.getAttribute("href"), a.textContent.trim().slice(0, 80)]),
+               meta: (document.querySelector(".md-search-result__meta") || {}).textContent || ""});
+    } else setTimeout(poll, 200);
+  };
+  poll();
+})
+""".replace("QUERY", json.dumps(QUERY))
+
+
+class Chromium:
+    """A headless Chromium and one page in it, driven by DevTools commands over a pipe."""
+
+    def __init__(self, binary: str):
+        self.profile = tempfile.mkdtemp(prefix="scorefield-docs-chromium-")
+        to_browser, self.out = os.pipe()
+        self.inp, from_browser = os.pipe()
+
+        def fds():  # the browser reads commands on fd 3 and writes answers on fd 4
+            high = os.dup(to_browser), os.dup(from_browser)  # out of the way of 3 and 4 first
+            os.dup2(high[0], 3)  # dup2 also makes them survive exec
+            os.dup2(high[1], 4)
+
+        self.process = subprocess.Popen(
+            [binary, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            preexec_fn=fds,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(to_browser)
+        os.close(from_browser)
+        self.buffer, self.next_id, self.events = b"", 0, []
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Network"):
+            self.call(f"{domain}.enable", session=True)
+
+    def _read(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\0" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.inp], [], [], left)[0]:
+                raise TimeoutError("Chromium did not answer")
+            chunk = os.read(self.inp, 1 << 16)
+            if not chunk:
+                raise RuntimeError("Chromium closed its pipe")
+            self.buffer += chunk
+        message, _, self.buffer = self.buffer.partition(b"\0")
+        return json.loads(message)
+
+    def call(self, method: str, session: bool = False, timeout: float = 30, **params) -> dict:
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self.session
+        os.write(self.out, json.dumps(message).encode() + b"\0")
+        while True:
+            answer = self._read(timeout)
+            if answer.get("id") == self.next_id:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                return answer.get("result", {})
+            self.events.append(answer)
+
+    def wait_for(self, method: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, event in enumerate(self.events):
+                if event.get("method") == method:
+                    return self.events.pop(i)
+            self.events.append(self._read(max(0.1, deadline - time.monotonic())))
+
+    def open(self, url: str, width: int) -> None:
+        self.call(
+            "Emulation.setDeviceMetricsOverride", session=True,
+            width=width, height=HEIGHT, deviceScaleFactor=1, mobile=width < 600,
+        )  # fmt: skip
+        self.events.clear()
+        if self.call("Page.navigate", session=True, url=url).get("loaderId"):  # none within one page
+            self.wait_for("Page.loadEventFired")
+        self.evaluate("new Promise((r) => setTimeout(r, 500))")  # the theme's script settles the layout
+
+    def evaluate(self, expression: str, timeout: float = 30):
+        result = self.call(
+            "Runtime.evaluate", session=True, timeout=timeout,
+            expression=expression, awaitPromise=True, returnByValue=True,
+        )  # fmt: skip
+        if "exceptionDetails" in result:
+            raise RuntimeError(result["exceptionDetails"].get("text", "script error"))
+        return result["result"].get("value")
+
+    def screenshot(self, path: Path) -> None:
+        data = self.call("Page.captureScreenshot", session=True, format="png")["data"]
+        path.write_bytes(base64.b64decode(data))
+
+    def requests(self) -> list[str]:
+        """URLs outside the file system that the page asked for since the last call."""
+        sent = [e for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+        self.events = [e for e in self.events if e not in sent]
+        urls = [e["params"]["request"]["url"] for e in sent]
+        return [url for url in urls if not url.startswith(LOCAL)]
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=5)
+        except (RuntimeError, TimeoutError, OSError):
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--site", type=Path, default=ROOT / "site")
+    parser.add_argument("--screenshots", type=Path, help="folder for a screenshot of every page and width")
+    parser.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser"))
+    args = parser.parse_args(argv)
+    if not args.chromium:
+        print("check-docs: no chromium on PATH (Debian: apt-get install chromium)", file=sys.stderr)
+        return 2
+    if not (args.site / "index.html").is_file():
+        print(f"check-docs: no {args.site}/index.html; build the site first (make docs)", file=sys.stderr)
+        return 2
+    if args.screenshots:
+        args.screenshots.mkdir(parents=True, exist_ok=True)
+
+    failures: list[str] = []
+    outside: set[str] = set()
+    browser = Chromium(args.chromium)
+    try:
+        for page in PAGES:
+            url = (args.site / page).resolve().as_uri()
+            for width in WIDTHS:
+                browser.open(url, width)
+                layout = browser.evaluate(OVERFLOW_JS)
+                ok = layout["count"] == 0 and layout["emptyMaths"] == 0
+                print(
+                    f"{'ok  ' if ok else 'FAIL'} {page} at {width}px: scroll width {layout['scrollWidth']} "
+                    f"for {layout['width']}, {layout['count']} overflowing, "
+                    f"{layout['maths']} formulas ({layout['emptyMaths']} not laid out)"
+                )
+                for line in layout["overflowing"]:
+                    print(f"       {line}")
+                if not ok:
+                    failures.append(f"{page} at {width}px")
+                if args.screenshots:
+                    browser.screenshot(args.screenshots / f"{page.replace('/', '_')}-{width}.png")
+                outside.update(browser.requests())
+
+        browser.open((args.site / "index.html").resolve().as_uri(), 1280)
+        found = browser.evaluate(SEARCH_JS, timeout=30)
+        if args.screenshots:
+            browser.screenshot(args.screenshots / "search-1280.png")
+        outside.update(browser.requests())
+        hits = [href for href, _ in found.get("results", []) if href and "scorefield.estimator" in href]
+        meta = found.get("meta", "").strip()
+        print(f"{'ok  ' if hits else 'FAIL'} search for {QUERY} from file://: {meta}")
+        for href, text in found.get("results", [])[:5]:
+            print(f"       {href}  {text}")
+        if not hits:
+            failures.append(f"search for {QUERY}: {found.get('error') or 'no result on its API page'}")
+    finally:
+        browser.close()
+
+    print(f"{'ok  ' if not outside else 'FAIL'} requests outside the file system: {len(outside)}")
+    for url in sorted(outside):
+        print(f"       {url}")
+    if outside:
+        failures.append("requests outside the file system")
+    if failures:
+        print("check-docs failed: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    print("check-docs: every check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
