@@ -13,7 +13,7 @@ from matplotlib.text import Text
 from PIL import Image
 
 from scorefield import viz
-from scorefield.distributions import Gaussian, Parzen, two_gaussians
+from scorefield.distributions import Gaussian, GaussianMixture, Parzen, two_gaussians
 from scorefield.metrics import mode_weights
 from scorefield.samplers import tweedie
 from scorefield.sde import VESDE, VPSDE
@@ -207,7 +207,7 @@ def test_score_error_is_the_norm_of_the_difference_and_its_p_weighted_mean():
     assert len(fig.axes) == 3  # error map, its colour bar, error vs density
     (image,) = _of_type(fig, AxesImage)
     np.testing.assert_allclose(image.get_array(), 0.5, rtol=1e-5)  # a bare function runs in float32
-    assert "E_p‖error‖² = 0.25" in fig._suptitle.get_text()
+    assert "Eₚ‖error‖² = 0.25" in fig._suptitle.get_text()
     assert len(fig.axes[0].collections) >= 1  # the density contours
     assert _labelled(fig.axes[1], "grid points").get_offsets().shape == (400, 2)
 
@@ -273,7 +273,7 @@ def test_write_gif_keeps_every_frame_even_identical_ones(tmp_path):
     path = write_gif([frame, frame, frame + 1], tmp_path / "a.gif", extent=(-2, 2, -2, 2))
     assert _gif_frames(path) == 3
     with Image.open(path) as image:
-        assert image.size == (272, 272)  # 3.4 inches at 80 dpi
+        assert image.size == (630, 630)  # 4.2 inches at 150 dpi: sharp when shown 420 pixels wide
     with pytest.raises(ValueError, match="titles"):
         write_gif([frame], tmp_path / "b.gif", titles=["a", "b"])
     with pytest.raises(ValueError, match=r"\[N, 2\]"):
@@ -633,3 +633,155 @@ def test_smoothing_is_an_unbiased_moving_average():
         sum(0.5 ** (i - j) * 0.5 * x[j] for j in range(i + 1)) / (1 - 0.5 ** (i + 1)) for i in range(5)
     ]
     np.testing.assert_allclose(_smooth(x, 0.5), expected, rtol=1e-12)
+
+
+# --- slices, sinks, smoothing, diffusion ------------------------------------------------------------
+def test_score_slice_follows_each_components_line_and_switches_where_the_responsibilities_cross():
+    mixture = two_gaussians(dtype=torch.float64)
+    fig = viz.plot_score_slice(mixture, [-9.0, -9.0], [9.0, 9.0], n=181)
+    ax = fig.axes[0]
+    (mixed,) = [ln for ln in ax.lines if ln.get_label() == "mixture's score along the line"]
+    u, along = mixed.get_xdata(), mixed.get_ydata()
+    length = 18 * math.sqrt(2)
+    heavy = -(u - length / 2 + 5 * math.sqrt(2))  # -(u - u_1) for the mode at -(5, 5)
+    near = np.abs(u - (length / 2 - 5 * math.sqrt(2))) < 3
+    np.testing.assert_allclose(along[near], heavy[near], atol=1e-6)
+    (switch,) = [ln for ln in ax.lines if ln.get_linestyle() == ":"]
+    # responsibilities cross where log 0.8 - (u - u1)^2/2 = log 0.2 - (u - u2)^2/2: past the middle by log 4 / 10√2
+    assert switch.get_xdata()[0] == pytest.approx(length / 2 + math.log(4) / (10 * math.sqrt(2)), abs=0.11)
+
+
+def test_interfering_sinks_split_the_divergence_into_own_sinks_and_a_spread_that_is_never_negative():
+    stds = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    means = torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    mixture = GaussianMixture(means, stds[:, None, None] ** 2 * torch.eye(2, dtype=torch.float64), [0.3, 0.7])
+    fig = viz.plot_interfering_sinks(mixture, extent=(-3, 3, -3, 3), grid=31, arrows=4)
+    alone, together = (ax.images[0].get_array() for ax in fig.axes[:2])
+    _, _, points = _grid_points((-3, 3, -3, 3), 31)
+    r = mixture.responsibilities(torch.as_tensor(points)).numpy()
+    np.testing.assert_allclose(alone.ravel(), r @ np.array([-8.0, -2.0]), rtol=1e-10)
+    assert (together >= alone - 1e-9).all() and together.max() > 0  # the spread term: sources between them
+    norm = fig.axes[0].images[0].norm
+    assert norm.vmin == pytest.approx(-8.0) and norm.vmin < 0 < norm.vmax  # the deepest sink is full blue
+
+
+def test_divergence_colour_scale_shows_shallow_sinks_beside_tall_sources():
+    fig = plot_score_divergence(two_gaussians(), extent=(-9, 9, -9, 9), grid=30, arrows=0)
+    image = fig.axes[0].images[0]
+    div = image.get_array()
+    assert image.norm(div.min()) == pytest.approx(0.0) and image.norm(0.0) == pytest.approx(0.5)
+    assert div.min() == pytest.approx(-2.0, abs=1e-4) and div.max() > 10  # -2 is full blue, not white
+
+
+def _grid_points(extent, n):
+    from scorefield.viz.base import _grid
+
+    return _grid(extent, n)
+
+
+def test_smoothing_figure_sums_the_kernels_into_the_parzen_density():
+    points = torch.tensor([-2.0, -1.5, 2.0], dtype=torch.float64)
+    line = GaussianMixture(torch.tensor([[-2.0], [2.0]]), torch.tensor([[[0.25]], [[0.25]]]), [0.8, 0.2])
+    fig = viz.plot_smoothing_1d(points, 0.5, line, [0.5, 1.0])
+    left, right = fig.axes
+    (total,) = [ln for ln in left.lines if "sum" in ln.get_label()]
+    x = total.get_xdata()
+    parzen = Parzen(points[:, None], 0.5).log_prob(torch.as_tensor(x)[:, None]).exp().numpy()
+    np.testing.assert_allclose(total.get_ydata(), parzen, rtol=1e-10)
+    smoothed = [ln for ln in right.lines if "σ = 1" in ln.get_label()][0]
+    exact = line.smooth(1.0).to(torch.float64).log_prob(torch.as_tensor(x)[:, None]).exp().numpy()
+    np.testing.assert_allclose(smoothed.get_ydata(), exact, rtol=1e-6)
+
+
+def test_dsm_target_points_each_noisy_copy_back_to_its_clean_point():
+    clean = torch.tensor([[0.0, 0.0], [3.0, 1.0]], dtype=torch.float64)
+    line = GaussianMixture(torch.tensor([[-2.0], [2.0]]), torch.tensor([[[0.25]], [[0.25]]]), [0.8, 0.2])
+    fig = viz.plot_dsm_target(clean, line, 0.7, n_copies=4, n_pairs=500, generator=make_generator(0))
+    arrows = [q for q in fig.axes[0].collections if isinstance(q, Quiver)]
+    assert len(arrows) == 2
+    for quiver, point in zip(arrows, clean.numpy(), strict=True):
+        ends = quiver.XY + np.stack([quiver.U, quiver.V], axis=1)  # the target times σ² lands on x
+        np.testing.assert_allclose(ends, np.tile(point, (4, 1)), atol=1e-12)
+
+
+def test_smoothed_scores_of_the_exact_score_have_no_error():
+    mixture = two_gaussians(dtype=torch.float64)
+    fig = viz.plot_smoothed_scores(mixture, [0.5, 3.0], _smoothed_score(mixture), (-9, 9, -9, 9), grid=12,
+                                   arrows=5, dtype=torch.float64)  # fmt: skip
+    errors = [ax.images[0].get_array() for ax in fig.axes[1:4:2]]
+    for error in errors:
+        assert float(np.max(error)) < 1e-9
+
+
+def test_diffusion_1d_paths_start_at_the_prior_draws_and_end_on_the_data():
+    line = GaussianMixture(torch.tensor([[-1.0], [1.0]]), torch.tensor([[[0.01]], [[0.01]]]), [0.5, 0.5])
+    fig = viz.plot_diffusion_1d(line, VPSDE(), n_paths=12, n_steps=100, generator=make_generator(0))
+    left, right = fig.axes[:2]
+    for ax in (left, right):
+        paths = [ln for ln in ax.lines]
+        assert len(paths) == 12
+        ends = np.array([p.get_ydata()[-1] for p in paths])
+        assert np.all(np.minimum(np.abs(ends - 1), np.abs(ends + 1)) < 0.4)  # each on one of the modes
+        starts = np.array([p.get_ydata()[0] for p in paths])
+        np.testing.assert_allclose(starts, [p.get_ydata()[0] for p in left.lines])  # the same prior draws
+    assert left.get_xscale() == "log"
+
+
+def test_denoising_chain_shares_one_window_and_jumps_to_the_exact_posterior_mean():
+    sde = VPSDE()
+    p = Gaussian(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
+    x0 = p.sample(200, generator=make_generator(0))
+
+    def denoise(x, t):
+        return tweedie(lambda y, s: p.diffuse(sde, float(s[0])).score(y), sde, x, t)
+
+    score = viz.exact_time_score(p, sde)
+    x_T = sde.prior_sample((200, 2), generator=make_generator(1), dtype=torch.float64)
+    fig = viz.plot_denoising_chain(
+        x0, [0.1, 1.0], denoise, sde, score, x_T, n_steps=20, generator=make_generator(2)
+    )
+    assert len(fig.axes) == 2 * 3
+    limits = {(ax.get_xlim(), ax.get_ylim()) for ax in fig.axes}
+    assert len(limits) == 1  # one window for every panel
+    for row, t in enumerate([0.1, 1.0]):
+        m, std = (float(v) for v in sde.marginal(t))
+        noisy = _labelled(fig.axes[3 * row], "noised").get_offsets()
+        jumped = _labelled(fig.axes[3 * row + 1], "one jump").get_offsets()
+        np.testing.assert_allclose(jumped, m * noisy / (m**2 + std**2), rtol=1e-8)  # E[x0 | x_t], unit data
+    np.testing.assert_allclose(_labelled(fig.axes[5], "chain").get_offsets(), x_T.numpy())  # t = 1: the prior
+
+
+def test_frame_indices_are_distinct_and_crowd_where_asked():
+    for spacing in ("linear", "log", "log_end"):
+        index = viz.frame_indices(300, 40, spacing)
+        assert len(index) == 40 == len(set(index)) and index[0] == 0 and index[-1] == 299
+        assert index == sorted(index)
+    log, log_end = viz.frame_indices(300, 40, "log"), viz.frame_indices(300, 40, "log_end")
+    assert sum(i < 30 for i in log) > 20 and sum(i > 270 for i in log_end) > 20
+    assert viz.frame_indices(5, 12) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="spacing"):
+        viz.frame_indices(10, 4, "cubic")
+
+
+def test_annealed_animation_draws_each_levels_density_in_its_own_window(tmp_path, monkeypatch):
+    monkeypatch.setattr(viz.animations, "FigureCanvasAgg", _CanvasSpy)
+    _CanvasSpy.figures = []
+    mixture = two_gaussians(dtype=torch.float64)
+    x0 = 8 * torch.rand(50, 2, generator=make_generator(0), dtype=torch.float64) - 4
+    seen = []
+    original = viz.animations._frame
+
+    def spy(ax, extent):
+        seen.append(extent)
+        original(ax, extent)
+
+    monkeypatch.setattr(viz.animations, "_frame", spy)
+    path = annealed_langevin_animation(
+        _smoothed_score(mixture), x0, tmp_path / "a.gif", sigmas=[20.0, 5.0, 1.0], step_lr=0.05, n_steps_each=10,
+        n_frames=8, background_at=mixture.smooth, window="level", extent=(-9, 9, -9, 9), generator=make_generator(1),
+    )  # fmt: skip
+    assert _gif_frames(path) == 8
+    reaches = sorted({max(abs(v) for v in extent) for extent in seen})
+    assert reaches[0] >= 9 and reaches[-1] >= 40  # p_σ at σ = 20 reaches far beyond the data's window
+    (fig,) = _CanvasSpy.figures
+    assert "window ±" in fig.axes[0].title.get_text()

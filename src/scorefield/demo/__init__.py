@@ -1,27 +1,32 @@
-"""The demo: the tutorials' argument end to end, as one HTML page of figures and numbers.
+"""The demo: the tutorials' argument end to end, as one HTML page of figures, equations and numbers.
 
-``run_demo(out)`` retells the score-functions tutorial ("Score Functions") and the diffusion tutorial ("Score functions, denoising
-and diffusion") on the tutorials' two-Gaussian mixture, whose exact score and density are known, and
+``run_demo(out)`` retells the two tutorials "Score Functions" and "Score functions, denoising and
+diffusion" on the tutorials' two-Gaussian mixture, whose exact score and density are known, and
 then on moons:
 
-1. the score of a mixture (the true field);
+1. the score of a mixture (the true field, a slice of it, its divergence, interfering sinks);
 2. score matching with every objective (explicit, implicit exact / Hutchinson, sliced, denoising),
    scored by the relative Fisher divergence to the exact score;
 3. Langevin dynamics with the exact score: an animation, and naive vs annealed mode weights;
-4. a noise-conditional score network (NCSN) sampled by annealed Langevin;
-5. diffusion (a VP SDE) as stacked denoisers, sampled by every predictor-corrector combination and
+4. adding noise: smoothing as a convolution, the denoising target;
+5. a noise-conditional score network (NCSN): its error at several noise levels, sampled by annealed
+   Langevin;
+6. diffusion (a VP SDE) as stacked denoisers, sampled by every predictor-corrector combination and
    by the probability-flow ODE;
-6. the ODE's exact log-likelihood against the true ``E_p[log p]``;
-7. the same diffusion on moons: samples and the learned density.
+7. the ODE's exact log-likelihood against the true ``E_p[log p]``, and where its error comes from;
+8. the same diffusion on moons: samples and the learned density, against a kernel density estimate
+   and a classifier two-sample test.
 
 It writes ``out/report.html`` (one file: images embedded), the figures beside it (PNG, GIF) and
 every number in ``out/results.json``. All randomness comes from generators seeded by ``seed``, and
 the run uses one CPU thread, so two runs give the same numbers (the wall times aside).
 
 The package: ``settings`` (budgets, fixed settings, random streams), ``models`` (the small models
-and their training), ``experiments`` (naive vs annealed Langevin), ``sections`` (each section's
-computation: numbers and figures), ``page`` (the HTML); this module runs them in order, passing
-each section what it needs, and writes the files.
+and their training), ``experiments`` (naive vs annealed Langevin, basins, the checks of the moons
+model), ``sections`` (each section's computation: numbers and figures), ``mathml`` (equations as
+MathML), ``prose`` (the words: each section's text, equations and captions, the glossary) and
+``page`` (the HTML); this module runs them in order, passing each section what it needs, and writes
+the files. ``tools/check_report.py`` (``make check-report``) checks the page in headless Chromium.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from .settings import FULL, QUICK, Budget, Streams
 
 __all__ = ["FULL", "QUICK", "SECTIONS", "Budget", "run_demo"]
 
-SECTIONS = ("score", "score_matching", "langevin", "ncsn", "diffusion", "likelihood", "moons")
+SECTIONS = ("score", "score_matching", "langevin", "noise", "ncsn", "diffusion", "likelihood", "moons")
 
 
 def run_demo(
@@ -56,7 +61,7 @@ def run_demo(
 ) -> dict:
     """Run the tutorials' story end to end and write ``out/report.html``, its figures and ``out/results.json``.
 
-    ``quick`` uses ``QUICK`` (well under a minute on one CPU core) instead of ``FULL`` (a few minutes);
+    ``quick`` uses ``QUICK`` (well under a minute on one CPU core) instead of ``FULL`` (under two minutes);
     ``budget`` overrides both. Runs on the CPU with one thread (restored afterwards), so that the
     numbers are reproducible. Returns the numbers written to ``results.json``.
     """
@@ -94,11 +99,13 @@ def _run(out: Path, budget: Budget, progress: bool, seed: int, quick: bool) -> d
     with tqdm(total=len(SECTIONS), desc="demo", unit="section", disable=not progress) as bar:
         clock = _Clock(bar)
         with clock("score"):
-            score = sections.score(mixture)
+            score = sections.score(mixture, budget, streams)
         with clock("score_matching"):
             matching = sections.score_matching(mixture, data, budget, streams)
         with clock("langevin"):
             langevin = sections.langevin(mixture, budget, streams, out)
+        with clock("noise"):
+            smoothing = sections.noise_section(mixture, budget, streams)
         with clock("ncsn"):
             ncsn = sections.ncsn(mixture, data, budget, streams, out)
         with clock("diffusion"):
@@ -107,7 +114,9 @@ def _run(out: Path, budget: Budget, progress: bool, seed: int, quick: bool) -> d
             likelihood = sections.likelihood(mixture, diffusion.model, diffusion.scaler, budget, streams)
         with clock("moons"):
             moons = sections.moons(budget, streams)
-    done = dict(zip(SECTIONS, (score, matching, langevin, ncsn, diffusion, likelihood, moons), strict=True))
+    done = dict(
+        zip(SECTIONS, (score, matching, langevin, smoothing, ncsn, diffusion, likelihood, moons), strict=True)
+    )
     wall = clock.wall | {"total": time.perf_counter() - begin}
     results = {name: section.numbers for name, section in done.items()}
     results["wall_s"] = wall

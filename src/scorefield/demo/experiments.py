@@ -1,18 +1,38 @@
-"""The demo's one experiment that is more than a sampler call: the score-functions tutorial's
-"problems with naive Langevin sampling", naive and annealed Langevin chains from one uniform start,
-driven by the exact score of the smoothed mixture or by a learned noise-conditional score.
+"""The demo's experiments that are more than a sampler call: the score-functions tutorial's
+"problems with naive Langevin sampling" (naive and annealed Langevin chains from one uniform start,
+driven by the exact score of the smoothed mixture or by a learned noise-conditional score), the
+basins a score field sends points to, the mixture seen in other coordinates (standardised, or
+along a line), and the checks of a model of moons that see what its pictures show: the distance
+of samples from the arcs, a kernel density estimate with a cross-validated bandwidth, and a
+classifier two-sample test.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
+from sklearn.neighbors import KernelDensity, KNeighborsClassifier
 
 from ..distributions import GaussianMixture
 from ..langevin import annealed_langevin, langevin
 from ..noise import geometric_sigmas
+from ..scalers import Standardizer
 from ..viz import NoiseScoreFn, at_level
 
-__all__ = ["run_naive_vs_annealed"]
+__all__ = [
+    "classifier_two_sample_test",
+    "distance_to_arcs",
+    "flow_basins",
+    "kde_log_likelihood",
+    "line_mixture",
+    "moons_arcs",
+    "near_inner_tips",
+    "run_naive_vs_annealed",
+    "standardised_mixture",
+]
 
 
 def run_naive_vs_annealed(
@@ -55,3 +75,107 @@ def run_naive_vs_annealed(
     naive = langevin(at_level(score, float(sigmas[-1])), x0, step_size, n_steps, generator=generator)
     annealed = annealed_langevin(score, x0, sigmas, step_lr, n_steps_each, generator=generator)
     return x0, naive, annealed
+
+
+@torch.no_grad()
+def flow_basins(
+    score_fn,
+    points: torch.Tensor,
+    modes: torch.Tensor,
+    step: float = 0.1,
+    n_steps: int = 300,
+    radius: float = 2.0,
+) -> torch.Tensor:
+    """Which mode each of ``points`` flows to along the score, ``x <- x + step s(x)`` (gradient
+    ascent on ``log p``, Langevin without its noise): the index into ``modes [K, d]`` of the mode
+    within ``radius`` of where it ends after ``n_steps`` steps, or -1 when it ends near none."""
+    x = points.clone()
+    for _ in range(n_steps):
+        x = x + step * score_fn(x)
+        x = torch.where(torch.isfinite(x), x, torch.full_like(x, 1e6))
+    distance = torch.cdist(x.double(), modes.double())
+    nearest = distance.argmin(1)
+    return torch.where(distance.min(1).values <= radius, nearest, torch.full_like(nearest, -1))
+
+
+def standardised_mixture(mixture: GaussianMixture, scaler: Standardizer) -> GaussianMixture:
+    """``mixture`` in the coordinates ``z = (x - mean) / std`` of ``scaler``: exact, as an affine map
+    of a Gaussian mixture is a Gaussian mixture."""
+    mean, std = (v.to(mixture.means) for v in (scaler.mean, scaler.std))
+    scale = torch.diag(1 / std)
+    covs = scale @ mixture.covs @ scale
+    return GaussianMixture((mixture.means - mean) / std, covs, mixture.weights)
+
+
+def line_mixture(
+    mixture: GaussianMixture, direction: torch.Tensor, standardise: bool = True
+) -> GaussianMixture:
+    """The 1-D mixture of ``u = eᵀx`` for ``x ~ mixture`` and the unit vector ``e`` along
+    ``direction``; with ``standardise``, of ``(u - E u) / std(u)``."""
+    e = (direction / torch.linalg.norm(direction)).to(mixture.means)
+    means = mixture.means @ e
+    variances = torch.einsum("i,kij,j->k", e, mixture.covs, e)
+    if standardise:
+        centre = float(mixture.weights @ means)
+        spread = math.sqrt(float(mixture.weights @ (variances + (means - centre) ** 2)))
+        means, variances = (means - centre) / spread, variances / spread**2
+    return GaussianMixture(means[:, None], variances[:, None, None], mixture.weights)
+
+
+def moons_arcs(n: int = 2000) -> torch.Tensor:
+    """``2n`` points along the two noise-free half circles of ``datasets.moons``: ``[2n, 2]``."""
+    angle = torch.linspace(0.0, math.pi, n, dtype=torch.float64)
+    upper = torch.stack([angle.cos() - 0.5, angle.sin() - 0.25], 1)
+    lower = torch.stack([0.5 - angle.cos(), 0.25 - angle.sin()], 1)
+    return torch.cat([upper, lower])
+
+
+def distance_to_arcs(x: torch.Tensor) -> torch.Tensor:
+    """Each point's distance to the nearest point of the moons' noise-free arcs: ``[N]``."""
+    return torch.cdist(x.double(), moons_arcs()).min(1).values
+
+
+# the ends of the two arcs that lie inside the other arc's bend: the upper arc's right end and
+# the lower arc's left end
+INNER_TIPS = torch.tensor([[0.5, -0.25], [-0.5, 0.25]], dtype=torch.float64)
+
+
+def near_inner_tips(x: torch.Tensor, radius: float = 0.25) -> float:
+    """The fraction of ``x`` within ``radius`` of either inner tip of the moons (``INNER_TIPS``)."""
+    return float((torch.cdist(x.double(), INNER_TIPS).min(1).values <= radius).double().mean())
+
+
+def kde_log_likelihood(
+    train: torch.Tensor, test: torch.Tensor, cv_points: int, seed: int, folds: int = 5
+) -> dict:
+    """A Gaussian kernel density estimate as the baseline a density model must beat: its bandwidth
+    chosen by ``folds``-fold cross-validated log-likelihood (scikit-learn's ``GridSearchCV``) on
+    ``cv_points`` of the training rows, then fitted on all of them. Returns the mean held-out
+    log-likelihood of ``test`` (nats), its standard error, the bandwidth and the bandwidths tried."""
+    bandwidths = np.geomspace(0.005, 0.5, 15)
+    rows = train.double().numpy()
+    rng = np.random.default_rng(seed)
+    subset = rows[rng.choice(len(rows), size=min(cv_points, len(rows)), replace=False)]
+    search = GridSearchCV(KernelDensity(), {"bandwidth": bandwidths}, cv=folds).fit(subset)
+    bandwidth = float(search.best_params_["bandwidth"])
+    scores = KernelDensity(bandwidth=bandwidth).fit(rows).score_samples(test.double().numpy())
+    return {
+        "nats": float(scores.mean()),
+        "stderr": float(scores.std(ddof=1) / math.sqrt(len(scores))),
+        "bandwidth": bandwidth,
+        "bandwidths": [float(b) for b in bandwidths],
+        "cv_points": int(len(subset)),
+    }
+
+
+def classifier_two_sample_test(a: torch.Tensor, b: torch.Tensor, seed: int, neighbours: int = 20) -> dict:
+    """A classifier two-sample test (Lopez-Paz & Oquab 2017): the cross-validated accuracy of a
+    k-nearest-neighbour classifier told to separate ``a`` from ``b``. About 0.5 when the two sets
+    come from one distribution; above it by several standard errors when a classifier can tell
+    them apart (where one set has points and the other none). Returns the accuracy and its binomial
+    standard error."""
+    x = torch.cat([a, b]).double().numpy()
+    y = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    accuracy = float(cross_val_score(KNeighborsClassifier(neighbours), x, y, cv=folds).mean())
+    return {"accuracy": accuracy, "stderr": math.sqrt(accuracy * (1 - accuracy) / len(x)), "n": int(len(x))}

@@ -1,6 +1,7 @@
 """What the demo runs on: its budgets (``FULL``, ``QUICK``: steps, sample counts and grid sizes), its
 fixed settings (the plotted windows, the noise level of denoising score matching, the smallest
-time of the VP SDE), and its random streams, one independent generator per purpose from one seed.
+time of the VP SDE, the resolution of the figures), and its random streams, one independent
+generator per purpose from one seed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ __all__ = [
     "EXTENT",
     "FULL",
     "MOONS_EXTENT",
+    "MOONS_NOISE",
+    "PNG_DPI",
     "QUICK",
+    "SHOWN_LEVELS",
     "VP_EPS",
     "Budget",
     "Streams",
@@ -29,6 +33,9 @@ MOONS_EXTENT = (-1.8, 1.8, -1.2, 1.2)
 DSM_SIGMA = 0.1  # "small" against the components' unit standard deviation
 VP_EPS = 1e-5  # the smallest time, for training and likelihoods (docs/math.md#evaluating-at-a-small-time)
 DENOISING_TIMES = (0.02, 0.1, 0.2, 0.4, 1.0)
+SHOWN_LEVELS = 4  # noise levels drawn in the "adding noise" figure (the smallest, the largest, two between)
+MOONS_NOISE = 0.05  # the standard deviation of the noise around the moons' arcs (datasets.moons' default)
+PNG_DPI = 200  # pixels per inch of the PNG figures; the page shows them at 100 CSS pixels per inch
 
 
 @dataclass(frozen=True)
@@ -41,19 +48,21 @@ class Budget:
     sm_steps: int = 1500  # training steps for each score-matching objective
     ncsn_steps: int = 3000
     vp_steps: int = 4000
-    moons_steps: int = 4000
+    moons_steps: int = 6000
     n_eval: int = 4000  # points on which Fisher divergences are estimated
     n_samples: int = 1000  # samples per sampler (mode-weight standard error ~ 0.4/sqrt(n))
     langevin_steps: int = 500  # naive Langevin steps
     n_steps_each: int = 100  # annealed Langevin steps per level
     gif_particles: int = 300
     gif_steps: int = 300
-    gif_frames: int = 40
+    gif_frames: int = 40  # frames of each animation (annealed Langevin: shared out between the levels)
     pc_steps: int = 200  # predictor steps of the reverse-SDE samplers
     ode_steps: int = 50  # steps of the fixed-step ODE method
     n_trajectories: int = 150
     n_test: int = 1000  # test points for the log-likelihood
+    n_solver_check: int = 200  # likelihood: test points re-integrated at a tighter tolerance
     density_grid: int = 50  # moons: log-likelihood on a grid of this many points a side
+    kde_points: int = 2000  # moons: training points on which the KDE's bandwidth is cross-validated
 
 
 FULL = Budget()
@@ -62,7 +71,7 @@ QUICK = Budget(
     sm_steps=300,
     ncsn_steps=800,
     vp_steps=1000,
-    moons_steps=1000,
+    moons_steps=1500,
     n_eval=2000,
     n_samples=500,
     langevin_steps=200,
@@ -74,7 +83,9 @@ QUICK = Budget(
     ode_steps=20,
     n_trajectories=60,
     n_test=300,
+    n_solver_check=50,
     density_grid=24,
+    kde_points=1000,
 )
 
 

@@ -17,14 +17,20 @@ units (minutes beside hundreds of metres) both fill their panel. The one excepti
 ``extent``, drawn in the model's standardised plane, where both axes share one unit by design.
 ``columns`` names the coordinates on the axes (default ``x0, x1, ...``).
 
-The modules: ``fields`` (score fields, their error and divergence), ``samples`` (samples against
-data, naive vs annealed, denoising strips, ODE trajectories), ``animations`` (the samplers as GIFs),
-``images`` (image grids), ``training`` (loss curves) and ``base`` (what they share).
+The modules: ``fields`` (score fields, their error and divergence, one-dimensional slices,
+interfering sinks), ``smoothing`` (smoothing as a convolution, the denoising target, the smoothed
+scores at several noise levels), ``diffusion`` (a 1-D density over time with sampling paths, the
+chain of denoisers), ``samples`` (samples against data, naive vs annealed, denoising strips, ODE
+trajectories), ``animations`` (the samplers as GIFs), ``images`` (image grids), ``training`` (loss
+curves) and ``base`` (what they share).
 """
 
 from .animations import (
+    GIF_DPI,
+    GIF_SIZE,
     Drawing,
     annealed_langevin_animation,
+    frame_indices,
     langevin_animation,
     reverse_sde_animation,
     write_gif,
@@ -39,12 +45,15 @@ from .base import (
     NoiseScoreFn,
     ScoreFn,
 )
+from .diffusion import exact_time_score, plot_denoising_chain, plot_diffusion_1d
 from .fields import (
     at_level,
     plot_gaussian_score_line,
+    plot_interfering_sinks,
     plot_score_divergence,
     plot_score_error,
     plot_score_field,
+    plot_score_slice,
 )
 from .images import BORDER_VALUE, GRID_MAX_SIDE, GRID_MIN_SIDE, grid_scale, image_grid, image_grid_size
 from .samples import (
@@ -54,11 +63,14 @@ from .samples import (
     plot_samples,
     tweedie_denoiser,
 )
+from .smoothing import plot_dsm_target, plot_smoothed_scores, plot_smoothing_1d
 from .training import plot_loss_curve
 
 __all__ = [
     "BORDER_VALUE",
     "DATA_COLOR",
+    "GIF_DPI",
+    "GIF_SIZE",
     "GRID_MAX_SIDE",
     "GRID_MIN_SIDE",
     "PANEL_SIZE",
@@ -71,12 +83,18 @@ __all__ = [
     "ScoreFn",
     "annealed_langevin_animation",
     "at_level",
+    "exact_time_score",
+    "frame_indices",
     "grid_scale",
     "image_grid",
     "image_grid_size",
     "langevin_animation",
+    "plot_denoising_chain",
     "plot_denoising_strip",
+    "plot_diffusion_1d",
+    "plot_dsm_target",
     "plot_gaussian_score_line",
+    "plot_interfering_sinks",
     "plot_loss_curve",
     "plot_naive_vs_annealed",
     "plot_ode_trajectories",
@@ -84,6 +102,9 @@ __all__ = [
     "plot_score_divergence",
     "plot_score_error",
     "plot_score_field",
+    "plot_score_slice",
+    "plot_smoothed_scores",
+    "plot_smoothing_1d",
     "reverse_sde_animation",
     "tweedie_denoiser",
     "write_gif",

@@ -9,10 +9,13 @@ in ``dtype`` (default float32), as ``scorefield.viz.base`` describes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from matplotlib import colors, ticker
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..distributions import Gaussian
@@ -39,8 +42,12 @@ from .base import (
     _score_of,
 )
 
+ERROR_LABEL = r"$\|s_\theta(x) - \nabla_x \log p(x)\|$"
+
 __all__ = [
     "at_level",
+    "plot_interfering_sinks",
+    "plot_score_slice",
     "plot_gaussian_score_line",
     "plot_score_divergence",
     "plot_score_error",
@@ -139,57 +146,160 @@ def plot_score_error(
     weights = np.exp(log_p - log_p.max())
     weighted = float((weights * error**2).sum() / weights.sum())
     fig, axes = _figure(1, 2)
+    fig.get_layout_engine().set(wspace=0.08)
     ax_map, ax_scatter = axes[0]
     image = ax_map.imshow(
         error.reshape(grid, grid), origin="lower", extent=extent, cmap="magma", aspect="auto"
     )
-    fig.colorbar(image, ax=ax_map, shrink=0.8, label="‖s_θ − ∇log p‖")
+    fig.colorbar(image, ax=ax_map, shrink=0.8, label=ERROR_LABEL)
     _density_contours(ax_map, true_dist, extent, grid, device, dtype)
     if data is not None:
         _scatter(ax_map, _numpy(data), "data", "c", size=2.0, alpha=0.4)
     _frame(ax_map, extent)
+    _label_plane(ax_map, None)
     ax_map.set_title("score error")
     ax_scatter.scatter(log_p, error, s=3, c="C0", alpha=0.5, linewidths=0, label="grid points")
-    ax_scatter.set_xlabel("log p(x)")
-    ax_scatter.set_ylabel("‖s_θ(x) − ∇log p(x)‖")
-    ax_scatter.set_title("error vs density")
-    fig.suptitle(f"E_p‖error‖² = {weighted:.3g}   plane mean ‖error‖² = {float((error**2).mean()):.3g}")
+    ax_scatter.set_xlabel(r"$\log p(x)$")
+    ax_scatter.set_ylabel(ERROR_LABEL)
+    ax_scatter.set_title("error against density")
+    fig.suptitle(
+        f"Eₚ‖error‖² = {weighted:.3g}    mean over the window ‖error‖² = {float((error**2).mean()):.3g}"
+    )
     return fig
 
 
 def plot_gaussian_score_line(
-    mean: float = 0.0, std: float = 1.0, extent: tuple[float, float] | None = None, n: int = 201
+    mean: float = 0.0,
+    std: float = 1.0,
+    extent: tuple[float, float] | None = None,
+    n: int = 201,
+    *,
+    ax: Axes | None = None,
 ) -> Figure:
     """The diffusion tutorial's aside "the score function of a gaussian": ``s(x) = -(x - μ)/σ²``, with the density.
 
     The score (left axis) is drawn from ``scorefield.distributions.Gaussian`` in one dimension; the
     density ``N(x; μ, σ²)`` shares the x axis on a second y axis. The score crosses zero at the mean.
+    Drawn into ``ax`` if given (its figure is returned), else into a new figure.
     """
     dist = Gaussian(torch.tensor([mean], dtype=torch.float64), torch.tensor([[std**2]], dtype=torch.float64))
     lo, hi = extent if extent is not None else (mean - 4 * std, mean + 4 * std)
     x = torch.linspace(lo, hi, n, dtype=torch.float64)[:, None]
-    fig, axes = _figure(1, 1, size=4.0)
-    ax = axes[0, 0]
-    (score_line,) = ax.plot(x[:, 0], dist.score(x)[:, 0], color="C3", label="score s(x) = −(x − μ)/σ²")
+    if ax is None:
+        ax = _figure(1, 1, size=4.0)[1][0, 0]
+    (score_line,) = ax.plot(
+        x[:, 0], dist.score(x)[:, 0], color="C3", label=r"score $s(x) = -(x - \mu)/\sigma^2$"
+    )
     ax.axhline(0.0, color="0.7", linewidth=0.8)
     ax.axvline(mean, color="0.7", linewidth=0.8, linestyle=":")
     ax.set_xlabel("x")
     ax.set_ylabel("score", color="C3")
     ax_density = ax.twinx()
     (density_line,) = ax_density.plot(
-        x[:, 0], dist.log_prob(x).exp(), color="C0", label="density N(x; μ, σ²)"
+        x[:, 0], dist.log_prob(x).exp(), color="C0", label=r"density $N(x; \mu, \sigma^2)$"
     )
     ax_density.set_ylabel("density", color="C0")
     ax_density.set_ylim(bottom=0)
-    ax.set_title(f"Gaussian score, μ = {mean:g}, σ = {std:g}")
+    ax.set_title(f"one Gaussian: μ = {mean:g}, σ = {std:g}")
     ax_density.legend(handles=[score_line, density_line], loc="lower left", fontsize="small")
-    return fig
+    return ax.figure
+
+
+def plot_score_slice(
+    dist: Density,
+    start: ArrayLike,
+    end: ArrayLike,
+    n: int = 401,
+    *,
+    ax: Axes | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Figure:
+    """A one-dimensional slice of a mixture's score: along the segment from ``start`` to ``end``,
+    the component of ``∇log p`` along the segment, each component's own linear score (dashed), and
+    the density on a second axis.
+
+    Near each mode the mixture's score follows that mode's line ``-(u - u_k)/σ_k²``; where the
+    responsibilities cross it switches from one line to the other: piecewise nearly linear, the
+    shape a ReLU network fits well (the score-functions tutorial, "Score function of Mixture of
+    Gaussians"). ``dist`` is a ``GaussianMixture`` (its components give the dashed lines); drawn into
+    ``ax`` if given (its figure is returned).
+    """
+    a = torch.as_tensor(_numpy(start), dtype=dtype)
+    b = torch.as_tensor(_numpy(end), dtype=dtype)
+    length = float(torch.linalg.norm(b - a))
+    direction = (b - a) / length
+    u = torch.linspace(0.0, length, n, dtype=dtype)
+    x = a + u[:, None] * direction
+    mixture = dist.to(dtype) if hasattr(dist, "to") else dist
+    along = (mixture.score(x) @ direction).numpy()
+    density = mixture.log_prob(x).exp().numpy()
+    if ax is None:
+        ax = _figure(1, 1, size=4.0)[1][0, 0]
+    means = getattr(mixture, "means", None)
+    if means is not None:
+        precisions = torch.linalg.inv(mixture.covs)
+        for k in range(means.shape[0]):
+            component = -((x - means[k]) @ precisions[k] @ direction).numpy()
+            ax.plot(u, component, color="0.6", linestyle="--", linewidth=1.0,
+                    label="each component's own score" if k == 0 else None)  # fmt: skip
+        r = mixture.responsibilities(x).numpy()
+        crossings = np.nonzero(np.diff(np.argmax(r, axis=1)))[0]
+        for i in crossings:
+            ax.axvline(float(u[i]), color="0.4", linewidth=0.8, linestyle=":")
+    ax.plot(u, along, color="C3", linewidth=2.0, label="mixture's score along the line")
+    ax.axhline(0.0, color="0.7", linewidth=0.8)
+    span = float(np.abs(along).max())
+    ax.set_ylim(-1.3 * span, 1.3 * span)
+    ax.set_xlabel("u: position along the line (start at 0)")
+    ax.set_ylabel(r"$\nabla \log p \cdot e$ (score along the line)", color="C3")
+    ax_density = ax.twinx()
+    ax_density.fill_between(u, density, color="C0", alpha=0.25, linewidth=0)
+    ax_density.set_ylabel("density p", color="C0")
+    ax_density.set_ylim(0, 1.1 * float(density.max()))
+    ax.set_zorder(ax_density.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.legend(loc="upper right", fontsize="small")
+    ax.set_title("the mixture along the line through its modes")
+    return ax.figure
+
+
+def _divergence_grid(score_fn: ScoreFn, points: np.ndarray, device: Device, dtype: torch.dtype) -> np.ndarray:
+    """The exact divergence ``∇·s`` at ``points`` (the trace of the autograd Jacobian)."""
+    x = torch.as_tensor(points, dtype=dtype, device=device)
+    unused_time = torch.zeros(x.shape[0], dtype=dtype, device=device)
+    return _numpy(divergence(lambda y, _: score_fn(y), x, unused_time, kind="exact"))
+
+
+def _sink_norm(values: np.ndarray) -> colors.Normalize:
+    """A colour scale with 0 white, sinks (negative) in blue saturating at the deepest sink and
+    sources (positive) in red at the highest source, each side on its own scale, so a sink of -2
+    beside a ridge of +30 is still plainly blue."""
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    if lo < 0 < hi:
+        return colors.TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi)
+    bound = max(abs(lo), abs(hi)) or 1.0
+    return colors.Normalize(vmin=-bound, vmax=bound)
+
+
+def _divergence_image(ax: Axes, values: np.ndarray, extent: Extent, norm: colors.Normalize):
+    n = int(round(math.sqrt(values.size)))
+    return ax.imshow(values.reshape(n, n), origin="lower", extent=extent, cmap="RdBu_r", norm=norm,
+                     aspect="auto")  # fmt: skip
+
+
+def _arrows(ax: Axes, score_fn: ScoreFn, extent: Extent, arrows: int, device: Device, dtype: torch.dtype):
+    ax_x, ax_y, arrow_points = _grid(extent, arrows)
+    field = _evaluate(score_fn, arrow_points, device, dtype)
+    ax.quiver(
+        ax_x, ax_y, field[:, 0].reshape(ax_x.shape), field[:, 1].reshape(ax_x.shape), angles="xy",
+        color="k", width=0.004,
+    )  # fmt: skip
 
 
 def plot_score_divergence(
     score: Density | ScoreFn,
     extent: Extent | None = None,
-    grid: int = 40,
+    grid: int = 120,
     data: ArrayLike | None = None,
     arrows: int = 15,
     *,
@@ -199,43 +309,76 @@ def plot_score_divergence(
     """The diffusion tutorial's "the score function should be a sink at the data points": ``∇·s(x)`` over the plane.
 
     The divergence is exact (the trace of the autograd Jacobian, ``scorefield.likelihood.divergence``).
-    Negative divergence (blue) is a sink: the score field converges there, at the data. The field's
+    Negative divergence (blue) is a sink: the score field converges there, at the data; positive
+    (red) is a source. The two signs have their own colour scales (white is 0; the deepest sink is
+    full blue, the highest source full red), so shallow sinks show beside tall sources. The field's
     arrows (``arrows x arrows``, 0 for none) and the ``data`` are drawn on top. The score is
     evaluated on ``device`` in ``dtype``.
     """
     extent = _resolve_extent(extent, data, score if _is_density(score) else None, device=device)
     score_fn = _score_of(score)
     _, _, points = _grid(extent, grid)
-    x = torch.as_tensor(points, dtype=dtype, device=device)
-    unused_time = torch.zeros(x.shape[0], dtype=dtype, device=device)
-    div = _numpy(divergence(lambda y, _: score_fn(y), x, unused_time, kind="exact"))
-    bound = float(np.abs(div).max()) or 1.0
+    div = _divergence_grid(score_fn, points, device, dtype)
     fig, axes = _figure(1, 1, size=4.2)
     ax = axes[0, 0]
-    image = ax.imshow(
-        div.reshape(grid, grid),
-        origin="lower",
-        extent=extent,
-        cmap="RdBu_r",
-        vmin=-bound,
-        vmax=bound,
-        aspect="auto",
-    )
-    fig.colorbar(image, ax=ax, shrink=0.8, label="∇·s(x)")
+    image = _divergence_image(ax, div, extent, _sink_norm(div))
+    bar = fig.colorbar(image, ax=ax, shrink=0.8, label=r"$\nabla \cdot s(x)$")
+    bar.set_ticks(sorted({float(div.min()), 0.0, float(div.max())}))
+    bar.ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
     if arrows:
-        ax_x, ax_y, arrow_points = _grid(extent, arrows)
-        field = _evaluate(score_fn, arrow_points, device, dtype)
-        ax.quiver(
-            ax_x,
-            ax_y,
-            field[:, 0].reshape(ax_x.shape),
-            field[:, 1].reshape(ax_x.shape),
-            angles="xy",
-            color="k",
-            width=0.004,
-        )
+        _arrows(ax, score_fn, extent, arrows, device, dtype)
     if data is not None:
-        ax.scatter(*_numpy(data).T, s=30, c="k", edgecolors="w", linewidths=1.0, label="data")
+        ax.scatter(*_numpy(data).T, s=8, c="k", edgecolors="w", linewidths=0.4, label="data")
+        ax.legend(loc="lower right", fontsize="small", framealpha=0.9)
     _frame(ax, extent)
-    ax.set_title("∇·s: sinks (blue) at the data")
+    _label_plane(ax, None)
+    ax.set_title(r"$\nabla \cdot s$: sinks (blue), sources (red)")
+    return fig
+
+
+def plot_interfering_sinks(
+    mixture,
+    extent: Extent | None = None,
+    grid: int = 120,
+    arrows: int = 13,
+    *,
+    dtype: torch.dtype = torch.float64,
+) -> Figure:
+    """The diffusion tutorial's "the sinks interfere with each other", exactly, for a Gaussian mixture.
+
+    With responsibilities ``r_k`` and component scores ``s_k = -Σ_k^{-1}(x - μ_k)``, the mixture's
+    score is ``s = Σ_k r_k s_k`` and its divergence is
+
+        ``∇·s = Σ_k r_k (-tr Σ_k^{-1})  +  Σ_k r_k ||s_k - s||²``.
+
+    Left, the first term: each component's own sink ``-tr Σ_k^{-1}`` (``-d/σ_k²``: deeper for a
+    narrower component, whatever its weight) drawn where that component is responsible. Right, the
+    whole divergence (autograd's exact trace): the second term, never negative, is the spread of the
+    component scores; it lifts the divergence where several components share the responsibility,
+    and between close components it turns into sources (red ridges). Both panels share one colour
+    scale; the arrows are the mixture's score.
+    """
+    mixture = mixture.to(dtype)
+    extent = _resolve_extent(extent, mixture)
+    _, _, points = _grid(extent, grid)
+    x = torch.as_tensor(points, dtype=dtype)
+    r = mixture.responsibilities(x)
+    own = -torch.linalg.inv(mixture.covs).diagonal(dim1=-2, dim2=-1).sum(-1)  # -tr Σ_k^{-1}, [K]
+    alone = (r * own).sum(1).numpy()
+    together = _divergence_grid(mixture.score, points, CPU, dtype)
+    norm = _sink_norm(np.concatenate([alone, together, own.numpy()]))  # the sinks' exact depths included
+    fig, axes = _figure(1, 2)
+    titles = (r"each sink alone:" "\n" r"$-\mathrm{tr}\,\Sigma_k^{-1}$ weighted by $r_k$",
+              r"together: $\nabla \cdot s$" "\n" "(the sinks interfere)")  # fmt: skip
+    for ax, values, title in zip(axes[0], (alone, together), titles, strict=True):
+        image = _divergence_image(ax, values, extent, norm)
+        _arrows(ax, mixture.score, extent, arrows, CPU, dtype)
+        ax.scatter(*_numpy(mixture.means).T, s=40, c="k", marker="+", label="component means")
+        _frame(ax, extent)
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("x0")
+    axes[0, 0].set_ylabel("x1")
+    bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=r"$\nabla \cdot s(x)$")
+    bar.set_ticks(sorted({float(v) for v in own} | {0.0, float(together.max())}))
+    bar.ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
     return fig
