@@ -68,6 +68,7 @@ def sample_conditional(
     predictor: str | StepFn = "ancestral",
     grid: str = "log_snr",
     progress: bool = False,
+    allow_unobserved: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """Samples of ``p(x_missing | x_observed)`` by the replacement method with resampling (Song et al.
     2021, appendix I.2; Lugmayr et al. 2022, Alg. 1 with jumps of one step; docs/math.md#conditional-sampling).
@@ -94,12 +95,15 @@ def sample_conditional(
         predictor: a name of ``samplers.PREDICTORS`` (default ``"ancestral"``) or a step function.
         grid: the kind of ``noise.time_grid`` from 1 to ``eps`` (default ``"log_snr"``: equal steps in
             log-SNR, which spends more of the steps at low noise than ``"uniform"``).
+        allow_unobserved: accept a mask with no observed entry at all and sample the joint law with the
+            same steps (no replacement), as the rows without one are sampled within a batch; for
+            callers that split a larger batch into blocks (``Run.inpaint``).
 
     Returns ``(x, info)``: ``x`` shaped like ``x_obs`` whose observed entries are exactly ``x_obs``'s,
     and ``info`` with ``"nfe"`` (counted), ``"n_steps"``, ``"resample"`` and ``"times"``. When every
     entry is observed, ``x_obs`` comes back (a copy) with ``nfe = 0``. A mask with no observed entry at
-    all raises ``ValueError`` (that is unconditional sampling: ``sample_pc``); single rows without one
-    are sampled from the joint law. Raises ``ValueError`` for a mask that does not broadcast, a
+    all raises ``ValueError`` (that is unconditional sampling: ``sample_pc``) unless ``allow_unobserved``;
+    single rows without one are sampled from the joint law. Raises ``ValueError`` for a mask that does not broadcast, a
     non-finite observed entry, ``resample < 1`` or ``nfe < resample + 1``.
     """
     mask = _check_mask(x_obs, mask)
@@ -112,7 +116,7 @@ def sample_conditional(
         )
     if bool(mask.all()):
         return x_obs.clone(), {"nfe": 0, "n_steps": 0, "resample": int(resample), "times": None}
-    if not bool(mask.any()):
+    if not (allow_unobserved or bool(mask.any())):
         raise ValueError("mask has no observed entry: that is unconditional sampling, use sample_pc")
     resample, n_steps = int(resample), (int(nfe) - 1) // int(resample)
     predict = _lookup(PREDICTORS, "predictor", predictor)

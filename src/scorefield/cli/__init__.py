@@ -1,4 +1,4 @@
-"""The ``scorefield`` command: train, sample, likelihood, anomaly, plot, demo.
+"""The ``scorefield`` command: train, sample, inpaint, likelihood, anomaly, tune, plot, demo.
 
 This is the only composition root: it reads files and flags, builds configs and runs, and writes
 results. A mistake in the input (a bad flag, an unknown config key, a value of the wrong type,
@@ -13,7 +13,7 @@ torchrun every subcommand splits its work over the processes and only process 0 
 abbreviations of its options (``--run-path``, ``--nnodes``, ...) anywhere on the line.
 
 This module holds the parser and ``main`` (which turns every user error into that one line);
-``commands`` the subcommands train, sample, likelihood, anomaly and demo; ``plots`` the plot command
+``commands`` the subcommands train, sample, inpaint, likelihood, anomaly, tune and demo; ``plots`` the plot command
 and the image grids; ``io`` flag values, output checks, and the writing of arrays and figures.
 """
 
@@ -29,7 +29,7 @@ from ..run.checkpoint import CheckpointError
 from ..run.config import ConfigError
 from ..run.finished import SAMPLERS
 from ..run.train import RunError, TrainingError
-from .commands import cmd_anomaly, cmd_demo, cmd_likelihood, cmd_sample, cmd_train, cmd_tune
+from .commands import cmd_anomaly, cmd_demo, cmd_inpaint, cmd_likelihood, cmd_sample, cmd_train, cmd_tune
 from .io import ARRAY_SUFFIXES, PROG, UsageError, device_flag, output_path, positive_int, say
 from .plots import PLOTS, cmd_plot
 
@@ -77,6 +77,70 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_label_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--label",
+        help=f"class-conditional runs: {what} this class, by name (a CSV's label, a digit) or by index 0..K-1",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="classifier-free guidance weight with --label: (1+W) s(x|y) - W s(x), two network "
+        "evaluations per score evaluation; default 0 (the conditional model alone)",
+    )
+
+
+def _add_inpaint(sub) -> None:
+    p = sub.add_parser(
+        "inpaint",
+        help="fill the cells of data rows that a mask marks 0, given the cells it marks 1",
+        description="Fill the missing cells of data rows by conditional sampling from a trained run (the "
+        "replacement method with RePaint's resampling). MASK has the data's shape, or one row for every "
+        "row: 1 (or True) marks an observed cell, returned exactly as given; 0 (or False) a cell to fill, "
+        "whose value in --data is not read (write any number there). Rows without an observed cell are "
+        "drawn from the model; a mask of all 0 is refused.",
+    )
+    _add_run_args(p)
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="FILE.npy or FILE.csv, one example per row (image runs: flat rows, or images in a .npy)",
+    )
+    p.add_argument(
+        "--mask",
+        type=Path,
+        required=True,
+        help="FILE.npy or FILE.csv shaped like --data (or one row for all rows): 1 = observed, 0 = to fill",
+    )
+    p.add_argument(
+        "--nfe",
+        type=positive_int,
+        default=200,
+        help="score evaluations per row: (nfe - 1) // resample steps of resample evaluations each, and "
+        "one for the final denoising; default 200",
+    )
+    p.add_argument(
+        "--resample",
+        type=positive_int,
+        default=4,
+        help="RePaint's resampling: each step taken this many times (1 = plain replacement); default 4",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, help="rows per sampler call")
+    p.add_argument("--last", action="store_true", help="use the last weights instead of the EMA")
+    _add_label_args(p, "complete the rows as members of")
+    p.add_argument(
+        "--out",
+        type=output_path(ARRAY_SUFFIXES),
+        required=True,
+        help="FILE.npy or FILE.csv: the completed rows in data units; image runs also write a grid FILE.png",
+    )
+    p.set_defaults(handler=cmd_inpaint)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Score-based generative modelling: train, sample, evaluate.")
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
@@ -109,18 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, help="samples per sampler call")
     p.add_argument("--last", action="store_true", help="use the last weights instead of the EMA")
-    p.add_argument(
-        "--label",
-        help="class-conditional runs: sample this class, by name (a CSV's label, a digit) or by index 0..K-1",
-    )
-    p.add_argument(
-        "--guidance",
-        type=float,
-        default=0.0,
-        metavar="W",
-        help="classifier-free guidance weight with --label: (1+W) s(x|y) - W s(x), two network "
-        "evaluations per score evaluation; default 0 (the conditional model alone)",
-    )
+    _add_label_args(p, "sample")
     p.add_argument(
         "--out",
         type=output_path((*ARRAY_SUFFIXES, ".png")),
@@ -135,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
         "default: to at least 64 pixels per side",
     )
     p.set_defaults(handler=cmd_sample)
+    _add_inpaint(sub)
 
     for name, help_text, handler in (
         ("likelihood", "exact log-likelihoods of data rows (nats, data units)", cmd_likelihood),

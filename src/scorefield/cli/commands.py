@@ -1,6 +1,6 @@
-"""The subcommands that train a run and use it: ``train``, ``sample``, ``likelihood``, ``anomaly``,
-and ``demo``. Each checks its inputs and outputs before any work, then calls the library
-(``scorefield.run``) and writes its results; ``plot`` is in ``cli.plots``.
+"""The subcommands that train a run and use it: ``train``, ``sample``, ``inpaint``, ``likelihood``,
+``anomaly``, ``tune`` and ``demo``. Each checks its inputs and outputs before any work, then calls the
+library (``scorefield.run``) and writes its results; ``plot`` is in ``cli.plots``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,20 @@ from ..run.config import load_config
 from ..run.distributed import distributed
 from ..run.finished import GRIDS_FILE, load_run
 from ..run.train import train
-from .io import PROG, UsageError, check_writable, device_flag, is_main_process, read_data, say, write_array
+from .io import (
+    PROG,
+    UsageError,
+    check_writable,
+    device_flag,
+    is_main_process,
+    read_data,
+    read_mask,
+    say,
+    write_array,
+)
 from .plots import grid_scale, write_image_grid
 
-__all__ = ["cmd_anomaly", "cmd_demo", "cmd_likelihood", "cmd_sample", "cmd_train"]
+__all__ = ["cmd_anomaly", "cmd_demo", "cmd_inpaint", "cmd_likelihood", "cmd_sample", "cmd_train", "cmd_tune"]
 
 
 def cmd_train(args) -> int:
@@ -64,6 +74,13 @@ def _label(args, run) -> int | None:
     return run.label_index(args.label)
 
 
+def _describe_label(args, run, label: int | None) -> str:
+    if label is None:
+        return ""
+    text = f", class {run.classes[label]!r} (label {label})" if run.classes else f", label {label}"
+    return text + (f", guidance {args.guidance:g}" if args.guidance else "")
+
+
 def cmd_sample(args) -> int:
     _budget(args)
     images = args.out.suffix.lower() == ".png"
@@ -92,10 +109,52 @@ def cmd_sample(args) -> int:
     sampler = args.sampler or run.config.sample.sampler
     if sampler == "fast":
         sampler = f"fast, {args.steps or run.config.sample.steps} score evaluations"
-    if label is not None:
-        sampler += f", class {run.classes[label]!r} (label {label})" if run.classes else f", label {label}"
-        sampler += f", guidance {args.guidance:g}" if args.guidance else ""
+    sampler += _describe_label(args, run, label)
     say(f"wrote {args.n} samples ({sampler}) to {' and '.join(str(p) for p in written)}")
+    return 0
+
+
+def cmd_inpaint(args) -> int:
+    """Fill the cells of ``--data`` that ``--mask`` marks 0 given those it marks 1, which come back as given."""
+    if args.nfe < args.resample + 1:
+        raise UsageError(
+            f"--nfe {args.nfe} is too small for --resample {args.resample}: each step costs --resample score "
+            f"evaluations and the final denoising one more; pass --nfe >= {args.resample + 1}"
+        )
+    check_writable(args.out)
+    with distributed(args.device or "auto") as (d, device):
+        run = load_run(args.run, device=device, use_ema=not args.last)
+        images = len(run.data_shape) == 3
+        if images:
+            check_writable(args.out.with_suffix(".png"))
+        x, names = read_data(args.data, run.data_shape)
+        run.check_columns(names, args.data)
+        run.check_data(x)
+        mask, mask_names = read_mask(args.mask, x)
+        run.check_columns(mask_names, args.mask)
+        if not bool(mask.any()):
+            raise UsageError(
+                f"mask {args.mask} marks every cell 0 (to fill): there is nothing to condition on; "
+                "draw such rows with `scorefield sample`"
+            )
+        label = _label(args, run)
+        filled = run.inpaint(
+            x, mask, args.nfe, args.resample, args.seed, args.batch_size, progress=not args.quiet,
+            label=label, guidance=args.guidance,
+        )  # fmt: skip
+        written = [args.out]
+        if d.main:
+            write_array(args.out, filled.numpy(), run.columns)
+            if images:
+                written.append(args.out.with_suffix(".png"))
+                write_image_grid(written[-1], run, filled)
+    missing = ~mask.reshape(mask.shape[0], -1)
+    used = (args.nfe - 1) // args.resample * args.resample + 1 if bool(missing.any()) else 0
+    say(
+        f"filled {int(missing.sum())} of {missing.numel()} cells in {int(missing.any(1).sum())} of "
+        f"{missing.shape[0]} rows of {args.data} ({used} score evaluations per row, resample {args.resample}"
+        f"{_describe_label(args, run, label)}); wrote {' and '.join(str(p) for p in written)}"
+    )
     return 0
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "output_path",
     "positive_int",
     "read_data",
+    "read_mask",
     "say",
     "write_array",
     "write_figure",
@@ -125,16 +126,87 @@ def check_writable(path: Path, folder: bool = False) -> None:
 
 
 def read_data(path: Path, data_shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[str, ...] | None]:
-    """A data file as ``[N, *data_shape]`` (a flat row is reshaped to an image of the run's shape) and
-    its column names (a CSV's header, else None)."""
+    """A data file as ``[N, *data_shape]`` (a flat row is reshaped to an image of the run's shape; a
+    ``.npy`` file may also hold images ``[N, *data_shape]``, as ``sample`` writes them) and its column
+    names (a CSV's header, else None)."""
     try:
         x, names = read_table(path)
     except (OSError, ValueError) as error:
-        raise UsageError(str(error)) from None
+        images = _read_images(path, data_shape)
+        if images is None:
+            raise UsageError(str(error)) from None
+        return images, None
     numel = int(np.prod(data_shape))
     if len(data_shape) > 1 and x.shape[1] == numel:
         x = x.reshape(-1, *data_shape)
     return x, names
+
+
+def _read_images(path: Path, data_shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The images of a ``.npy`` file shaped ``[N, *data_shape]``, ``data_shape`` an image's; None for any
+    other file (``read_table``'s error then stands). A row with NaN or Inf is refused, named 0-based."""
+    if Path(path).suffix.lower() != ".npy" or len(data_shape) < 2 or not Path(path).is_file():
+        return None
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError):
+        return None
+    if values.shape[1:] != tuple(data_shape) or not values.shape[0]:
+        return None
+    if not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
+        raise UsageError(f"{path}: expected real numbers, found dtype {values.dtype}")
+    with np.errstate(over="ignore"):
+        bad = ~np.isfinite(values.astype(np.float32)).reshape(values.shape[0], -1).all(1)
+    if bad.any():
+        raise UsageError(
+            f"{path}: row {int(np.argmax(bad))} (0-based) contains NaN, Inf or a number beyond ±3.4e38; "
+            "remove it"
+        )
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+
+def read_mask(path: Path, x: torch.Tensor) -> tuple[torch.Tensor, tuple[str, ...] | None]:
+    """The mask file of ``inpaint`` for the rows ``x`` (``[N, *shape]``), as booleans shaped like ``x``
+    (True = observed, kept; False = to fill), and its column names (a CSV's header, else None).
+
+    ``.npy`` (booleans or numbers) or ``.csv`` (numbers), holding only 0 and 1: as many rows as ``x``,
+    or one row for every row; each row flat or shaped like one example, as the data may be. Anything
+    else is a ``UsageError`` naming the problem."""
+    path, names = Path(path), None
+    if path.suffix.lower() not in ARRAY_SUFFIXES:
+        raise UsageError(f"mask {path}: unknown format {path.suffix!r}; use .npy or .csv")
+    if not path.is_file():
+        raise UsageError(f"mask file {path} does not exist")
+    if path.suffix.lower() == ".csv":
+        try:
+            table, names = read_table(path)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"mask {error}") from None
+        values = table.numpy()
+    else:
+        try:
+            values = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as error:
+            raise UsageError(f"mask {path}: not a .npy array ({error})") from None
+        real = np.issubdtype(values.dtype, np.number) and not np.iscomplexobj(values)
+        if values.dtype != np.bool_ and not real:
+            raise UsageError(f"mask {path}: expected 0 and 1 or booleans, found dtype {values.dtype}")
+        values = values[:, None] if values.ndim == 1 else values
+    rows, shape = values.shape[0] if values.ndim else 0, tuple(x.shape[1:])
+    if values.ndim < 2 or rows not in (1, x.shape[0]) or values[0].size != int(np.prod(shape)):
+        raise UsageError(
+            f"mask {path} has shape {values.shape} but the data have {tuple(x.shape)}: give the mask the "
+            "data's shape (one row per data row), or one row for every row"
+        )
+    bad = ~((values == 0) | (values == 1))
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise UsageError(
+            f"mask {path} holds {values[at].item()!r} (row {at[0]}, 0-based): a mask holds only 1 "
+            "(observed, kept) and 0 (to fill)"
+        )
+    mask = torch.from_numpy(values.astype(bool).reshape(rows, *shape))
+    return mask.expand(x.shape), names
 
 
 def write_array(

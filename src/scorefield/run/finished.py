@@ -5,7 +5,8 @@ and config from the newest checkpoint that verifies, and nothing else; a config 
 version is read with its retired keys dropped. ``Run.sample`` dispatches to the plain dict
 ``SAMPLERS`` (probability-flow ODE, DPM-Solver++, predictor-corrector, Euler-Maruyama, annealed
 Langevin), for a class-conditional run of one class with classifier-free guidance on request
-(``score.guided``); ``Run.log_prob`` integrates the probability-flow ODE (of the unconditional model,
+(``score.guided``); ``Run.inpaint`` fills the entries of data rows a mask leaves out given the others
+(``sample_conditional``); ``Run.log_prob`` integrates the probability-flow ODE (of the unconditional model,
 for a class-conditional run). Under torchrun both split their blocks over the processes, and every
 process gets all results.
 """
@@ -22,6 +23,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
+from ..conditional import sample_conditional
 from ..datasets import default_columns
 from ..keyed import KeyedNoise
 from ..langevin import annealed_langevin
@@ -157,6 +159,64 @@ class Run:
             x_T = noise.randn((stop - start, *self.data_shape))
             out[start:stop] = SAMPLERS[sampler](self, x_T, steps, noise, score)
         return self.scaler.inverse_transform(gather(out).cpu())
+
+    @torch.no_grad()
+    def inpaint(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        nfe: int = 200,
+        resample: int = 4,
+        seed: int = 0,
+        batch_size: int | None = None,
+        progress: bool = False,
+        label: int | str | None = None,
+        guidance: float = 0.0,
+    ) -> torch.Tensor:
+        """``x`` (data units, ``[N, *data_shape]``) with the entries where ``mask`` is False filled by draws of
+        ``p(x_missing | x_observed)``, the observed entries (``mask`` True) returned exactly as given.
+
+        ``sample_conditional`` (the replacement method with RePaint's resampling ``resample`` times per
+        step, ``nfe`` score evaluations per row; docs/math.md#conditional-sampling) runs on the run's SDE
+        and model in the model's units: the scaler is elementwise, so a mask means the same there.
+        ``mask`` (booleans) broadcasts to ``x``'s shape; rows without an observed entry are drawn from the
+        model, and a mask without any raises ``RunError``. ``label`` and ``guidance`` as in ``sample``.
+        Every random number of row ``i`` is keyed by ``(seed, i)``, so row ``i`` is the same for any
+        ``batch_size`` (default: ``sample.batch_size``) and any number of processes (torchrun: split
+        over processes, all get all).
+        """
+        self.check_data(x)
+        if self.setup.single_level:
+            raise RunError(
+                f"a model trained at one noise level ({self.config.objective.kind}) has no time axis to "
+                "inpaint along; train with ncsn or an SDE"
+            )
+        mask = torch.as_tensor(mask, device=self.device)
+        if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+            raise RunError("the mask must hold booleans or 0 and 1 only (True or 1 = observed)")
+        try:
+            mask = mask.to(torch.bool).expand(x.shape)
+        except RuntimeError:
+            raise RunError(
+                f"a mask of shape {tuple(mask.shape)} does not fit data of shape {tuple(x.shape)}"
+            ) from None
+        if not bool(mask.any()):
+            raise RunError("the mask observes no entry: nothing to condition on; use sample instead")
+        score = self._scores(label, guidance).t
+        x = x.to(self.device, torch.float32)
+        z_obs = self.scaler.transform(x)
+        out = torch.zeros_like(z_obs)
+        for start, stop in tqdm(
+            list(blocks(x.shape[0], batch_size or self.config.sample.batch_size)),
+            disable=not progress, desc="inpaint", unit="block",
+        ):  # fmt: skip
+            noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
+            out[start:stop], _ = sample_conditional(
+                score, self.setup.sde, z_obs[start:stop], mask[start:stop], nfe=nfe, resample=resample,
+                generator=noise, eps=self.config.sample.eps, allow_unobserved=True,
+            )  # fmt: skip
+        filled = self.scaler.inverse_transform(gather(out).cpu())
+        return torch.where(mask.cpu(), x.cpu(), filled)
 
     def fast_grid(self, nfe: int) -> torch.Tensor | None:
         """The grid ``tune_grid`` stored for ``nfe`` score evaluations at this checkpoint's step, else None
