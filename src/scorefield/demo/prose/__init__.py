@@ -1,0 +1,122 @@
+"""The words of the demo's page: the introduction, each section's prose, equations and captions
+(``OUTLINE``: anchor, title, the tutorial's words that open it, and the function that writes the
+rest), the summary table and the glossary of its terms.
+
+Every number printed comes from the results; a caption that states what a figure shows states it
+from the numbers computed with it. The equations are written in the tutorials' notation (noise
+levels ascending, ``σ_1 < … < σ_L``, as the score-functions tutorial orders them), corrected where
+the tutorials slip; the corrections are named where they occur. The library's own conventions are
+in ``docs/math.md``, which the text cites by section.
+
+``basics`` writes sections 1 to 4 (the score, score matching, Langevin dynamics, noise),
+``denoisers`` sections 5 to 8 (NCSN, diffusion, likelihood, moons), and ``common`` holds what they
+share; this module puts them in order and adds the introduction, the summary and the glossary.
+"""
+
+from __future__ import annotations
+
+from ..mathml import tex
+from ..settings import Budget
+from . import basics, denoisers
+from .common import LABELS, Entry
+
+__all__ = ["INTRODUCTION", "LABELS", "OUTLINE", "glossary", "summary"]
+
+INTRODUCTION = (
+    "<p>The argument of the two tutorials <em>Score Functions</em> and <em>Score functions, denoising and "
+    "diffusion</em>, run end to end and drawn: a model of the <em>score</em> "
+    + tex(r"\nabla_x \log p(x)")
+    + " needs no normalising constant, can be learned from samples alone, turns into samples by Langevin "
+    "dynamics once the noise is annealed, and &mdash; as a stack of denoisers in continuous time &mdash; into a "
+    "diffusion model with exact likelihoods. Every claim is checked against the exact score and density of "
+    "the tutorials' two-Gaussian mixture, then the same recipe is tried on data whose density is unknown. "
+    "Each figure's caption says what to look at; the table at the end collects the numbers and defines "
+    "every term in it.</p>"
+)
+
+OUTLINE: tuple[Entry, ...] = basics.OUTLINE + denoisers.OUTLINE
+"""The page's sections in order: anchor, title, the tutorial's words that open it, and the function
+that writes the rest."""
+
+
+def summary(results: dict) -> list[list]:
+    """The numbers that matter, one row each: quantity, value, time (s)."""
+    sm, lv, nc, df, lk, mo = (results[k] for k in ("score_matching", "langevin", "ncsn", "diffusion",
+                                                    "likelihood", "moons"))  # fmt: skip
+    rows = [
+        [f"relative Fisher divergence under p, {LABELS[k]}", v["fisher"], v["train_s"]]
+        for k, v in sm["objectives"].items()
+    ]
+    rows += [
+        [
+            "share of the window the learned (ISM) field sends to the wrong mode",
+            sm["basins"]["wrong_fraction"],
+            "",
+        ],
+        ["mode-weight error (TV), naive Langevin, exact score", lv["naive"]["error"], lv["wall_s"]],
+        ["mode-weight error (TV), annealed Langevin, exact score", lv["annealed"]["error"], ""],
+        ["mode-weight error (TV), NCSN + naive Langevin", nc["naive"]["error"], ""],
+        [
+            "mode-weight error (TV), NCSN + annealed Langevin",
+            nc["annealed"]["error"],
+            nc["train_s"] + nc["sample_s"],
+        ],
+    ]
+    rows += [
+        [f"mode-weight error (TV), {v['label']} (NFE {v['nfe']})", v["error"], v["wall_s"]]
+        for v in df["samplers"].values()
+    ]
+    rows += [
+        ["log-likelihood, model − exact on test points (nats)", lk["error_nats"], lk["wall_s"]],
+        ["the same with the exact score (nats)", lk["pipeline_error_nats"], ""],
+        ["moons: held-out log-likelihood, model (nats)", mo["test_log_likelihood_nats"], mo["train_s"]],
+        ["moons: held-out log-likelihood, KDE with cross-validated bandwidth (nats)", mo["kde"]["nats"], ""],
+        [
+            "moons: classifier two-sample accuracy, samples vs held-out (0.5 = chance)",
+            mo["c2st"]["accuracy"],
+            "",
+        ],
+        ["moons: share of samples off the arcs", mo["off_arc_samples"], ""],
+        ["moons: share of held-out data off the arcs", mo["off_arc_heldout"], ""],
+    ]
+    return rows
+
+
+def glossary(results: dict, budget: Budget) -> str:
+    """The definitions of every term in the tables, as an HTML definition list."""
+    terms = [
+        ("nats", "Units of log-likelihood: natural logarithms (1 nat = 1/ln 2 bits)."),
+        ("relative Fisher divergence",
+         "E‖s<sub>θ</sub>(x) − ∇log p(x)‖² / E‖∇log p(x)‖², x drawn from p (or uniformly over the window): "
+         "0 for the exact score, 1 for a model that predicts zero."),
+        ("ESM, ISM, SSM, DSM",
+         "Explicit, implicit (Hyvärinen), sliced and denoising score matching: the objectives of section 2."),
+        ("Hutchinson",
+         "Hutchinson's estimator of a trace, tr A = E<sub>v</sub>[vᵀAv] with random ±1 (Rademacher) vectors v: "
+         "one backward pass instead of one per dimension, unbiased but noisy."),
+        ("mode weights, mode-weight error (TV)",
+         "The share of samples nearest each mixture component (by responsibility), and the total-variation "
+         "distance ½ Σ<sub>k</sub> |ŵ<sub>k</sub> − w<sub>k</sub>| between those shares and the true weights "
+         "0.8 / 0.2."),
+        ("MMD², ± s.e.",
+         "The squared maximum mean discrepancy between two sample sets (unbiased estimate, a sum of Gaussian "
+         "kernels scaled to the median distance): about 0 when they come from one distribution; ± s.e. is its "
+         "standard error. Its kernels are as wide as the data's spread, so it can miss thin structure (see moons)."),
+        ("PC (predictor-corrector)",
+         "Samplers of the reverse SDE: at each of the time steps a predictor moves from t to the next time "
+         "(Euler–Maruyama, reverse diffusion or ancestral sampling), and an optional Langevin corrector step "
+         "at the current time pulls the particles towards p<sub>t</sub>."),
+        ("NFE", "Number of function evaluations: how many times the network was evaluated to draw the samples."),
+        ("dopri5, rk4",
+         "ODE solvers: Dormand–Prince 5(4), adaptive steps to a relative and absolute tolerance (rtol, atol); "
+         "a fourth-order Runge–Kutta method (Kutta's 3/8 rule) on fixed steps."),
+        ("KDE", "Kernel density estimate: a Gaussian bump of bandwidth h on every training point."),
+        ("classifier two-sample test",
+         "Train a classifier to tell two sets apart and measure its cross-validated accuracy: 0.5 means it "
+         "cannot."),
+        ("off the arcs", f"Farther than {results['moons']['off_arc_threshold']:.2g} (three noise standard deviations) from the noise-free half circles of moons."),
+        ("± s.e.", "One standard error of the mean over the points or samples."),
+        ("time (s)", "Wall time on one CPU thread."),
+    ]  # fmt: skip
+    items = "".join(f"<dt>{term}</dt><dd>{text}</dd>" for term, text in terms)
+    return f'<dl class="terms">{items}</dl>'
