@@ -67,7 +67,8 @@ class ScoreDensityEstimator(BaseEstimator):
             stopping on the held-out split decides the length within it (``n_steps_``,
             ``validation_curve_``); ``fit`` warns when the budget ends a run that was still improving.
         batch_size: ``None`` means ``min(256, n_train)`` (``estimator_recipe.BATCH``).
-        hidden: MLP width; ``None`` means 128 up to 8 features and 256 beyond (``estimator_recipe``).
+        hidden: MLP width; ``None`` means 256 beyond 8 features with at least 1,000 training rows,
+            else 128 (``estimator_recipe.width``).
         depth: MLP hidden layers.
         lr: AdamW learning rate.
         weight_decay: AdamW's decoupled weight decay (towards the whitened Gaussian, see above).
@@ -99,7 +100,7 @@ class ScoreDensityEstimator(BaseEstimator):
     with string column names (``score_samples`` and ``grad_log_prob`` then check the names);
     ``scaler_`` (the ``Whitener``), ``model_`` (the EMA score model), ``n_steps_``,
     ``validation_loss_`` (the best held-out loss, checked every ``EVAL_EVERY`` steps and at the last),
-    ``validation_curve_`` (every ``(step, loss)`` checked), ``eval_eps_``, ``eps_scores_`` (the mean
+    ``validation_curve_`` (every ``(step, loss)`` checked), ``hidden_`` (the MLP's width), ``eval_eps_``, ``eps_scores_`` (the mean
     held-out log-density at each candidate), ``base_`` (the base chosen), ``base_scores_`` (each
     candidate's held-out mean log-density in whitened units), ``correction_`` (whether the network's
     correction of the base was kept), ``dequantized_`` (``{column: lattice step}``), and ``sigma_max_``
@@ -206,6 +207,7 @@ class ScoreDensityEstimator(BaseEstimator):
             )
         which = self.base if self.param == "denoiser" else "gaussian"
         self.base_, base, self.base_scores_ = recipe.choose_base(z_train, z_val, self.seed, which)
+        self.hidden_ = self.hidden or recipe.width(z_train.shape[1], len(z_train))
         model = self._build(recipe.squash_bound(z_train), sigma_max, base).to(device)
         trained = recipe.train(
             model,
@@ -245,7 +247,7 @@ class ScoreDensityEstimator(BaseEstimator):
     ) -> ScoreModel:
         """The untrained network for ``len(bound)`` features (``estimator_recipe.build_model``)."""
         sde = recipe.make_sde(self.sde, sigma_max)
-        return recipe.build_model(sde, bound, self.hidden, self.depth, self.param, self.seed, base)
+        return recipe.build_model(sde, bound, self.hidden_, self.depth, self.param, self.seed, base)
 
     def _loss(self, model: ScoreModel, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The per-row training loss: ``sde_dsm`` with ``weighting`` (importance-sampled for ``"likelihood"``)."""
@@ -347,6 +349,7 @@ class ScoreDensityEstimator(BaseEstimator):
             "n_steps_": self.n_steps_,
             "validation_loss_": self.validation_loss_,
             "sigma_max_": getattr(self, "sigma_max_", None),
+            "hidden_": self.hidden_,
             "base_": self.base_,
             "base_scores_": self.base_scores_,
             "correction_": self.correction_,
@@ -387,6 +390,7 @@ class ScoreDensityEstimator(BaseEstimator):
         weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
         base_state = {k.removeprefix("base."): v for k, v in weights.items() if k.startswith("base.")}
         base = MixtureBase.empty_like(base_state) if base_state else None
+        est.hidden_ = int(weights["net.net.output.weight"].shape[1])  # the width the weights were fitted with
         model = est._build(weights["net.bound"], meta["state"].get("sigma_max_"), base)
         model.load_state_dict(weights)
         est.model_ = model.to(target).eval()
