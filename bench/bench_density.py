@@ -137,7 +137,7 @@ def fit_gmm(train: np.ndarray) -> tuple[callable, str]:
 
 def fit_score(train: np.ndarray, quick: bool, **kwargs) -> tuple[callable, str]:
     est = ScoreDensityEstimator(seed=0, steps=100 if quick else None, **kwargs).fit(train)
-    kept = "+ network" if est.correction_ and est.base_ != "gaussian" else "" if est.correction_ else "alone"
+    kept = "+ network" if est.correction_ else "alone"
     return est.score_samples, f"base {est.base_} {kept}, {est.n_steps_} steps, eps={est.eval_eps_:.0e}"
 
 
