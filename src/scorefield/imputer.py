@@ -189,6 +189,7 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 sde=self.sde,
                 steps=self.steps,
                 hidden=self.hidden,
+                base="gaussian",  # the conditioning's baseline and control variate are this Gaussian
                 seed=self.seed_ % (2**31),
                 device=self.device,
             ).fit(filled)
