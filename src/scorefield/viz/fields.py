@@ -348,8 +348,7 @@ def plot_interfering_sinks(
 
     With responsibilities ``r_k`` and component scores ``s_k = -Σ_k^{-1}(x - μ_k)``, the mixture's
     score is ``s = Σ_k r_k s_k`` and its divergence is
-
-        ``∇·s = Σ_k r_k (-tr Σ_k^{-1})  +  Σ_k r_k ||s_k - s||²``.
+    ``∇·s = Σ_k r_k (-tr Σ_k^{-1}) + Σ_k r_k ||s_k - s||²``.
 
     Left, the first term: each component's own sink ``-tr Σ_k^{-1}`` (``-d/σ_k²``: deeper for a
     narrower component, whatever its weight) drawn where that component is responsible. Right, the
