@@ -9,8 +9,9 @@ unless a scrolling box holds it) and that every MathML formula was laid out. It 
 its API page, and that no page asked for anything outside the file system. Screenshots of every page
 and width go to ``--screenshots``. Exit status 0 when every check passes, 1 otherwise.
 
-Chromium is driven through its DevTools protocol over a pipe (``--remote-debugging-pipe``), so no port
-is opened and nothing beyond the standard library is needed. On Debian: ``apt-get install chromium``.
+Chromium is driven through its DevTools protocol over a pipe (``--remote-debugging-pipe``), with
+``check_report``'s client, so no port is opened and nothing beyond the standard library is needed. On
+Debian: ``apt-get install chromium``.
 """
 
 from __future__ import annotations
@@ -18,14 +19,10 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import select
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+
+from check_report import BrowserError, Chromium, find_chromium  # this folder is sys.path[0]
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = (
@@ -40,17 +37,6 @@ WIDTHS = (1280, 400)
 HEIGHT = 900
 QUERY = "ScoreDensityEstimator"
 LOCAL = ("file:", "data:", "about:", "blob:")  # URL schemes that reach nothing outside the machine
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--hide-scrollbars",
-    "--remote-debugging-pipe",
-)
 
 # elements reaching past the right edge of the window, unless a box that scrolls or clips holds them
 OVERFLOW_JS = """
@@ -101,90 +87,39 @@ new Promise((resolve) => {
 """.replace("QUERY", json.dumps(QUERY))
 
 
-class Chromium:
-    """A headless Chromium and one page in it, driven by DevTools commands over a pipe."""
+class Page(Chromium):
+    """One page in the headless Chromium of ``check_report`` (the DevTools pipe is shared with it)."""
 
     def __init__(self, binary: str):
-        self.profile = tempfile.mkdtemp(prefix="scorefield-docs-chromium-")
-        to_browser, self.out = os.pipe()
-        self.inp, from_browser = os.pipe()
-
-        def fds():  # the browser reads commands on fd 3 and writes answers on fd 4
-            high = os.dup(to_browser), os.dup(from_browser)  # out of the way of 3 and 4 first
-            os.dup2(high[0], 3)  # dup2 also makes them survive exec
-            os.dup2(high[1], 4)
-
-        self.process = subprocess.Popen(
-            [binary, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            preexec_fn=fds,
-            close_fds=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.close(to_browser)
-        os.close(from_browser)
-        self.buffer, self.next_id, self.events = b"", 0, []
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        super().__init__(binary, timeout=30.0)
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        attached = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})
+        self.session = attached["sessionId"]
         for domain in ("Page", "Runtime", "Network"):
-            self.call(f"{domain}.enable", session=True)
+            self.call(f"{domain}.enable")
 
-    def _read(self, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while b"\0" not in self.buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.inp], [], [], left)[0]:
-                raise TimeoutError("Chromium did not answer")
-            chunk = os.read(self.inp, 1 << 16)
-            if not chunk:
-                raise RuntimeError("Chromium closed its pipe")
-            self.buffer += chunk
-        message, _, self.buffer = self.buffer.partition(b"\0")
-        return json.loads(message)
-
-    def call(self, method: str, session: bool = False, timeout: float = 30, **params) -> dict:
-        self.next_id += 1
-        message = {"id": self.next_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = self.session
-        os.write(self.out, json.dumps(message).encode() + b"\0")
-        while True:
-            answer = self._read(timeout)
-            if answer.get("id") == self.next_id:
-                if "error" in answer:
-                    raise RuntimeError(f"{method}: {answer['error']}")
-                return answer.get("result", {})
-            self.events.append(answer)
-
-    def wait_for(self, method: str, timeout: float = 30) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, event in enumerate(self.events):
-                if event.get("method") == method:
-                    return self.events.pop(i)
-            self.events.append(self._read(max(0.1, deadline - time.monotonic())))
+    def call(self, method: str, **params) -> dict:
+        """A command to the page."""
+        return self.send(method, params, self.session)
 
     def open(self, url: str, width: int) -> None:
         self.call(
-            "Emulation.setDeviceMetricsOverride", session=True,
+            "Emulation.setDeviceMetricsOverride",
             width=width, height=HEIGHT, deviceScaleFactor=1, mobile=width < 600,
         )  # fmt: skip
         self.events.clear()
-        if self.call("Page.navigate", session=True, url=url).get("loaderId"):  # none within one page
-            self.wait_for("Page.loadEventFired")
+        if self.call("Page.navigate", url=url).get("loaderId"):  # none within one page
+            self.wait_for("Page.loadEventFired", self.session)
         self.evaluate("new Promise((r) => setTimeout(r, 500))")  # the theme's script settles the layout
 
-    def evaluate(self, expression: str, timeout: float = 30):
-        result = self.call(
-            "Runtime.evaluate", session=True, timeout=timeout,
-            expression=expression, awaitPromise=True, returnByValue=True,
-        )  # fmt: skip
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
         if "exceptionDetails" in result:
-            raise RuntimeError(result["exceptionDetails"].get("text", "script error"))
+            raise BrowserError(result["exceptionDetails"].get("text", "script error"))
         return result["result"].get("value")
 
     def screenshot(self, path: Path) -> None:
-        data = self.call("Page.captureScreenshot", session=True, format="png")["data"]
+        data = self.call("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
 
     def requests(self) -> list[str]:
@@ -194,23 +129,12 @@ class Chromium:
         urls = [e["params"]["request"]["url"] for e in sent]
         return [url for url in urls if not url.startswith(LOCAL)]
 
-    def close(self) -> None:
-        try:
-            self.call("Browser.close", timeout=5)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        shutil.rmtree(self.profile, ignore_errors=True)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site", type=Path, default=ROOT / "site")
     parser.add_argument("--screenshots", type=Path, help="folder for a screenshot of every page and width")
-    parser.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser"))
+    parser.add_argument("--chromium", default=find_chromium())
     args = parser.parse_args(argv)
     if not args.chromium:
         print("check-docs: no chromium on PATH (Debian: apt-get install chromium)", file=sys.stderr)
@@ -223,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     failures: list[str] = []
     outside: set[str] = set()
-    browser = Chromium(args.chromium)
+    browser = Page(args.chromium)
     try:
         for page in PAGES:
             url = (args.site / page).resolve().as_uri()
@@ -245,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 outside.update(browser.requests())
 
         browser.open((args.site / "index.html").resolve().as_uri(), 1280)
-        found = browser.evaluate(SEARCH_JS, timeout=30)
+        found = browser.evaluate(SEARCH_JS)
         if args.screenshots:
             browser.screenshot(args.screenshots / "search-1280.png")
         outside.update(browser.requests())
