@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from torch import nn
 
 from scorefield import ScoreImputer
-from scorefield.imputer import gaussian_draw, gaussian_em
+from scorefield.imputer import draw_interval, gaussian_draw, gaussian_em, min_draws
 from scorefield.score import ScoreModel
 
 MEAN = np.array([1.0, -20.0, 0.3])
@@ -137,6 +137,37 @@ def test_multiple_imputation_intervals_cover_at_their_level(fitted, data):
     # percentiles of the other 20 with probability (19.05 - 1.95) / 21 = 0.814 (E F(x_(k)) = k / 21),
     # the coverage of exact conditional draws; the band is about 2.7 binomial se for ~490 cells
     assert abs(covered - 17.1 / 21) < 0.05, covered
+    # predict_interval's order statistics hold the level: the extremes of the same 20 draws, 19/21
+    low, high = fitted.predict_interval(x_nan, level=0.9, n=20)
+    assert np.array_equal(low, draws.min(0)) and np.array_equal(high, draws.max(0))
+    covered = ((x >= low) & (x <= high))[m].mean()
+    assert abs(covered - 19 / 21) < 0.04, covered  # 3 binomial se (0.013) for ~490 cells
+    assert np.array_equal(low[~m], x_nan[~m]) and np.array_equal(high[~m], x_nan[~m])
+
+
+@pytest.mark.parametrize("level", [0.5, 0.8, 0.9, 0.95])
+def test_draw_interval_covers_an_exchangeable_value_with_its_stated_probability(level):
+    n = min_draws(level)
+    with pytest.raises(ValueError, match=f"at least {n}"):
+        draw_interval(np.zeros((n - 1, 3)), level)
+    rng = np.random.default_rng(0)
+    for draws_n in (n, n + 7, 3 * n):
+        values = rng.standard_normal((draws_n + 1, 40_000))  # column k: n draws and one more value
+        low, high, coverage = draw_interval(values[:-1], level)
+        assert coverage >= level - 1e-12
+        covered = ((values[-1] >= low) & (values[-1] <= high)).mean()
+        assert abs(covered - coverage) < 4 * np.sqrt(coverage * (1 - coverage) / 40_000), (draws_n, covered)
+    assert min_draws(0.9) == 19 and draw_interval(np.arange(19.0)[:, None], 0.9)[2] == pytest.approx(0.9)
+
+
+def test_predict_interval_refuses_levels_and_counts_it_cannot_honour(fitted, data):
+    x_nan = data[1][:10]
+    with pytest.raises(ValueError, match="level must lie"):
+        fitted.predict_interval(x_nan, level=1.0)
+    with pytest.raises(ValueError, match="use n >= 19"):
+        fitted.predict_interval(x_nan, level=0.9, n=10)
+    low, high = fitted.predict_interval(x_nan)  # 19 draws by default
+    assert np.all(low <= high) and np.array_equal(low, fitted.sample_imputations(x_nan, 19).min(0))
 
 
 def test_imputations_are_reproducible_and_depend_on_each_row_alone(fitted, data):
