@@ -265,6 +265,15 @@ def sample_fast(
     return x, {**info, "solver": name, "order": options["order"]}
 
 
+# optimise_grid's starting grids besides fast_grid(nfe): the power grids of these t_min and rho. On
+# bench_samplers' targets at 5 evaluations the RMS is dominated by the few draws that change mode, a
+# landscape of plateaus in which one Nelder-Mead run from fast_grid stopped at 0.296 (three-mode mixture,
+# 2,000 draws) and the best of three runs started from the best of these 26 grids reached 0.264.
+GRID_STARTS = tuple(
+    (t_min, rho) for t_min in (0.05, 0.1, 0.15, 0.2, 0.3) for rho in (0.75, 1.0, 1.25, 1.5, 2.0)
+)
+
+
 def optimise_grid(
     score_fn: ScoreFn,
     sde: SDE,
@@ -273,6 +282,7 @@ def optimise_grid(
     solver: str | None = None,
     max_iter: int = 300,
     rtol: float = 1e-5,
+    n_starts: int = 3,
 ) -> tuple[torch.Tensor, dict]:
     """A grid of ``nfe`` times for one model and budget, in the spirit of "align your steps" (Sabour et
     al. 2024): the times that minimise ``sample_fast``'s RMS distance, over the prior draws ``x_T`` (a few
@@ -280,17 +290,20 @@ def optimise_grid(
     then Tweedie at its last time).
 
     The grid is parameterised by its log-time decrements (softplus of free numbers, so it always
-    decreases from 1) and searched by Nelder-Mead from ``fast_grid(nfe)``; the search keeps the best
+    decreases from 1). The search scores ``fast_grid(nfe)`` and the power grids of ``GRID_STARTS``, then
+    runs Nelder-Mead (``max_iter`` iterations each) from the ``n_starts`` best of them; it keeps the best
     grid it saw, so the answer is never worse on ``x_T`` than the default. Cost: one dopri5 solve and
-    about ``max_iter * nfe`` score evaluations on ``x_T``. Returns the grid (float64) and ``info`` with the
-    RMS before and after (``"rms_default"``, ``"rms"``). Store the grid with the model (a run does) and
-    pass it to ``sample_fast(..., time_grid=grid)``.
+    about ``(26 + n_starts * max_iter) * nfe`` score evaluations on ``x_T``. Returns the grid (float64)
+    and ``info`` with the RMS before and after (``"rms_default"``, ``"rms"``). Store the grid with the
+    model (a run does) and pass it to ``sample_fast(..., time_grid=grid)``.
     """
     import numpy as np
     from scipy.optimize import minimize
 
     from .samplers import sample_ode, tweedie
 
+    if int(n_starts) != n_starts or n_starts < 1:
+        raise ValueError(f"n_starts must be a positive integer, got {n_starts}")
     x_T = x_T.detach()
     reference, info = sample_ode(score_fn, sde, x_T, rtol=rtol, atol=rtol)
     reference = tweedie(score_fn, sde, reference, info["times"][-1].expand(x_T.shape[0]))
@@ -300,6 +313,9 @@ def optimise_grid(
         decrements = np.logaddexp(0.0, params)  # softplus: positive steps in log t
         return torch.tensor(np.exp(-np.concatenate([[0.0], np.cumsum(decrements)])), dtype=torch.float64)
 
+    def params_of(grid: torch.Tensor) -> np.ndarray:
+        return np.log(np.expm1(-np.diff(np.log(grid.numpy()))))
+
     def rms(grid: torch.Tensor) -> float:
         if not float(grid[-1]) > 1e-5:
             return math.inf
@@ -307,9 +323,8 @@ def optimise_grid(
         value = float((x - reference).flatten(1).square().sum(1).mean().sqrt())
         return value if math.isfinite(value) else math.inf
 
-    decrements = -np.diff(np.log(start.numpy()))
-    params0 = np.log(np.expm1(decrements))
     best = {"rms": rms(start), "grid": start}
+    default = best["rms"]
 
     def objective(params: np.ndarray) -> float:
         grid = grid_of(params)
@@ -318,8 +333,18 @@ def optimise_grid(
             best.update(rms=value, grid=grid)
         return value
 
-    default = best["rms"]
-    minimize(
-        objective, params0, method="Nelder-Mead", options={"maxiter": max_iter, "xatol": 1e-3, "fatol": 1e-6}
+    candidates = [start] + [
+        noise.time_grid(int(nfe) - 1, eps=t_min, kind="power", rho=rho, dtype=torch.float64)
+        for t_min, rho in GRID_STARTS
+    ]
+    scored = sorted(
+        range(len(candidates)), key=lambda i: default if i == 0 else objective(params_of(candidates[i]))
     )
+    for i in scored[: int(n_starts)]:
+        minimize(
+            objective,
+            params_of(candidates[i]),
+            method="Nelder-Mead",
+            options={"maxiter": max_iter, "xatol": 1e-3, "fatol": 1e-6},
+        )
     return best["grid"], {"rms_default": default, "rms": best["rms"]}

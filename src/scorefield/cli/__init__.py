@@ -97,7 +97,7 @@ def _add_inpaint(sub) -> None:
         "inpaint",
         help="fill the cells of data rows that a mask marks 0, given the cells it marks 1",
         description="Fill the missing cells of data rows by conditional sampling from a trained run (the "
-        "replacement method with RePaint's resampling). MASK has the data's shape, or one row for every "
+        "sequential Monte Carlo by default, or the replacement method with RePaint's resampling). MASK has the data's shape, or one row for every "
         "row: 1 (or True) marks an observed cell, returned exactly as given; 0 (or False) a cell to fill, "
         "whose value in --data is not read (write any number there). Rows without an observed cell are "
         "drawn from the model; a mask of all 0 is refused.",
@@ -118,15 +118,24 @@ def _add_inpaint(sub) -> None:
     p.add_argument(
         "--nfe",
         type=positive_int,
-        default=200,
-        help="score evaluations per row: (nfe - 1) // resample steps of resample evaluations each, and "
-        "one for the final denoising; default 200",
+        default=None,
+        help="score evaluations per row; default 26 with --particles 8 (the default: about 200 network "
+        "evaluations per row), 200 with --resample (RePaint): (nfe - 1) // resample steps of resample "
+        "evaluations each, and one for the final denoising",
     )
     p.add_argument(
         "--resample",
         type=positive_int,
-        default=4,
-        help="RePaint's resampling: each step taken this many times (1 = plain replacement); default 4",
+        default=None,
+        help="the replacement method with RePaint's resampling instead of sequential Monte Carlo: each "
+        "step taken this many times (1 = plain replacement); default 4 when --particles is 1",
+    )
+    p.add_argument(
+        "--particles",
+        type=positive_int,
+        default=None,
+        help="sequential Monte Carlo with this many particles per row (each score evaluation costs this "
+        "many network evaluations); default 8, or 1 (RePaint) when --resample is given",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, help="rows per sampler call")
@@ -212,7 +221,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_args(p)
     p.add_argument("--nfe", type=positive_int, required=True, help="the budget of score evaluations")
     p.add_argument("--n", type=positive_int, default=256, help="prior draws the grid is fitted on")
-    p.add_argument("--iterations", type=positive_int, default=200, help="Nelder-Mead iterations")
+    p.add_argument(
+        "--iterations", type=positive_int, default=200, help="Nelder-Mead iterations from each start"
+    )
+    p.add_argument(
+        "--starts", type=positive_int, default=3, help="Nelder-Mead runs, from the best starting grids"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_tune)
 

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import torch
 
+from ..conditional import inpaint_settings
 from ..run.config import load_config
 from ..run.distributed import distributed
 from ..run.finished import GRIDS_FILE, load_run
@@ -116,6 +117,11 @@ def cmd_sample(args) -> int:
 
 def cmd_inpaint(args) -> int:
     """Fill the cells of ``--data`` that ``--mask`` marks 0 given those it marks 1, which come back as given."""
+    args.nfe, args.resample, args.particles = inpaint_settings(args.nfe, args.resample, args.particles)
+    if args.particles > 1 and args.resample != 1:
+        raise UsageError(
+            f"--particles {args.particles} replaces RePaint's resampling: drop --resample {args.resample}"
+        )
     if args.nfe < args.resample + 1:
         raise UsageError(
             f"--nfe {args.nfe} is too small for --resample {args.resample}: each step costs --resample score "
@@ -140,7 +146,7 @@ def cmd_inpaint(args) -> int:
         label = _label(args, run)
         filled = run.inpaint(
             x, mask, args.nfe, args.resample, args.seed, args.batch_size, progress=not args.quiet,
-            label=label, guidance=args.guidance,
+            label=label, guidance=args.guidance, particles=args.particles,
         )  # fmt: skip
         written = [args.out]
         if d.main:
@@ -152,8 +158,9 @@ def cmd_inpaint(args) -> int:
     used = (args.nfe - 1) // args.resample * args.resample + 1 if bool(missing.any()) else 0
     say(
         f"filled {int(missing.sum())} of {missing.numel()} cells in {int(missing.any(1).sum())} of "
-        f"{missing.shape[0]} rows of {args.data} ({used} score evaluations per row, resample {args.resample}"
-        f"{_describe_label(args, run, label)}); wrote {' and '.join(str(p) for p in written)}"
+        f"{missing.shape[0]} rows of {args.data} ({used} score evaluations per row, "
+        + (f"{args.particles} particles" if args.particles > 1 else f"resample {args.resample}")
+        + f"{_describe_label(args, run, label)}); wrote {' and '.join(str(p) for p in written)}"
     )
     return 0
 
@@ -212,7 +219,7 @@ def cmd_tune(args) -> int:
         raise UsageError(f"--nfe must be at least 2 score evaluations, got {args.nfe}")
     run = load_run(args.run, device=args.device)
     check_writable(run.run_dir / GRIDS_FILE)
-    info = run.tune_grid(args.nfe, n=args.n, seed=args.seed, max_iter=args.iterations)
+    info = run.tune_grid(args.nfe, n=args.n, seed=args.seed, max_iter=args.iterations, n_starts=args.starts)
     say(
         f"tuned the grid for {args.nfe} score evaluations: RMS distance to the converged ODE "
         f"{info['rms_default']:.4g} -> {info['rms']:.4g} over {args.n} prior draws; stored in {info['path']} "

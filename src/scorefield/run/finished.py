@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from ..conditional import sample_conditional
+from ..conditional import inpaint_settings, sample_conditional
 from ..datasets import default_columns
 from ..keyed import KeyedNoise
 from ..langevin import annealed_langevin
@@ -165,19 +165,24 @@ class Run:
         self,
         x: torch.Tensor,
         mask: torch.Tensor,
-        nfe: int = 200,
-        resample: int = 4,
+        nfe: int | None = None,
+        resample: int | None = None,
         seed: int = 0,
         batch_size: int | None = None,
         progress: bool = False,
         label: int | str | None = None,
         guidance: float = 0.0,
+        particles: int | None = None,
     ) -> torch.Tensor:
         """``x`` (data units, ``[N, *data_shape]``) with the entries where ``mask`` is False filled by draws of
         ``p(x_missing | x_observed)``, the observed entries (``mask`` True) returned exactly as given.
 
-        ``sample_conditional`` (the replacement method with RePaint's resampling ``resample`` times per
-        step, ``nfe`` score evaluations per row; docs/math.md#conditional-sampling) runs on the run's SDE
+        ``sample_conditional`` runs on the run's SDE and model: by default sequential Monte Carlo with 8
+        particles and 26 score evaluations (about 200 network evaluations per row;
+        docs/math.md#conditional-sampling-by-sequential-monte-carlo), or, when ``resample`` is given
+        without ``particles``, the replacement method with RePaint's resampling (``nfe`` 200 by
+        default; docs/math.md#conditional-sampling); ``conditional.inpaint_settings`` fills in what is
+        not given. It runs
         and model in the model's units: the scaler is elementwise, so a mask means the same there.
         ``mask`` (booleans) broadcasts to ``x``'s shape; rows without an observed entry are drawn from the
         model, and a mask without any raises ``RunError``. ``label`` and ``guidance`` as in ``sample``.
@@ -186,6 +191,7 @@ class Run:
         over processes, all get all).
         """
         self.check_data(x)
+        nfe, resample, particles = inpaint_settings(nfe, resample, particles)
         if self.setup.single_level:
             raise RunError(
                 f"a model trained at one noise level ({self.config.objective.kind}) has no time axis to "
@@ -213,7 +219,7 @@ class Run:
             noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
             out[start:stop], _ = sample_conditional(
                 score, self.setup.sde, z_obs[start:stop], mask[start:stop], nfe=nfe, resample=resample,
-                generator=noise, eps=self.config.sample.eps, allow_unobserved=True,
+                generator=noise, eps=self.config.sample.eps, allow_unobserved=True, particles=particles,
             )  # fmt: skip
         filled = self.scaler.inverse_transform(gather(out).cpu())
         return torch.where(mask.cpu(), x.cpu(), filled)
@@ -232,15 +238,20 @@ class Run:
             return None
         return torch.tensor(stored["times"], dtype=torch.float32, device=self.device)
 
-    def tune_grid(self, nfe: int, n: int = 256, seed: int = 0, max_iter: int = 200) -> dict:
+    def tune_grid(
+        self, nfe: int, n: int = 256, seed: int = 0, max_iter: int = 200, n_starts: int = 3
+    ) -> dict:
         """Fit ``sample_fast``'s time grid for ``nfe`` evaluations to this model (``optimise_grid``: the RMS
-        distance to the converged ODE solution over ``n`` prior draws) and store it in ``grids.json``
+        distance to the converged ODE solution over ``n`` prior draws; Nelder-Mead for ``max_iter``
+        iterations from each of the ``n_starts`` best starting grids) and store it in ``grids.json``
         beside the checkpoints, keyed by the budget and the checkpoint's step; ``sample`` with the
         ``fast`` sampler (``scorefield sample --nfe``) uses it from then on. Returns ``optimise_grid``'s
         info with the grid and the file."""
         noise = KeyedNoise(seed, torch.arange(n, device=self.device))
         x_T = self.setup.sde.prior_std * noise.randn((n, *self.data_shape))
-        grid, info = optimise_grid(self.setup.score_t, self.setup.sde, x_T, nfe, max_iter=max_iter)
+        grid, info = optimise_grid(
+            self.setup.score_t, self.setup.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts
+        )
         path = self.run_dir / GRIDS_FILE
         stored = json.loads(path.read_text()) if path.is_file() else {}
         stored[str(nfe)] = {"times": grid.tolist(), "step": self.step, "draws": n, **info}
