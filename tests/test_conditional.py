@@ -8,7 +8,7 @@ import pytest
 import torch
 from _exact import exact_score
 
-from scorefield.conditional import sample_conditional
+from scorefield.conditional import inpaint_settings, sample_conditional
 from scorefield.distributions import GaussianMixture
 from scorefield.keyed import KeyedNoise
 from scorefield.metrics import energy_distance, mode_weights
@@ -70,6 +70,21 @@ def test_resampled_replacement_matches_the_closed_form_conditional(noise_band):
     assert (x[:, 0] == C).all() and torch.isfinite(x).all()
     weights = mode_weights(x[:, 1:], COND)
     assert (weights - COND.weights).abs().max() < 0.02, weights
+    ed = energy_distance(x[:, 1:], COND.sample(N, gen(7)))
+    assert ed < noise_band, (ed, noise_band)
+
+
+@pytest.mark.parametrize("sde", [VPSDE(), VESDE(0.01, 10.0)], ids=["vp", "ve"])
+def test_sequential_monte_carlo_matches_the_closed_form_conditional_at_a_small_budget(sde, noise_band):
+    """16 particles on one forward path of x1 and 51 evaluations do what replacement needed 3,001 for."""
+    x, info = sample_conditional(
+        exact_score(MIX, sde), sde, observed_first_coordinate(N), torch.tensor([True, False]),
+        nfe=51, resample=1, particles=16, generator=gen(1),
+    )  # fmt: skip
+    assert info["nfe"] == 51 and info["particles"] == 16
+    assert (x[:, 0] == C).all() and torch.isfinite(x).all()
+    weights = mode_weights(x[:, 1:], COND)
+    assert (weights - COND.weights).abs().max() < 0.025, weights  # 3.5 sd of a weight at N = 4000
     ed = energy_distance(x[:, 1:], COND.sample(N, gen(7)))
     assert ed < noise_band, (ed, noise_band)
 
@@ -164,6 +179,25 @@ def test_samples_do_not_depend_on_the_batch_with_keyed_noise():
     assert not torch.allclose(other[~mask], whole[~mask])
 
 
+def test_particles_do_not_depend_on_the_batch_with_keyed_noise():
+    sde = VPSDE()
+    x_obs = MIX.sample(10, gen(18))
+    mask = torch.tensor([True, False]).expand(10, 2)
+    score = exact_score(MIX, sde)
+    whole, _ = sample_conditional(
+        score, sde, x_obs, mask, nfe=21, resample=1, particles=8, generator=KeyedNoise(4, torch.arange(10))
+    )
+    part, _ = sample_conditional(
+        score, sde, x_obs[3:7], mask[3:7], nfe=21, resample=1, particles=8,
+        generator=KeyedNoise(4, torch.arange(3, 7)),
+    )  # fmt: skip
+    torch.testing.assert_close(part, whole[3:7], rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="particles must be an integer >= 1"):
+        sample_conditional(score, sde, x_obs, mask, nfe=21, resample=1, particles=0)
+    with pytest.raises(ValueError, match="pass resample=1"):
+        sample_conditional(score, sde, x_obs, mask, nfe=21, resample=4, particles=8)
+
+
 def test_bad_inputs_are_refused_with_a_clear_error():
     sde = VPSDE()
     score = exact_score(MIX, sde)
@@ -187,3 +221,12 @@ def test_bad_inputs_are_refused_with_a_clear_error():
         sample_conditional(score, sde, torch.zeros(2, 2, dtype=torch.int64), mask)
     x, info = sample_conditional(score, sde, x_obs, torch.tensor([1, 0]), nfe=3, resample=2)  # 0/1 integers
     assert info["nfe"] == 3 and (x[:, 0] == C).all()
+
+
+def test_inpaint_settings_fill_in_a_budget_of_about_200_network_evaluations():
+    assert inpaint_settings(None, None, None) == (26, 1, 8)  # the default: sequential Monte Carlo
+    assert inpaint_settings(None, 4, None) == (200, 4, 1)  # resample given: RePaint, one particle
+    assert inpaint_settings(None, None, 1) == (200, 4, 1)
+    assert inpaint_settings(None, None, 32) == (7, 1, 32)
+    assert inpaint_settings(51, None, None) == (51, 1, 8)
+    assert inpaint_settings(41, 4, 4) == (41, 4, 4)  # what is given is kept; sample_conditional refuses it

@@ -21,9 +21,29 @@ from . import noise
 from .ode import counted
 from .samplers import PREDICTORS, StepFn, _lookup, _transition, tweedie
 from .sde import SDE, ScoreFn
-from .utils import Generator, randn_like
+from .utils import Generator, rand_like, randn_like
 
-__all__ = ["sample_conditional"]
+__all__ = ["inpaint_settings", "sample_conditional"]
+
+# The defaults of inpainting a run (Run.inpaint, scorefield inpaint): about this many network evaluations
+# per row. Spent as sequential Monte Carlo with 8 particles on 25 steps: on the held-out digits with the
+# bottom half to fill, completions read as the true digit 76.6% of the time, against 62.1% for RePaint's
+# resampling (50 steps of 4) at the same cost (bench_guidance).
+INPAINT_BUDGET, INPAINT_PARTICLES, INPAINT_RESAMPLE = 200, 8, 4
+
+
+def inpaint_settings(nfe: int | None, resample: int | None, particles: int | None) -> tuple[int, int, int]:
+    """``(nfe, resample, particles)`` for inpainting, the ones not given (None) filled in: sequential Monte
+    Carlo with ``INPAINT_PARTICLES`` particles unless ``resample`` is given (RePaint, one particle),
+    ``resample`` 1 with particles and ``INPAINT_RESAMPLE`` without, and ``nfe`` that keeps about
+    ``INPAINT_BUDGET`` network evaluations per row (``nfe * particles``)."""
+    if particles is None:
+        particles = 1 if resample is not None else INPAINT_PARTICLES
+    if resample is None:
+        resample = 1 if particles > 1 else INPAINT_RESAMPLE
+    if nfe is None:
+        nfe = INPAINT_BUDGET // particles + 1 if particles > 1 else INPAINT_BUDGET
+    return int(nfe), int(resample), int(particles)
 
 
 def _check_mask(x_obs: torch.Tensor, mask) -> torch.Tensor:
@@ -69,6 +89,7 @@ def sample_conditional(
     grid: str = "log_snr",
     progress: bool = False,
     allow_unobserved: bool = False,
+    particles: int = 1,
 ) -> tuple[torch.Tensor, dict]:
     """Samples of ``p(x_missing | x_observed)`` by the replacement method with resampling (Song et al.
     2021, appendix I.2; Lugmayr et al. 2022, Alg. 1 with jumps of one step; docs/math.md#conditional-sampling).
@@ -98,6 +119,13 @@ def sample_conditional(
         allow_unobserved: accept a mask with no observed entry at all and sample the joint law with the
             same steps (no replacement), as the rows without one are sampled within a batch; for
             callers that split a larger batch into blocks (``Run.inpaint``).
+        particles: ``K > 1`` replaces RePaint's resampling by sequential Monte Carlo (``resample``
+            must be 1): each row runs ``K`` particles along one noisy path of its observed entries,
+            drawn by the forward process itself, and at every step the particles are resampled by how
+            well they predict the path's next point (Trippe et al. 2023, "SMCDiff"; docs/math.md#
+            conditional-sampling-by-sequential-monte-carlo). Exact as ``K`` grows for an exact score; one
+            particle of each row is returned. Costs ``K`` network evaluations per score evaluation:
+            ``nfe`` counts the calls, each on ``K`` copies of the batch.
 
     Returns ``(x, info)``: ``x`` shaped like ``x_obs`` whose observed entries are exactly ``x_obs``'s,
     and ``info`` with ``"nfe"`` (counted), ``"n_steps"``, ``"resample"`` and ``"times"``. When every
@@ -114,6 +142,12 @@ def sample_conditional(
             f"nfe={nfe} is too small for resample={resample}: each step costs resample evaluations and "
             f"the final denoising one more, so pass nfe >= {resample + 1}"
         )
+    if int(particles) != particles or particles < 1:
+        raise ValueError(f"particles must be an integer >= 1, got {particles}")
+    if particles > 1 and resample != 1:
+        raise ValueError(
+            f"particles={particles} replaces RePaint's resampling; pass resample=1 (got {resample})"
+        )
     if bool(mask.all()):
         return x_obs.clone(), {"nfe": 0, "n_steps": 0, "resample": int(resample), "times": None}
     if not (allow_unobserved or bool(mask.any())):
@@ -124,6 +158,16 @@ def sample_conditional(
     x0 = torch.where(mask, x_obs, torch.zeros((), dtype=x_obs.dtype, device=x_obs.device))  # no NaN leaks
     grid = noise.time_grid(n_steps, eps=eps, kind=grid, sde=sde, dtype=x_obs.dtype, device=x_obs.device)
     batch = x_obs.shape[0]
+    if particles > 1:
+        x = _smc(score, sde, x0, mask, grid, int(particles), generator, progress)
+        x = torch.where(mask, x_obs, x)
+        return x, {
+            "nfe": count[0],
+            "n_steps": n_steps,
+            "resample": 1,
+            "particles": int(particles),
+            "times": grid,
+        }
 
     def observed_at(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``x`` with the observed entries replaced by a forward draw ``m(t) x_obs + std(t) z``."""
@@ -142,3 +186,48 @@ def sample_conditional(
     x = tweedie(score, sde, x, grid[-1].expand(batch))
     x = torch.where(mask, x_obs, x)
     return x, {"nfe": count[0], "n_steps": n_steps, "resample": resample, "times": grid}
+
+
+def _smc(
+    score, sde: SDE, x0: torch.Tensor, mask: torch.Tensor, grid: torch.Tensor, k: int, generator, progress
+):
+    """Sequential Monte Carlo for ``sample_conditional(particles=k)``; returns one particle per row at ``t = 0``
+    (Tweedie's denoising at the grid's last time).
+
+    The observed entries follow one path of the forward process, drawn from the data upwards: ``y`` at
+    the last time ``m x0 + std z``, then ``y_t = a y_{t'} + G z`` (the exact transition) up the grid.
+    Each particle moves by the ancestral step, ``N(mu(x_t), s^2)`` with ``mu`` from the score at ``x_t``;
+    its weight is that kernel's density at the path's next point on the observed entries (the
+    predictive likelihood, known before the move, so the particles are resampled first and then moved:
+    a fully adapted filter), the missing entries drawn from the kernel, the observed ones set to the path.
+    """
+    batch, shape = x0.shape[0], x0.shape[1:]
+    n_steps = grid.numel() - 1
+    path = [None] * (n_steps + 1)  # the observed entries' noisy path, one per row, shared by its particles
+    scale, std = sde.marginal(grid[-1:])
+    path[-1] = scale * x0 + std * randn_like(x0, generator)
+    for i in range(n_steps - 1, -1, -1):
+        a, g2, _, _ = _transition(sde, x0, grid[i].expand(batch), grid[i + 1].expand(batch))
+        path[i] = a * path[i + 1] + g2.sqrt() * randn_like(x0, generator)
+    observed = mask.unsqueeze(1).expand(batch, k, *shape)
+    x = sde.prior_sample((batch, k, *shape), generator, x0.dtype, x0.device)
+    x = torch.where(observed, path[0].unsqueeze(1), x)
+    rows = torch.arange(batch, device=x0.device)[:, None]
+    for i in tqdm(range(n_steps), disable=not progress, desc="conditional sampling (SMC)"):
+        flat = x.reshape(batch * k, *shape)
+        t, t_next = grid[i].expand(batch * k), grid[i + 1].expand(batch * k)
+        a, g2, var, var_next = _transition(sde, flat, t, t_next)
+        mean = ((flat + g2 * score(flat, t)) / a).reshape(batch, k, *shape)
+        sd = float((var_next * g2 / var).sqrt().flatten()[0])
+        target = path[i + 1].unsqueeze(1)
+        log_w = -0.5 * (((target - mean) / sd).square() * observed).flatten(2).sum(2)  # [batch, k]
+        u = rand_like(log_w[:, :1], generator)  # systematic resampling, one uniform per row
+        cdf = torch.softmax(log_w, dim=1).cumsum(1)
+        positions = (u + torch.arange(k, device=x0.device, dtype=log_w.dtype)) / k
+        chosen = torch.searchsorted(cdf, positions).clamp_(max=k - 1)
+        mean = mean[rows, chosen]
+        x = mean + sd * randn_like(mean, generator)
+        x = torch.where(observed, target, x)
+    flat = x.reshape(batch * k, *shape)
+    out = tweedie(score, sde, flat, grid[-1].expand(batch * k)).reshape(batch, k, *shape)
+    return out[:, 0]  # after resampling the particles are equally weighted: the first is a fair draw
