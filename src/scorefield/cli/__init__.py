@@ -138,7 +138,11 @@ def _add_inpaint(sub) -> None:
         "many network evaluations); default 8, or 1 (RePaint) when --resample is given",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=positive_int, help="rows per sampler call")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="rows per sampler call; default: the run's sample.batch_size divided by --particles",
+    )
     p.add_argument("--last", action="store_true", help="use the last weights instead of the EMA")
     _add_label_args(p, "complete the rows as members of")
     p.add_argument(

@@ -187,8 +187,9 @@ class Run:
         ``mask`` (booleans) broadcasts to ``x``'s shape; rows without an observed entry are drawn from the
         model, and a mask without any raises ``RunError``. ``label`` and ``guidance`` as in ``sample``.
         Every random number of row ``i`` is keyed by ``(seed, i)``, so row ``i`` is the same for any
-        ``batch_size`` (default: ``sample.batch_size``) and any number of processes (torchrun: split
-        over processes, all get all).
+        ``batch_size`` (default: ``sample.batch_size`` divided by ``particles``, so that a network call
+        holds about ``sample.batch_size`` examples) and any number of processes (torchrun: split over
+        processes, all get all).
         """
         self.check_data(x)
         nfe, resample, particles = inpaint_settings(nfe, resample, particles)
@@ -213,7 +214,7 @@ class Run:
         z_obs = self.scaler.transform(x)
         out = torch.zeros_like(z_obs)
         for start, stop in tqdm(
-            list(blocks(x.shape[0], batch_size or self.config.sample.batch_size)),
+            list(blocks(x.shape[0], batch_size or max(1, self.config.sample.batch_size // particles))),
             disable=not progress, desc="inpaint", unit="block",
         ):  # fmt: skip
             noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
