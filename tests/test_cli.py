@@ -563,7 +563,9 @@ def test_tune_fits_a_grid_to_the_run_that_sample_nfe_then_uses(capsys, run_dir, 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     default = load_run(run, device="cpu").sample(16, sampler="fast", steps=4, seed=1)
-    code, out, _ = run_cli(capsys, "tune", "--run", run, "--nfe", 4, "--n", 64, "--iterations", 30, "--starts", 2, "--quiet")
+    code, out, _ = run_cli(
+        capsys, "tune", "--run", run, "--nfe", 4, "--n", 64, "--iterations", 30, "--starts", 2, "--quiet"
+    )
     assert code == 0 and "tuned the grid for 4 score evaluations" in out
     stored = json.loads((run / "grids.json").read_text())["4"]
     assert stored["rms"] <= stored["rms_default"] and len(stored["times"]) == 4 and stored["times"][0] == 1.0

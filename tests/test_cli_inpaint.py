@@ -75,7 +75,10 @@ def test_observed_cells_come_back_exactly_and_filled_ones_follow_the_conditional
     )
     assert code == 0, err
     # the defaults: sequential Monte Carlo, 8 particles on 26 evaluations (about 200 network evaluations)
-    assert "filled 240 of 480 cells in 180 of 240 rows" in out and "26 score evaluations per row, 8 particles" in out
+    assert (
+        "filled 240 of 480 cells in 180 of 240 rows" in out
+        and "26 score evaluations per row, 8 particles" in out
+    )
     filled = np.load(folder / "o.npy")
     assert filled.shape == data.shape and np.isfinite(filled).all()
     assert np.array_equal(filled[mask], data.astype(np.float32)[mask])
@@ -214,7 +217,12 @@ def test_bad_data_flags_and_outputs_are_refused_in_one_line(capsys, monkeypatch,
         (plain, "wide.npy", [], "shape (3,) per example but the run"),
         (plain, "absent.csv", [], "absent.csv does not exist"),
         (plain, "data.npy", ["--nfe", 4, "--resample", 4], "--nfe 4 is too small for --resample 4"),
-        (plain, "data.npy", ["--particles", 4, "--resample", 2], "--particles 4 replaces RePaint's resampling"),
+        (
+            plain,
+            "data.npy",
+            ["--particles", 4, "--resample", 2],
+            "--particles 4 replaces RePaint's resampling",
+        ),
         (plain, "data.npy", ["--label", "left"], "is unconditional (model.num_classes = 0)"),
         (labelled, "data.npy", ["--guidance", 2], "--guidance weighs the samples of one class"),
         (labelled, "data.npy", ["--label", "middle"], "label 'middle' is out of range"),
