@@ -1,12 +1,6 @@
 """Sections 5 to 8, on models that denoise: a noise-conditional score network, diffusion as
-stacked denoisers, the likelihood of the diffusion model, and the same diffusion on moons.
-
-5. ``ncsn``: a noise-conditional score network, its error at several noise levels, sampled by
-   annealed Langevin;
-6. ``diffusion``: a VP SDE, a 1-D density over time with its paths, the chain of denoisers, every
-   predictor-corrector combination and the ODE;
-7. ``likelihood``: the ODE's exact log-likelihood against the mixture's, and where its error comes from;
-8. ``moons``: the same diffusion on moons, against a kernel density estimate and a classifier.
+stacked denoisers, the likelihood of the diffusion model, and the same diffusion on moons (what each
+computes: the package docstring, ``scorefield.demo.sections``).
 """
 
 from __future__ import annotations
