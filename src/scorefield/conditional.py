@@ -122,8 +122,8 @@ def sample_conditional(
         particles: ``K > 1`` replaces RePaint's resampling by sequential Monte Carlo (``resample``
             must be 1): each row runs ``K`` particles along one noisy path of its observed entries,
             drawn by the forward process itself, and at every step the particles are resampled by how
-            well they predict the path's next point (Trippe et al. 2023, "SMCDiff"; docs/math.md#
-            conditional-sampling-by-sequential-monte-carlo). Exact as ``K`` grows for an exact score; one
+            well they predict the path's next point (Trippe et al. 2023, "SMCDiff";
+            docs/math.md#conditional-sampling-by-sequential-monte-carlo). Exact as ``K`` grows for an exact score; one
             particle of each row is returned. Costs ``K`` network evaluations per score evaluation:
             ``nfe`` counts the calls, each on ``K`` copies of the batch.
 
