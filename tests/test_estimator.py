@@ -101,7 +101,7 @@ def test_whitener_is_an_invertible_affine_map_with_its_log_determinant():
     x = Gaussian(torch.tensor([1.0, -2.0, 30.0], dtype=torch.float64), COV3).sample(4000, g)
     w = Whitener().fit(x)
     z = w.transform(x)
-    # Ledoit-Wolf shrinkage is small for 4000 rows in 3-D: the whitened rows have about unit covariance
+    # the shrinkage is small for 4000 rows in 3-D: the whitened rows have about unit covariance
     torch.testing.assert_close(torch.cov(z.T), torch.eye(3, dtype=torch.float64), atol=0.03, rtol=0)
     torch.testing.assert_close(w.inverse_transform(z), x)
     jac = torch.autograd.functional.jacobian(lambda row: w.transform(row[None])[0], x[0])  # dz/dx

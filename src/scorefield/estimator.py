@@ -5,11 +5,12 @@ denoising score matching, then reports exact log-densities through the probabili
 adapts to the data instead of asking for tuning, from a few dozen rows to a hundred thousand and from
 2 to about 100 features:
 
-- the rows are whitened (per-feature standardisation, then a Ledoit-Wolf-shrunk ZCA whitening), and the
-  network is preconditioned as a denoiser (``param="denoiser"``: Karras et al. 2022) around a base
-  density whose diffused posterior mean is exact (``bases.MixtureBase``), so a network that outputs
-  zero *is* that base: the whitened Gaussian, a Gaussian mixture by BIC or a kernel density estimate,
-  whichever has the best held-out log-density (``base="auto"``). The network learns only the departure
+- the rows are whitened (per-feature standardisation, then a ZCA whitening whose covariance shrinkage
+  is chosen by held-out likelihood), and the network is preconditioned as a denoiser
+  (``param="denoiser"``: Karras et al. 2022) around a base density whose diffused posterior mean is
+  exact (``bases.MixtureBase``), so a network that outputs zero *is* that base: the whitened
+  Gaussian, a Gaussian mixture by BIC or a kernel density estimate, whichever has the best held-out
+  log-density (``base="auto"``). The network learns only the departure
   from it, whatever regularises it pulls towards it, and its correction is kept only where held-out
   rows accept it (otherwise the model is the base alone, refitted on every row);
 - columns with ties (integers, rounded readings, codes: at most half of their values distinct) are

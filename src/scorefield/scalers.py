@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 __all__ = ["Scaler", "Standardizer", "Whitener"]
@@ -109,30 +110,61 @@ class Standardizer(Scaler):
 class Whitener(Scaler):
     """``z = W (x - mean) / std``: per-feature standardisation, then ZCA whitening with a shrunk correlation.
 
-    ``W = C^{-1/2}`` (symmetric) for the Ledoit-Wolf estimate ``C`` of the standardised rows' covariance
-    (Ledoit & Wolf 2004: shrinkage towards a multiple of the identity with the weight that minimises the
-    expected squared error, so a few dozen rows in many dimensions still give a well-conditioned ``C``).
-    The score network then models the departure from the best-fitting Gaussian rather than the
-    correlations themselves, which a table of a few hundred correlated rows (breast_cancer's radius,
-    perimeter and area) cannot teach it. ZCA keeps each whitened feature aligned with its original one.
-    ``log_det = log |det dz/dx| = -sum log std - 1/2 log det C``, added to ``log p_z`` to give ``log p_x``.
-    Eigenvalues of ``C`` are floored at 1e-3 of their mean, so an exactly degenerate direction (a
-    constant feature, an exact linear relation between features) cannot make ``W`` infinite.
+    ``W = C^{-1/2}`` (symmetric) for ``C = (1 - a) S + a tr(S)/d I``, the standardised rows' covariance
+    ``S`` shrunk towards a multiple of the identity, so that a few dozen rows in many dimensions still
+    give a well-conditioned ``C``. The weight ``a`` is the one whose Gaussian has the best mean
+    log-likelihood on held-out rows (5-fold cross-validation over ``SHRINKAGES`` and the Ledoit-Wolf
+    weight; Ledoit & Wolf 2004 minimise the expected squared error of ``C`` instead, which on 200 rows
+    of breast_cancer's 30 features shrinks 20 times as much and smears out the near-exact relations
+    between radius, perimeter and area that held-out rows keep). Tables of fewer than ``MIN_CV_ROWS``
+    rows use the Ledoit-Wolf weight. The score network then models the departure from this Gaussian
+    rather than the correlations themselves. ZCA keeps each whitened feature aligned with its original
+    one. ``log_det = log |det dz/dx| = -sum log std - 1/2 log det C``, added to ``log p_z`` to give
+    ``log p_x``. Eigenvalues of ``C`` are floored at 1e-3 of their mean, so an exactly degenerate
+    direction (a constant feature, an exact linear relation between features) cannot make ``W``
+    infinite. ``shrinkage`` is the weight chosen (docs/math.md#standardiser-and-whitener).
     """
+
+    SHRINKAGES = tuple(10 ** (k / 4) for k in range(-16, 1))  # 1e-4 .. 1, four per decade
+    MIN_CV_ROWS = 20
 
     def __init__(self, standardizer: Standardizer | None = None, matrix: torch.Tensor | None = None):
         self.standardizer, self.matrix = standardizer, matrix
+        self.shrinkage: float | None = None
 
     def fit(self, x: torch.Tensor) -> Whitener:
-        from sklearn.covariance import LedoitWolf
-
         self.standardizer = Standardizer().fit(x)
         z = self.standardizer.transform(x).double().numpy()
-        cov = torch.from_numpy(LedoitWolf(assume_centered=True).fit(z).covariance_)
+        self.shrinkage = self.choose_shrinkage(z)
+        s = torch.from_numpy(np.cov(z.T, bias=True)).reshape(z.shape[1], z.shape[1])
+        d = s.shape[0]
+        cov = (1 - self.shrinkage) * s + self.shrinkage * s.trace() / d * torch.eye(d, dtype=s.dtype)
         evals, evecs = torch.linalg.eigh(cov)
         evals = evals.clamp_min(1e-3 * evals.mean())  # an exactly degenerate direction stays finite
         self.matrix = (evecs * evals.rsqrt()) @ evecs.T
         return self
+
+    @classmethod
+    def choose_shrinkage(cls, z) -> float:
+        """The shrinkage weight with the best 5-fold cross-validated Gaussian log-likelihood of the
+        standardised rows ``z`` (numpy ``[n, d]``) among ``SHRINKAGES`` and the Ledoit-Wolf weight."""
+        import warnings
+
+        from sklearn.covariance import LedoitWolf, ShrunkCovariance
+        from sklearn.model_selection import GridSearchCV, KFold
+
+        ledoit_wolf = float(LedoitWolf().fit(z).shrinkage_)
+        if len(z) < cls.MIN_CV_ROWS or z.shape[1] < 2:
+            return ledoit_wolf
+        grid = sorted({*cls.SHRINKAGES, ledoit_wolf})
+        folds = KFold(5, shuffle=True, random_state=0)  # rows may come sorted (by class, by time)
+        with warnings.catch_warnings():  # a singular fold's -inf score only loses
+            warnings.simplefilter("ignore")
+            search = GridSearchCV(ShrunkCovariance(), {"shrinkage": grid}, cv=folds, error_score=-np.inf)
+            search.fit(z)
+        if not np.isfinite(search.best_score_):
+            return ledoit_wolf
+        return float(search.best_params_["shrinkage"])
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         return self.standardizer.transform(x) @ self.matrix.to(x)
