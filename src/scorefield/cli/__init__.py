@@ -214,6 +214,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes per example")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--batch-size", type=positive_int, default=1000, help="rows per ODE solve")
+        p.add_argument(
+            "--clusters",
+            type=positive_int,
+            default=1,
+            help="runs conditioned on clusters (data.labels = clusters): sum the mixture over the N nearest "
+            "clusters, one ODE solve each (1: a lower bound; model.num_classes: exact)",
+        )
         p.add_argument("--out", type=output_path(ARRAY_SUFFIXES), help="per-row results, .npy or .csv")
         if name == "anomaly":
             p.add_argument(

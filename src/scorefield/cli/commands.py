@@ -174,7 +174,7 @@ def _log_likelihoods(args) -> tuple[torch.Tensor, object]:
         x, names = read_data(args.data, run.data_shape)
         run.check_columns(names, args.data)
         run.check_data(x)
-        return run.log_prob(x, args.divergence, args.probes, args.seed, args.batch_size), run
+        return run.log_prob(x, args.divergence, args.probes, args.seed, args.batch_size, args.clusters), run
 
 
 def cmd_likelihood(args) -> int:

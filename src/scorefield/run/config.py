@@ -95,6 +95,10 @@ class DataConfig(_Section):
         None,
         description="the column of class labels of a CSV (path): not a feature, its values become classes",
     )
+    labels: Literal["data", "clusters"] = Field(
+        "data",
+        description="class labels: the data's own, or model.num_classes k-means clusters of the training data",
+    )
 
     @property
     def images(self) -> bool:
@@ -315,7 +319,8 @@ class Config(_Section):
         return self
 
     def _check_labels(self) -> None:
-        """Class labels (``model.num_classes > 0``) need labelled data and the SDE objective."""
+        """Class labels (``model.num_classes > 0``) need labelled data (or ``data.labels = clusters``) and
+        the SDE objective."""
         k, data = self.model.num_classes, self.data
         bundled = BUNDLED_CLASSES.get(data.name, ()) if data.path is None else ()
         if k and self.objective.kind != SDE_OBJECTIVE:
@@ -323,6 +328,14 @@ class Config(_Section):
             raise ValueError(
                 f"model.num_classes > 0 trains with objective.kind = {SDE_OBJECTIVE}, not {objective}"
             )
+        if data.labels == "clusters":
+            if k < 2:
+                raise ValueError(
+                    f"data.labels = clusters needs model.num_classes >= 2, the number of clusters, got {k}"
+                )
+            if data.label_column is not None:
+                raise ValueError("data.labels = clusters makes its own labels: drop data.label_column")
+            return
         if k and data.label_column is None and not bundled:
             raise ValueError(
                 f"model.num_classes = {k} needs labelled data: a CSV's data.label_column, or data.name = "

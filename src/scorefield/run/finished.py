@@ -7,8 +7,11 @@ version is read with its retired keys dropped. ``Run.sample`` dispatches to the 
 Langevin), for a class-conditional run of one class with classifier-free guidance on request
 (``score.guided``); ``Run.inpaint`` fills the entries of data rows a mask leaves out given the others
 (``sample_conditional``); ``Run.log_prob`` integrates the probability-flow ODE (of the unconditional model,
-for a class-conditional run). Under torchrun both split their blocks over the processes, and every
-process gets all results.
+for a class-conditional run). A run conditioned on k-means clusters (``data.labels = clusters``) is the
+mixture of its clusters' models wherever no label is given: ``sample`` draws each sample's cluster
+(stratified, ``draw_clusters``), ``log_prob`` sums the nearest clusters' terms, ``inpaint`` fills a row
+from the cluster nearest its observed entries. Under torchrun both split their blocks over the
+processes, and every process gets all results.
 """
 
 from __future__ import annotations
@@ -33,13 +36,15 @@ from ..samplers import sample_dpm, sample_ode, sample_pc
 from ..scalers import Standardizer
 from ..score import guided
 from ..utils import default_device
-from .build import Setup, build
+from .build import Setup, build, derive_seed
 from .checkpoint import CheckpointError, atomic_write, latest_good
 from .config import Config, parse_config
 from .distributed import blocks, gather
 from .train import RunError
 
 __all__ = ["GRIDS_FILE", "SAMPLERS", "Run", "Scores", "load_run"]
+
+INVERSE_GOLDEN_RATIO = (math.sqrt(5) - 1) / 2  # the Weyl sequence frac(i / phi) of draw_clusters
 
 GRIDS_FILE = "grids.json"  # time grids fitted to the run by `scorefield tune`, by budget
 
@@ -49,7 +54,9 @@ class Run:
     """A trained run: its config, the built objects (model with EMA or last weights), scaler and step,
     and ``columns``, the names of the training data's features (a CSV's header, else ``x0, x1, ...``;
     one per feature of a flattened example), and ``classes``, the names of the class labels of a
-    class-conditional run (``model.num_classes > 0``; label ``k`` is ``classes[k]``), else empty."""
+    class-conditional run (``model.num_classes > 0``; label ``k`` is ``classes[k]``), else empty;
+    ``clusters``, for a run conditioned on k-means clusters (``data.labels = clusters``), their centroids
+    in model units and their shares of the training data, else None."""
 
     run_dir: Path
     config: Config
@@ -59,6 +66,7 @@ class Run:
     device: torch.device
     columns: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
+    clusters: dict[str, torch.Tensor] | None = None  # data.labels = clusters: centroids [k, D], weights [k]
 
     def __post_init__(self) -> None:
         self.columns = tuple(self.columns) or default_columns(math.prod(self.data_shape))
@@ -128,7 +136,9 @@ class Run:
         class, ``p(x | y)``, with classifier-free guidance of weight ``guidance`` >= 0 (Ho & Salimans
         2022; ``score.guided``; docs/math.md#classifier-free-guidance), which costs two network
         evaluations per score evaluation when it is not 0. Without a label a class-conditional run
-        samples its unconditional model (the null label).
+        samples its unconditional model (the null label), and a run conditioned on clusters samples
+        its mixture: each sample's cluster drawn by the clusters' shares of the training data, keyed
+        like its noise (docs/math.md#cluster-conditional-models).
 
         ``sampler``, ``steps`` and ``batch_size`` default to the config's ``sample`` section.
         ``batch_size``, the samples per sampler call, changes memory and speed, not the samples: every
@@ -155,8 +165,11 @@ class Run:
         out = torch.zeros((n, *self.data_shape), device=self.device)
         shares = list(blocks(n, batch_size))
         for start, stop in tqdm(shares, disable=not progress, desc="sample", unit="block"):
-            noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
+            rows = torch.arange(start, stop, device=self.device)
+            noise = KeyedNoise(seed, rows)
             x_T = noise.randn((stop - start, *self.data_shape))
+            if label is None and self.clusters is not None:
+                score = self._scores(self.draw_clusters(seed, rows), 0.0)
             out[start:stop] = SAMPLERS[sampler](self, x_T, steps, noise, score)
         return self.scaler.inverse_transform(gather(out).cpu())
 
@@ -185,7 +198,9 @@ class Run:
         not given. It runs
         and model in the model's units: the scaler is elementwise, so a mask means the same there.
         ``mask`` (booleans) broadcasts to ``x``'s shape; rows without an observed entry are drawn from the
-        model, and a mask without any raises ``RunError``. ``label`` and ``guidance`` as in ``sample``.
+        model, and a mask without any raises ``RunError``. ``label`` and ``guidance`` as in ``sample``;
+        without a label, a run conditioned on clusters fills each row from the cluster whose centroid
+        is nearest on its observed entries (``nearest_cluster``; docs/math.md#cluster-conditional-models).
         Every random number of row ``i`` is keyed by ``(seed, i)``, so row ``i`` is the same for any
         ``batch_size`` (default: ``sample.batch_size`` divided by ``particles``, so that a network call
         holds about ``sample.batch_size`` examples) and any number of processes (torchrun: split over
@@ -217,6 +232,9 @@ class Run:
             list(blocks(x.shape[0], batch_size or max(1, self.config.sample.batch_size // particles))),
             disable=not progress, desc="inpaint", unit="block",
         ):  # fmt: skip
+            if label is None and self.clusters is not None:
+                nearest = self.nearest_cluster(z_obs[start:stop], mask[start:stop])
+                score = self._scores(nearest, 0.0).t  # (each row's particles share it: _rows)
             noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
             out[start:stop], _ = sample_conditional(
                 score, self.setup.sde, z_obs[start:stop], mask[start:stop], nfe=nfe, resample=resample,
@@ -247,26 +265,61 @@ class Run:
         iterations from each of the ``n_starts`` best starting grids) and store it in ``grids.json``
         beside the checkpoints, keyed by the budget and the checkpoint's step; ``sample`` with the
         ``fast`` sampler (``scorefield sample --nfe``) uses it from then on. Returns ``optimise_grid``'s
-        info with the grid and the file."""
-        noise = KeyedNoise(seed, torch.arange(n, device=self.device))
+        info with the grid and the file. A run conditioned on clusters is fitted on its mixture, each
+        draw's cluster drawn as ``sample`` draws it."""
+        rows = torch.arange(n, device=self.device)
+        noise = KeyedNoise(seed, rows)
         x_T = self.setup.sde.prior_std * noise.randn((n, *self.data_shape))
-        grid, info = optimise_grid(
-            self.setup.score_t, self.setup.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts
+        score = (
+            self.setup.score_t if self.clusters is None else self._scores(self.draw_clusters(seed, rows), 0).t
         )
+        grid, info = optimise_grid(score, self.setup.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts)
         path = self.run_dir / GRIDS_FILE
         stored = json.loads(path.read_text()) if path.is_file() else {}
         stored[str(nfe)] = {"times": grid.tolist(), "step": self.step, "draws": n, **info}
         atomic_write(path, (json.dumps(stored, indent=2) + "\n").encode())
         return {**info, "grid": grid, "path": path}
 
-    def _scores(self, label: int | str | None, guidance: float) -> Scores:
-        """The score functions a sampler uses: the model's own, or the guided ones of ``label``."""
+    def draw_clusters(self, seed: int, rows: torch.Tensor) -> torch.Tensor:
+        """The cluster of each sample ``rows`` (global indices) of a run conditioned on clusters: the
+        cluster whose interval of the clusters' cumulative shares holds ``u_i = frac(u_0 + i / phi)``
+        (phi the golden ratio; ``u_0`` uniform, keyed by ``seed``). Each ``u_i`` is uniform, so each
+        sample's cluster is drawn by the shares, and the sequence is stratified: any ``n`` consecutive
+        samples hold each cluster ``n w_k`` times up to ``O(log n)``, where independent draws would
+        miss by ``sqrt(n w_k)`` (docs/math.md#cluster-conditional-models). Keyed by ``(seed, row)``
+        alone, not by the batch."""
+        u0 = KeyedNoise(derive_seed(seed, "cluster", 0), torch.zeros(1, dtype=torch.int64)).rand(
+            (1,), dtype=torch.float64
+        )
+        u = torch.frac(u0.to(rows.device) + rows.to(torch.float64) * INVERSE_GOLDEN_RATIO)
+        cdf = self.clusters["weights"].to(rows.device, torch.float64).cumsum(0)
+        return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.numel() - 1)
+
+    def nearest_cluster(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The cluster whose centroid is nearest (Euclidean, model units) to each example of ``z``, ``[N]``;
+        with ``mask`` (True = observed) on the observed entries only, their mean squared difference."""
+        return self._cluster_distances(z, mask).argmin(1)
+
+    def _cluster_distances(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[N, k]`` mean squared differences of each example to each centroid (on the observed entries)."""
+        flat = z.reshape(z.shape[0], -1).float()
+        centroids = self.clusters["centroids"].to(flat)
+        seen = torch.ones_like(flat) if mask is None else mask.reshape(flat.shape).to(flat)
+        # sum over observed entries of (z - c)^2 = sum(seen z^2) - 2 (seen z) . c + seen . c^2
+        d2 = (seen * flat.square()).sum(1, keepdim=True) - 2 * (seen * flat) @ centroids.T
+        return (d2 + seen @ centroids.square().T) / seen.sum(1, keepdim=True).clamp_min(1)
+
+    def _scores(self, label: int | str | torch.Tensor | None, guidance: float) -> Scores:
+        """The score functions a sampler uses: the model's own, or the guided ones of ``label`` (a class,
+        or a tensor of one class index per example: ``_rows``)."""
         if not (math.isfinite(guidance) and guidance >= 0):
             raise RunError(f"guidance must be a finite number >= 0, got {guidance}")
         if label is None:
             if guidance:
                 raise RunError("guidance applies to the samples of one class: give a label too")
             return Scores(self.setup.score_t, self.setup.score_sigma)
+        if isinstance(label, torch.Tensor):
+            return Scores(_rows(self.setup.score_t, label), _rows(self.setup.score_sigma, label))
         y = self.label_index(label)
         return Scores(guided(self.setup.score_t, y, guidance), guided(self.setup.score_sigma, y, guidance))
 
@@ -277,10 +330,19 @@ class Run:
         n_probes: int = 1,
         seed: int = 0,
         batch_size: int = 1000,
+        clusters: int = 1,
     ) -> torch.Tensor:
         """Log-density of ``x`` (data units, ``[N, *data_shape]``) in nats, ``[N]`` float64, through the
-        probability-flow ODE at ``t = sde.eps``, plus the scaler's log-determinant."""
+        probability-flow ODE at ``t = sde.eps``, plus the scaler's log-determinant.
+
+        For a run conditioned on clusters, the lower bound ``log sum_k w_k p(x | k)`` of its mixture's
+        ``log p(x)`` over the ``clusters`` clusters nearest to ``x``: 1 (the default) is the bound at the
+        nearest, ``model.num_classes`` the mixture itself; each cluster costs one ODE solve
+        (docs/math.md#cluster-conditional-models). ``clusters`` is ignored by other runs."""
         self.check_data(x)
+        if self.clusters is not None and not 1 <= clusters <= len(self.clusters["weights"]):
+            k = len(self.clusters["weights"])
+            raise RunError(f"clusters must be between 1 and the run's {k} clusters, got {clusters}")
         if self.setup.single_level:
             raise RunError(
                 f"a model trained at one noise level ({self.config.objective.kind}) has no likelihood; "
@@ -292,15 +354,37 @@ class Run:
             z = z.to(self.device)
             out = torch.zeros(z.shape[0], dtype=torch.float64, device=self.device)
             for start, stop in blocks(z.shape[0], batch_size):
-                generator = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
-                logp, _ = log_likelihood(
-                    self.setup.score_t, self.setup.sde, z[start:stop], divergence=divergence,
-                    n_probes=n_probes, rtol=s.rtol, atol=s.atol, eps=self.config.sde.eps, generator=generator,
-                )  # fmt: skip
-                out[start:stop] = logp.to(torch.float64)
+                if self.clusters is None:
+                    terms = [(self.setup.score_t, 0.0)]
+                else:
+                    nearest = self._cluster_distances(z[start:stop]).topk(clusters, 1, largest=False).indices
+                    log_w = self.clusters["weights"].to(self.device, torch.float64).log()
+                    terms = [(_rows(self.setup.score_t, k), log_w[k]) for k in nearest.T]
+                logps = []
+                for score, log_weight in terms:
+                    generator = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
+                    logp, _ = log_likelihood(
+                        score, self.setup.sde, z[start:stop], divergence=divergence, n_probes=n_probes,
+                        rtol=s.rtol, atol=s.atol, eps=self.config.sde.eps, generator=generator,
+                    )  # fmt: skip
+                    logps.append(logp.to(torch.float64) + log_weight)
+                out[start:stop] = torch.stack(logps).logsumexp(0)
             return gather(out).cpu()
 
         return self.scaler.log_prob(log_prob_z, x.to(torch.float32))
+
+
+def _rows(score_fn: Callable[..., torch.Tensor], y: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """``score_fn(x, t, y)`` with one label per row of the block ``y`` (``[B]``), for a sampler whose
+    batch holds the block's rows or ``k`` consecutive copies of each (particles): ``y`` repeated to fit."""
+
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        copies = x.shape[0] // y.numel()
+        if copies * y.numel() != x.shape[0]:
+            raise ValueError(f"{y.numel()} labels for a batch of {x.shape[0]} examples")
+        return score_fn(x, t, y.to(x.device).repeat_interleave(copies))
+
+    return score
 
 
 class Scores(NamedTuple):
@@ -404,4 +488,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None, use_
     setup.model.eval().requires_grad_(False)
     scaler = Standardizer.from_state_dict(ckpt.state["scaler"])
     columns = tuple(meta.get("columns") or ())  # runs written before names were stored: x0, x1, ...
-    return Run(run_dir, config, setup, scaler, ckpt.step, device, columns, tuple(meta.get("classes") or ()))
+    classes = tuple(meta.get("classes") or ())
+    return Run(
+        run_dir, config, setup, scaler, ckpt.step, device, columns, classes, ckpt.state.get("clusters")
+    )

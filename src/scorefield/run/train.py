@@ -7,7 +7,9 @@ objective comes from the plain dict ``build.OBJECTIVES``. A class-conditional mo
 (``model.num_classes > 0``) trains on the data's labels, each replaced by the null label with
 probability ``train.label_dropout`` (``drop_labels``), so that one network learns ``p(x | y)`` and
 ``p(x)`` for classifier-free guidance (docs/math.md#classifier-free-guidance); the class names are
-stored with the checkpoints. ``fit.py`` takes the steps (AdamW with linear warm-up, gradient
+stored with the checkpoints. With ``data.labels = clusters`` the labels are k-means clusters of the
+training data in model units (``cluster_labels``), whose centroids and shares are stored too
+(docs/math.md#cluster-conditional-models). ``fit.py`` takes the steps (AdamW with linear warm-up, gradient
 clipping, an EMA of the weights used for sampling); this module adds what a run on disk needs:
 ``config.toml``, ``metrics.jsonl``, a tqdm bar, periodic checkpoints, resuming from the newest good
 one (refused when the config's model or data differ), and SIGINT/SIGTERM, which write a checkpoint
@@ -229,6 +231,9 @@ def _read_training_data(
     k = config.model.num_classes
     if not k:
         return x, columns, None, ()
+    if config.data.labels == "clusters":
+        z = _fit_scaler(config, x).transform(x)
+        return x, columns, cluster_labels(z, k, config.train.seed), tuple(str(c) for c in range(k))
     if len(classes) != k:
         shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
         raise ConfigError(
@@ -236,6 +241,27 @@ def _read_training_data(
             f"{len(classes)} classes ({shown}); set model.num_classes = {len(classes)}"
         )
     return x, columns, labels, classes
+
+
+def cluster_labels(z: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """The k-means cluster (``[N]`` int64, ``0 .. k - 1``) of each example of ``z`` (model units, flattened),
+    seeded by ``seed``: the labels of ``data.labels = clusters`` (docs/math.md#cluster-conditional-models)."""
+    from sklearn.cluster import KMeans
+
+    if z.shape[0] < k:
+        raise ConfigError(f"model.num_classes = {k} clusters need at least {k} examples, got {z.shape[0]}")
+    flat = z.reshape(z.shape[0], -1).double().cpu().numpy()
+    labels = KMeans(k, n_init=4, random_state=seed).fit(flat).labels_
+    return torch.from_numpy(labels).to(torch.int64)
+
+
+def cluster_state(z: torch.Tensor, labels: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """What a clustered run keeps of its clusters: each one's centroid in model units (the mean of its
+    examples, flattened, ``[k, D]``) and its share of the training data (``[k]``, float64)."""
+    flat, labels = z.reshape(z.shape[0], -1).double().cpu(), labels.cpu()
+    counts = torch.bincount(labels, minlength=k).double()
+    sums = torch.zeros(k, flat.shape[1], dtype=torch.float64).index_add_(0, labels, flat)
+    return {"centroids": (sums / counts.clamp_min(1)[:, None]).float(), "weights": counts / counts.sum()}
 
 
 def _fit_scaler(config: Config, x: torch.Tensor) -> Standardizer:
@@ -333,6 +359,9 @@ def _train(
         **({"classes": list(classes)} if labels is not None else {}),
     }
 
+    clustered = config.data.labels == "clusters" and labels is not None
+    clusters = {"clusters": cluster_state(data, labels, config.model.num_classes)} if clustered else {}
+
     def save(step: int) -> Path | None:
         if not d.main:
             return None
@@ -343,6 +372,7 @@ def _train(
             "optimizer": trainer.optimizer.state_dict(),
             "scaler": scaler.state_dict(),
             "rng": {"torch_cpu": torch.get_rng_state()},
+            **clusters,
         }
         return save_checkpoint(run_dir, step, state, meta | {"step": step}, keep_last=t.keep_last)
 

@@ -1,0 +1,182 @@
+"""Runs conditioned on k-means clusters (``data.labels = clusters``): the clusters found and stored, the
+mixture sampled by the clusters' shares (keyed by sample, not by batch), the likelihood's bound at the
+nearest cluster against the whole mixture, inpainting from the nearest cluster, and the refusals."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from scorefield.likelihood import log_likelihood
+from scorefield.run.config import ConfigError, load_config
+from scorefield.run.finished import RunError, load_run
+from scorefield.run.train import train
+
+CENTRES = ((-2.0, 0.0), (2.0, 1.0))
+COUNTS = (600, 200)  # shares 0.75 and 0.25
+
+
+def write_table(path) -> None:
+    g = np.random.default_rng(0)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["a", "b"])
+        for centre, n in zip(CENTRES, COUNTS, strict=True):
+            for a, b in g.normal(centre, 0.3, (n, 2)):
+                writer.writerow([f"{a:.5f}", f"{b:.5f}"])
+
+
+def overrides(path) -> list[str]:
+    return [
+        f'data.path="{path}"',
+        "data.labels=clusters",
+        "model.num_classes=2",
+        "model.hidden=64",
+        "model.depth=2",
+        "model.embed_dim=16",
+        "train.batch_size=128",
+        "train.steps=300",
+        "train.ckpt_every=300",
+        "train.warmup=20",
+        "train.ema_decay=0.99",
+        "train.label_dropout=0.0",
+        "train.device=cpu",
+        "sample.sampler=dpm",
+        "sample.steps=20",
+    ]
+
+
+@pytest.fixture(scope="module")
+def clustered(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clusters")
+    write_table(folder / "table.csv")
+    train(load_config(None, overrides(folder / "table.csv")), folder / "run", progress=False)
+    return load_run(folder / "run")
+
+
+def _side(x: torch.Tensor) -> torch.Tensor:
+    """Which centre each row is nearer to (0 or 1)."""
+    return (x[:, 0] > 0).long()
+
+
+def _order(run) -> torch.Tensor:
+    """The run's cluster index of each true centre (k-means numbers its clusters in its own order)."""
+    z = run.scaler.transform(torch.tensor(CENTRES, dtype=torch.float32))
+    return run.nearest_cluster(z)
+
+
+def test_the_clusters_are_found_and_stored_with_their_shares(clustered):
+    order = _order(clustered)
+    assert sorted(order.tolist()) == [0, 1]
+    weights = clustered.clusters["weights"][order]
+    torch.testing.assert_close(weights, torch.tensor([0.75, 0.25], dtype=torch.float64))
+    centres = clustered.scaler.inverse_transform(clustered.clusters["centroids"][order])
+    torch.testing.assert_close(centres, torch.tensor(CENTRES), atol=0.05, rtol=0)
+    assert clustered.classes == ("0", "1")
+
+
+def test_samples_draw_the_clusters_by_their_shares_whatever_the_batch(clustered):
+    n = 2000
+    x = clustered.sample(n, seed=3)
+    share = _side(x).float().mean().item()
+    assert abs(share - 0.25) < 4 * (0.25 * 0.75 / n) ** 0.5  # the right cluster holds a quarter
+    for centre, side in zip(CENTRES, (0, 1), strict=True):
+        mean = x[_side(x) == side].mean(0)
+        torch.testing.assert_close(mean, torch.tensor(centre), atol=0.15, rtol=0)
+    again = clustered.sample(64, seed=3, batch_size=7)
+    torch.testing.assert_close(again, x[:64], atol=1e-4, rtol=1e-4)  # the batch changes rounding only
+    rows = torch.arange(n)
+    assert torch.equal(clustered.draw_clusters(3, rows)[10:20], clustered.draw_clusters(3, rows[10:20]))
+
+
+def test_cluster_draws_are_stratified_yet_each_is_a_draw_of_the_shares(clustered):
+    right = int(_order(clustered)[1])
+    for start, n in ((0, 1000), (537, 1000), (12_345, 200)):
+        counts = (clustered.draw_clusters(5, torch.arange(start, start + n)) == right).sum().item()
+        assert abs(counts - 0.25 * n) <= 2  # independent draws: +- 14 (1000 rows), 6 (200 rows) for one sd
+    seeds = 2000  # one row under many seeds: a fair draw of the shares
+    hits = sum(int(clustered.draw_clusters(s, torch.tensor([7]))[0] == right) for s in range(seeds))
+    assert abs(hits / seeds - 0.25) < 4 * (0.25 * 0.75 / seeds) ** 0.5
+
+
+def test_the_log_density_is_the_bound_at_the_nearest_cluster_and_nearly_the_mixture(clustered):
+    """log w_k + log p(x | k) <= log sum_j w_j p(x | j): the run reports the left side at the nearest k,
+    which for clusters this far apart is the whole mixture's log-density to well under 0.01 nat."""
+    x = torch.tensor([[-2.1, 0.2], [1.8, 1.1], [0.0, 0.5]])
+    reported = clustered.log_prob(x)
+    z = clustered.scaler.transform(x)
+    s = clustered.config.sample
+
+    def log_joint(labels: torch.Tensor) -> torch.Tensor:
+        logp, _ = log_likelihood(
+            lambda x, t: clustered.setup.score_t(x, t, labels), clustered.setup.sde, z,
+            rtol=s.rtol, atol=s.atol, eps=clustered.config.sde.eps,
+        )  # fmt: skip
+        return logp.double() + clustered.clusters["weights"][labels].log() + clustered.scaler.log_det
+
+    nearest = clustered.nearest_cluster(z)
+    assert torch.equal(nearest[:2], _order(clustered))
+    torch.testing.assert_close(reported, log_joint(nearest), atol=1e-6, rtol=0)
+    # every row under each cluster: the adaptive solver steps for the whole batch, so a row's value moves
+    # with the batch's labels by about the solver's tolerance (rtol 1e-5 of the integral): 2e-3 nat
+    mixture = torch.stack([log_joint(torch.full((3,), k)) for k in range(2)], 1).logsumexp(1)
+    assert (reported <= mixture + 2e-3).all()
+    assert (mixture[:2] - reported[:2]).max() < 0.01
+    both = clustered.log_prob(x, clusters=2)  # the whole mixture, from the same solves as log_joint's
+    torch.testing.assert_close(both, mixture, atol=2e-3, rtol=0)
+    assert (both >= reported - 1e-9).all()  # more terms of a sum of positive terms
+    with pytest.raises(RunError, match="clusters must be between 1 and the run's 2 clusters, got 3"):
+        clustered.log_prob(x, clusters=3)
+
+
+def test_inpainting_fills_from_the_cluster_nearest_on_the_observed_entries(clustered):
+    x = torch.tensor([[-2.0, 0.0], [2.0, 0.0]]).repeat(50, 1)
+    mask = torch.tensor([True, False])
+    filled = clustered.inpaint(x, mask, seed=1)
+    assert torch.equal(filled[:, 0], x[:, 0])
+    left, right = filled[0::2, 1].mean().item(), filled[1::2, 1].mean().item()
+    assert abs(left - 0.0) < 0.2 and abs(right - 1.0) < 0.2
+
+
+def test_a_grid_is_tuned_on_the_mixture(clustered):
+    info = clustered.tune_grid(5, n=32, max_iter=5, n_starts=1)
+    assert info["grid"].numel() >= 2 and info["path"].is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["model.num_classes=0"], r"data.labels = clusters needs model.num_classes >= 2"),
+        (["model.num_classes=1"], r"data.labels = clusters needs model.num_classes >= 2"),
+        (['data.label_column="b"'], r"data.labels = clusters makes its own labels: drop data.label_column"),
+    ],
+)
+def test_cluster_config_mistakes_are_one_clear_sentence(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [*overrides(tmp_path / "t.csv"), *extra])
+
+
+def test_fewer_examples_than_clusters_are_refused(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n0,1\n1,0\n2,2\n")
+    config = load_config(None, [*overrides(tmp_path / "t.csv"), "model.num_classes=5"])
+    with pytest.raises(ConfigError, match="model.num_classes = 5 clusters need at least 5 examples, got 3"):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_command_line_sums_over_the_clusters_asked_for(clustered, tmp_path, capsys):
+    from scorefield.cli import main
+
+    x = np.array([[-2.1, 0.2], [1.8, 1.1]], dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    for k in (1, 2):
+        assert main(["likelihood", "--run", str(clustered.run_dir), "--data", str(tmp_path / "x.npy"),
+                     "--clusters", str(k), "--out", str(tmp_path / f"l{k}.npy")]) == 0  # fmt: skip
+        expected = clustered.log_prob(torch.from_numpy(x), clusters=k).numpy()
+        np.testing.assert_allclose(np.load(tmp_path / f"l{k}.npy").ravel(), expected, atol=1e-6)
+    assert main(["likelihood", "--run", str(clustered.run_dir), "--data", str(tmp_path / "x.npy"),
+                 "--clusters", "3"]) == 2  # fmt: skip
+    assert "clusters must be between 1 and the run's 2 clusters, got 3" in capsys.readouterr().err
