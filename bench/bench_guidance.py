@@ -15,7 +15,7 @@ The preset ``configs/digits_cond_vp.toml`` (``digits_vp`` with ``model.num_class
   filled by ``Run.inpaint`` (the replacement method with RePaint's resampling, and sequential Monte
   Carlo, its default) under a model of ``p(x)``, which has to read the digit from the top half: the
   conditional run's null label, and the ``digits_vp`` preset that ``bench_digits`` trains (a mixture
-  of models of 10 k-means clusters of the pixels, no digit labels; ``Run.inpaint`` fills each row
+  of models of 40 k-means clusters of the pixels, no digit labels; ``Run.inpaint`` fills each row
   from the cluster nearest its top half). The completions are
   classified and the fraction classified as the image's true digit reported, against references: the
   originals, the bottom half left blank, a k-nearest-neighbour completion, and a k-NN classifier of
@@ -252,7 +252,7 @@ def reading(guidance: list[list], inpainting: list[list]) -> str:
         f"({INPAINT_TARGET:.0%}) is {verdict}. Sequential Monte Carlo keeps the particles whose noisy "
         "state predicts the top half's noisy path, which decides the digit where the noise is high and "
         "replacement cannot; RePaint's resampling with jumps of one step corrects the class only slowly. "
-        "digits_vp is a mixture of models of 10 k-means clusters of the pixels, and fills each row from the "
+        "digits_vp is a mixture of models of 40 k-means clusters of the pixels, and fills each row from the "
         "cluster nearest its top half: that choice, not the sampler, sets most of its digits. "
         f"For scale: a 5-NN classifier of the top halves alone is right on {top_half:.1%} and the bottom "
         f"half of the nearest training image gives {nearest:.1%}; a single draw of the completion is right "
