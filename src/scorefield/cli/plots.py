@@ -166,7 +166,10 @@ def _plot_field(viz, run, data: torch.Tensor):
 
     def field(x: torch.Tensor) -> torch.Tensor:
         t = torch.full((x.shape[0],), eps, device=run.device)
-        return (setup.score_t(scaler.transform(x.cpu()).to(run.device), t) * std).cpu()
+        z = scaler.transform(x.cpu()).to(run.device)
+        # a run conditioned on clusters: at t = eps the mixture's score is its nearest cluster's
+        labels = () if run.clusters is None else (run.nearest_cluster(z),)
+        return (setup.score_t(z, t, *labels) * std).cpu()
 
     figure = viz.plot_score_field(field, data=data, columns=run.columns)
     figure.axes[0].set_title(
@@ -177,11 +180,20 @@ def _plot_field(viz, run, data: torch.Tensor):
 
 def _plot_denoise(viz, run, data: torch.Tensor, value_range: tuple[float, float] | None, seed: int):
     """Clean data, noised to ``DENOISE_TIMES`` and denoised in one Tweedie step by the model (in its
-    standardised space), all drawn in the data's units."""
+    standardised space), all drawn in the data's units; for a run conditioned on clusters, by the model
+    of each clean row's nearest cluster."""
+    z = run.scaler.transform(data).to(run.device)
+    denoise = run.setup.model.denoise
+    if run.clusters is not None:
+        labels = run.nearest_cluster(z)
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # (the strip shows the first rows)
+            return run.setup.model.denoise(x, t, labels[: x.shape[0]])
+
     return viz.plot_denoising_strip(
-        run.scaler.transform(data).to(run.device),
+        z,
         DENOISE_TIMES,
-        run.setup.model.denoise,
+        denoise,
         sde=run.setup.sde,
         value_range=value_range,
         generator=torch.Generator().manual_seed(seed),
@@ -198,12 +210,16 @@ def _animate_sampling(viz, run, data: torch.Tensor, path: Path, args) -> None:
     z = torch.randn((args.n, 2), generator=generator).to(run.device)
     steps = args.steps or s.steps
     drawing = {"generator": generator, "to_data": _in_data(run), "columns": run.columns, "data": data}
+    # the scores of `sample` without a label: a run conditioned on clusters draws each particle's cluster
+    scores = run.score_functions(
+        None if run.clusters is None else run.draw_clusters(args.seed, torch.arange(args.n)), 0
+    )
     if setup.sigmas is not None:
         sigmas = setup.sigmas
         viz.annealed_langevin_animation(
-            setup.score_sigma, float(sigmas[0]) * z, path, sigmas, s.step_lr, steps, **drawing
+            scores.sigma, float(sigmas[0]) * z, path, sigmas, s.step_lr, steps, **drawing
         )
     else:
         viz.reverse_sde_animation(
-            setup.score_t, setup.sde, setup.sde.prior_std * z, path, n_steps=steps, eps=s.eps, **drawing
+            scores.t, setup.sde, setup.sde.prior_std * z, path, n_steps=steps, eps=s.eps, **drawing
         )

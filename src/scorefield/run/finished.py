@@ -161,7 +161,7 @@ class Run:
             )
         if sampler == "ald" and self.setup.sigmas is None:
             raise RunError(f"ald needs noise levels; the run's sde.kind ({self.config.sde.kind}) has none")
-        score = self._scores(label, guidance)
+        score = self.score_functions(label, guidance)
         out = torch.zeros((n, *self.data_shape), device=self.device)
         shares = list(blocks(n, batch_size))
         for start, stop in tqdm(shares, disable=not progress, desc="sample", unit="block"):
@@ -169,7 +169,7 @@ class Run:
             noise = KeyedNoise(seed, rows)
             x_T = noise.randn((stop - start, *self.data_shape))
             if label is None and self.clusters is not None:
-                score = self._scores(self.draw_clusters(seed, rows), 0.0)
+                score = self.score_functions(self.draw_clusters(seed, rows), 0.0)
             out[start:stop] = SAMPLERS[sampler](self, x_T, steps, noise, score)
         return self.scaler.inverse_transform(gather(out).cpu())
 
@@ -224,7 +224,7 @@ class Run:
             ) from None
         if not bool(mask.any()):
             raise RunError("the mask observes no entry: nothing to condition on; use sample instead")
-        score = self._scores(label, guidance).t
+        score = self.score_functions(label, guidance).t
         x = x.to(self.device, torch.float32)
         z_obs = self.scaler.transform(x)
         out = torch.zeros_like(z_obs)
@@ -234,7 +234,7 @@ class Run:
         ):  # fmt: skip
             if label is None and self.clusters is not None:
                 nearest = self.nearest_cluster(z_obs[start:stop], mask[start:stop])
-                score = self._scores(nearest, 0.0).t  # (each row's particles share it: _rows)
+                score = self.score_functions(nearest, 0.0).t  # (each row's particles share it: _rows)
             noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
             out[start:stop], _ = sample_conditional(
                 score, self.setup.sde, z_obs[start:stop], mask[start:stop], nfe=nfe, resample=resample,
@@ -271,7 +271,9 @@ class Run:
         noise = KeyedNoise(seed, rows)
         x_T = self.setup.sde.prior_std * noise.randn((n, *self.data_shape))
         score = (
-            self.setup.score_t if self.clusters is None else self._scores(self.draw_clusters(seed, rows), 0).t
+            self.setup.score_t
+            if self.clusters is None
+            else self.score_functions(self.draw_clusters(seed, rows), 0).t
         )
         grid, info = optimise_grid(score, self.setup.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts)
         path = self.run_dir / GRIDS_FILE
@@ -309,7 +311,7 @@ class Run:
         d2 = (seen * flat.square()).sum(1, keepdim=True) - 2 * (seen * flat) @ centroids.T
         return (d2 + seen @ centroids.square().T) / seen.sum(1, keepdim=True).clamp_min(1)
 
-    def _scores(self, label: int | str | torch.Tensor | None, guidance: float) -> Scores:
+    def score_functions(self, label: int | str | torch.Tensor | None, guidance: float) -> Scores:
         """The score functions a sampler uses: the model's own, or the guided ones of ``label`` (a class,
         or a tensor of one class index per example: ``_rows``)."""
         if not (math.isfinite(guidance) and guidance >= 0):
