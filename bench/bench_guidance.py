@@ -56,7 +56,7 @@ WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 STEPS = 20  # sample_dpm steps (DPM-Solver++2M): bench/results/digits.md finds 20 as good as 50 here
 # (model, score evaluations per image, resample, particles): RePaint (50 steps of 4, 20 of 50), then sequential
 # Monte Carlo (Run.inpaint's default, 8 particles on 25 steps, and 32 particles on 50), on the conditional
-# run's null label and on the unconditional digits_vp preset (bench_digits' run)
+# run's null label and on the digits_vp preset (bench_digits' run: a mixture of 40 cluster models)
 INPAINT = (
     ("null label", 201, 4, 1), ("null label", 1001, 50, 1), ("null label", 26, 1, 8), ("null label", 51, 1, 32),
     ("digits_vp", 201, 4, 1), ("digits_vp", 26, 1, 8), ("digits_vp", 51, 1, 32),
