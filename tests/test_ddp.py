@@ -77,3 +77,31 @@ def test_samples_split_over_two_processes_equal_one_process(tmp_path):
     torchrun("sample", "--quiet", *[str(v) for item in flags.items() for v in item])
     expected = load_run(tmp_path / "run", device="cpu").sample(21, "pc", 5, seed=7, batch_size=4)
     assert np.allclose(np.load(out), expected.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_a_run_conditioned_on_clusters_trains_and_samples_over_two_processes_like_one(tmp_path):
+    """Every process finds the same k-means clusters (seeded), so two train what one trains and store the
+    same clusters; the mixture's samples split over two processes equal one process's."""
+    clustered = [
+        *TINY,
+        "train.steps=20",
+        "data.labels=clusters",
+        "model.num_classes=2",
+        "train.label_dropout=0.0",
+    ]
+    config = load_config(None, clustered)
+    (tmp_path / "c.toml").write_text(to_toml(config))
+    train(config, tmp_path / "one", progress=False)
+    torchrun("train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "two"), "--quiet")
+    one, two = latest_good(tmp_path / "one"), latest_good(tmp_path / "two")
+    assert two.meta["world_size"] == 2
+    for key, value in one.state["clusters"].items():
+        assert torch.equal(value, two.state["clusters"][key]), key
+    for key, value in one.state["ema"].items():
+        assert torch.allclose(value, two.state["ema"][key], rtol=0, atol=1e-5), key
+    out = tmp_path / "s.npy"
+    flags = {"--run-dir": tmp_path / "one", "--num-samples": 21, "--sampler": "dpm", "--steps": 5,
+             "--batch-size": 4, "--seed": 7, "--device": "cpu", "--out": out}  # fmt: skip
+    torchrun("sample", "--quiet", *[str(v) for item in flags.items() for v in item])
+    expected = load_run(tmp_path / "one", device="cpu").sample(21, "dpm", 5, seed=7, batch_size=4)
+    assert np.allclose(np.load(out), expected.numpy(), rtol=1e-6, atol=1e-6)
