@@ -208,3 +208,16 @@ def test_the_figures_use_the_clusters_models(clustered, tmp_path, monkeypatch):
     denoised = clustered.scaler.inverse_transform(seen["denoise"](noisy, t))
     torch.testing.assert_close(denoised[left].mean(0), torch.tensor(CENTRES[0]), atol=0.2, rtol=0)
     torch.testing.assert_close(denoised[~left].mean(0), torch.tensor(CENTRES[1]), atol=0.2, rtol=0)
+
+
+def test_a_run_without_clusters_says_so(tmp_path):
+    config = load_config(None, ["data.n=64", "model.hidden=8", "model.depth=1", "model.embed_dim=8",
+                                "train.batch_size=32", "train.steps=2", "train.device=cpu"])  # fmt: skip
+    train(config, tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    for call in (
+        lambda: run.draw_clusters(0, torch.arange(3)),
+        lambda: run.nearest_cluster(torch.zeros(3, 2)),
+    ):
+        with pytest.raises(RunError, match=r"is not conditioned on clusters \(data.labels = data\)"):
+            call()

@@ -137,8 +137,8 @@ class Run:
         2022; ``score.guided``; docs/math.md#classifier-free-guidance), which costs two network
         evaluations per score evaluation when it is not 0. Without a label a class-conditional run
         samples its unconditional model (the null label), and a run conditioned on clusters samples
-        its mixture: each sample's cluster drawn by the clusters' shares of the training data, keyed
-        like its noise (docs/math.md#cluster-conditional-models).
+        its mixture: each sample's cluster drawn by the clusters' shares of the training data, stratified
+        and keyed like its noise (``draw_clusters``; docs/math.md#cluster-conditional-models).
 
         ``sampler``, ``steps`` and ``batch_size`` default to the config's ``sample`` section.
         ``batch_size``, the samples per sampler call, changes memory and speed, not the samples: every
@@ -290,6 +290,7 @@ class Run:
         samples hold each cluster ``n w_k`` times up to ``O(log n)``, where independent draws would
         miss by ``sqrt(n w_k)`` (docs/math.md#cluster-conditional-models). Keyed by ``(seed, row)``
         alone, not by the batch."""
+        self._check_clustered()
         u0 = KeyedNoise(derive_seed(seed, "cluster", 0), torch.zeros(1, dtype=torch.int64)).rand(
             (1,), dtype=torch.float64
         )
@@ -300,7 +301,15 @@ class Run:
     def nearest_cluster(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The cluster whose centroid is nearest (Euclidean, model units) to each example of ``z``, ``[N]``;
         with ``mask`` (True = observed) on the observed entries only, their mean squared difference."""
+        self._check_clustered()
         return self._cluster_distances(z, mask).argmin(1)
+
+    def _check_clustered(self) -> None:
+        if self.clusters is None:
+            raise RunError(
+                f"the run in {self.run_dir} is not conditioned on clusters (data.labels = "
+                f"{self.config.data.labels}); it has none to draw or to compare with"
+            )
 
     def _cluster_distances(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[N, k]`` mean squared differences of each example to each centroid (on the observed entries)."""
