@@ -50,6 +50,17 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
+def assert_two_processes_sample_like_one(run_dir, sampler: str) -> None:
+    """21 samples of ``run_dir`` by ``scorefield sample`` over two processes (blocks of 4) equal one
+    process's ``Run.sample``."""
+    out = run_dir.parent / f"samples_{sampler}.npy"
+    flags = {"--run-dir": run_dir, "--num-samples": 21, "--sampler": sampler, "--steps": 5,
+             "--batch-size": 4, "--seed": 7, "--device": "cpu", "--out": out}  # fmt: skip
+    torchrun("sample", "--quiet", *[str(v) for item in flags.items() for v in item])
+    expected = load_run(run_dir, device="cpu").sample(21, sampler, 5, seed=7, batch_size=4)
+    assert np.allclose(np.load(out), expected.numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_two_processes_train_like_one_and_resume_a_one_process_run(tmp_path):
     config = load_config(None, [*TINY, "train.steps=40"])
     (tmp_path / "c.toml").write_text(to_toml(config))
@@ -71,12 +82,7 @@ def test_two_processes_train_like_one_and_resume_a_one_process_run(tmp_path):
 
 def test_samples_split_over_two_processes_equal_one_process(tmp_path):
     train(load_config(None, [*TINY, "train.steps=10"]), tmp_path / "run", progress=False)
-    out = tmp_path / "s.npy"
-    flags = {"--run-dir": tmp_path / "run", "--num-samples": 21, "--sampler": "pc", "--steps": 5,
-             "--batch-size": 4, "--seed": 7, "--device": "cpu", "--out": out}  # fmt: skip
-    torchrun("sample", "--quiet", *[str(v) for item in flags.items() for v in item])
-    expected = load_run(tmp_path / "run", device="cpu").sample(21, "pc", 5, seed=7, batch_size=4)
-    assert np.allclose(np.load(out), expected.numpy(), rtol=1e-6, atol=1e-6)
+    assert_two_processes_sample_like_one(tmp_path / "run", "pc")
 
 
 def test_a_run_conditioned_on_clusters_trains_and_samples_over_two_processes_like_one(tmp_path):
@@ -99,9 +105,4 @@ def test_a_run_conditioned_on_clusters_trains_and_samples_over_two_processes_lik
         assert torch.equal(value, two.state["clusters"][key]), key
     for key, value in one.state["ema"].items():
         assert torch.allclose(value, two.state["ema"][key], rtol=0, atol=1e-5), key
-    out = tmp_path / "s.npy"
-    flags = {"--run-dir": tmp_path / "one", "--num-samples": 21, "--sampler": "dpm", "--steps": 5,
-             "--batch-size": 4, "--seed": 7, "--device": "cpu", "--out": out}  # fmt: skip
-    torchrun("sample", "--quiet", *[str(v) for item in flags.items() for v in item])
-    expected = load_run(tmp_path / "one", device="cpu").sample(21, "dpm", 5, seed=7, batch_size=4)
-    assert np.allclose(np.load(out), expected.numpy(), rtol=1e-6, atol=1e-6)
+    assert_two_processes_sample_like_one(tmp_path / "one", "dpm")

@@ -36,15 +36,14 @@ from ..samplers import sample_dpm, sample_ode, sample_pc
 from ..scalers import Standardizer
 from ..score import guided
 from ..utils import default_device
-from .build import Setup, build, derive_seed
+from .build import Setup, build
 from .checkpoint import CheckpointError, atomic_write, latest_good
+from .clusters import cluster_distances, draw_clusters
 from .config import Config, parse_config
 from .distributed import blocks, gather
 from .train import RunError
 
 __all__ = ["GRIDS_FILE", "SAMPLERS", "Run", "Scores", "load_run"]
-
-INVERSE_GOLDEN_RATIO = (math.sqrt(5) - 1) / 2  # the Weyl sequence frac(i / phi) of draw_clusters
 
 GRIDS_FILE = "grids.json"  # time grids fitted to the run by `scorefield tune`, by budget
 
@@ -283,42 +282,22 @@ class Run:
         return {**info, "grid": grid, "path": path}
 
     def draw_clusters(self, seed: int, rows: torch.Tensor) -> torch.Tensor:
-        """The cluster of each sample ``rows`` (global indices) of a run conditioned on clusters: the
-        cluster whose interval of the clusters' cumulative shares holds ``u_i = frac(u_0 + i / phi)``
-        (phi the golden ratio; ``u_0`` uniform, keyed by ``seed``). Each ``u_i`` is uniform, so each
-        sample's cluster is drawn by the shares, and the sequence is stratified: any ``n`` consecutive
-        samples hold each cluster ``n w_k`` times up to ``O(log n)``, where independent draws would
-        miss by ``sqrt(n w_k)`` (docs/math.md#cluster-conditional-models). Keyed by ``(seed, row)``
-        alone, not by the batch."""
-        self._check_clustered()
-        u0 = KeyedNoise(derive_seed(seed, "cluster", 0), torch.zeros(1, dtype=torch.int64)).rand(
-            (1,), dtype=torch.float64
-        )
-        u = torch.frac(u0.to(rows.device) + rows.to(torch.float64) * INVERSE_GOLDEN_RATIO)
-        cdf = self.clusters["weights"].to(rows.device, torch.float64).cumsum(0)
-        return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.numel() - 1)
+        """The cluster of each sample ``rows`` (global indices) of a run conditioned on clusters, drawn by
+        the clusters' shares, stratified and keyed by ``(seed, row)`` alone (``clusters.draw_clusters``)."""
+        return draw_clusters(self._clusters()["weights"], seed, rows)
 
     def nearest_cluster(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The cluster whose centroid is nearest (Euclidean, model units) to each example of ``z``, ``[N]``;
-        with ``mask`` (True = observed) on the observed entries only, their mean squared difference."""
-        self._check_clustered()
-        return self._cluster_distances(z, mask).argmin(1)
+        with ``mask`` (True = observed) on the observed entries only (``clusters.cluster_distances``)."""
+        return cluster_distances(self._clusters()["centroids"], z, mask).argmin(1)
 
-    def _check_clustered(self) -> None:
+    def _clusters(self) -> dict[str, torch.Tensor]:
         if self.clusters is None:
             raise RunError(
                 f"the run in {self.run_dir} is not conditioned on clusters (data.labels = "
                 f"{self.config.data.labels}); it has none to draw or to compare with"
             )
-
-    def _cluster_distances(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``[N, k]`` mean squared differences of each example to each centroid (on the observed entries)."""
-        flat = z.reshape(z.shape[0], -1).float()
-        centroids = self.clusters["centroids"].to(flat)
-        seen = torch.ones_like(flat) if mask is None else mask.reshape(flat.shape).to(flat)
-        # sum over observed entries of (z - c)^2 = sum(seen z^2) - 2 (seen z) . c + seen . c^2
-        d2 = (seen * flat.square()).sum(1, keepdim=True) - 2 * (seen * flat) @ centroids.T
-        return (d2 + seen @ centroids.square().T) / seen.sum(1, keepdim=True).clamp_min(1)
+        return self.clusters
 
     def score_functions(self, label: int | str | torch.Tensor | None, guidance: float) -> Scores:
         """The score functions a sampler uses: the model's own, or the guided ones of ``label`` (a class,
@@ -368,7 +347,8 @@ class Run:
                 if self.clusters is None:
                     terms = [(self.setup.score_t, 0.0)]
                 else:
-                    nearest = self._cluster_distances(z[start:stop]).topk(clusters, 1, largest=False).indices
+                    distances = cluster_distances(self.clusters["centroids"], z[start:stop])
+                    nearest = distances.topk(clusters, 1, largest=False).indices
                     log_w = self.clusters["weights"].to(self.device, torch.float64).log()
                     terms = [(_rows(self.setup.score_t, k), log_w[k]) for k in nearest.T]
                 logps = []

@@ -8,7 +8,7 @@ objective comes from the plain dict ``build.OBJECTIVES``. A class-conditional mo
 probability ``train.label_dropout`` (``drop_labels``), so that one network learns ``p(x | y)`` and
 ``p(x)`` for classifier-free guidance (docs/math.md#classifier-free-guidance); the class names are
 stored with the checkpoints. With ``data.labels = clusters`` the labels are k-means clusters of the
-training data in model units (``cluster_labels``), whose centroids and shares are stored too
+training data in model units (``clusters.cluster_labels``), whose centroids and shares are stored too
 (docs/math.md#cluster-conditional-models). ``fit.py`` takes the steps (AdamW with linear warm-up, gradient
 clipping, an EMA of the weights used for sampling); this module adds what a run on disk needs:
 ``config.toml``, ``metrics.jsonl``, a tqdm bar, periodic checkpoints, resuming from the newest good
@@ -46,6 +46,7 @@ from ..scalers import Standardizer
 from ..utils import make_generator, rand_like
 from .build import OBJECTIVES, build, derive_seed, initial_sigma_max
 from .checkpoint import Checkpoint, atomic_write, latest_good, save_checkpoint
+from .clusters import cluster_labels, cluster_state
 from .config import Config, ConfigError, parse_config, to_toml, with_absolute_paths
 from .distributed import Dist, distributed, local_rows
 
@@ -241,27 +242,6 @@ def _read_training_data(
             f"{len(classes)} classes ({shown}); set model.num_classes = {len(classes)}"
         )
     return x, columns, labels, classes
-
-
-def cluster_labels(z: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-    """The k-means cluster (``[N]`` int64, ``0 .. k - 1``) of each example of ``z`` (model units, flattened),
-    seeded by ``seed``: the labels of ``data.labels = clusters`` (docs/math.md#cluster-conditional-models)."""
-    from sklearn.cluster import KMeans
-
-    if z.shape[0] < k:
-        raise ConfigError(f"model.num_classes = {k} clusters need at least {k} examples, got {z.shape[0]}")
-    flat = z.reshape(z.shape[0], -1).double().cpu().numpy()
-    labels = KMeans(k, n_init=4, random_state=seed).fit(flat).labels_
-    return torch.from_numpy(labels).to(torch.int64)
-
-
-def cluster_state(z: torch.Tensor, labels: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    """What a clustered run keeps of its clusters: each one's centroid in model units (the mean of its
-    examples, flattened, ``[k, D]``) and its share of the training data (``[k]``, float64)."""
-    flat, labels = z.reshape(z.shape[0], -1).double().cpu(), labels.cpu()
-    counts = torch.bincount(labels, minlength=k).double()
-    sums = torch.zeros(k, flat.shape[1], dtype=torch.float64).index_add_(0, labels, flat)
-    return {"centroids": (sums / counts.clamp_min(1)[:, None]).float(), "weights": counts / counts.sum()}
 
 
 def _fit_scaler(config: Config, x: torch.Tensor) -> Standardizer:
