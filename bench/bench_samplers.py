@@ -36,6 +36,7 @@ import torch
 from scorefield import noise
 from scorefield.distributions import GaussianMixture
 from scorefield.fit import EMA, Trainer, fit
+from scorefield.gaussian import DataMoments, data_moments
 from scorefield.langevin import annealed_langevin
 from scorefield.losses import sde_dsm
 from scorefield.metrics import energy_distance, mode_weights, sliced_wasserstein
@@ -158,7 +159,16 @@ def _fast(solver: str | None = None):
     return run
 
 
-def tuned_sampler(score_fn, sde: SDE, budgets: list[int], n: int) -> Callable:
+def gaussian_sampler(moments: DataMoments) -> Callable:
+    """``sample_fast`` given the data's moments, as a run samples: the Gaussian start at small budgets."""
+
+    def run(score_fn, sde, x_T, budget, generator):
+        return sample_fast(score_fn, sde, x_T, budget, moments=moments)[0]
+
+    return run
+
+
+def tuned_sampler(score_fn, sde: SDE, budgets: list[int], n: int, moments: DataMoments) -> Callable:
     """``sample_fast`` on grids fitted to this score by ``optimise_grid``, one per budget of the targets
     (``VERDICT_BUDGETS``; the search's cost grows with the budget's square, and at 50 and 100 evaluations
     the default grid is already within 1e-3 of the converged solution), on ``n`` prior draws of their
@@ -166,7 +176,7 @@ def tuned_sampler(score_fn, sde: SDE, budgets: list[int], n: int) -> Callable:
     its evaluations counted. Returns None at the other budgets (no row)."""
     x_fit = sde.prior_sample((n, 2), generator=torch.Generator().manual_seed(7))
     grids = {
-        budget: optimise_grid(score_fn, sde, x_fit, budget)[0].float()
+        budget: optimise_grid(score_fn, sde, x_fit, budget, moments=moments)[0].float()
         for budget in budgets
         if budget in VERDICT_BUDGETS
     }
@@ -174,18 +184,21 @@ def tuned_sampler(score_fn, sde: SDE, budgets: list[int], n: int) -> Callable:
     def run(score, sde, x_T, budget, generator):
         if budget not in grids:
             return None
-        return sample_fast(score, sde, x_T, budget, time_grid=grids[budget])[0]
+        return sample_fast(score, sde, x_T, budget, time_grid=grids[budget], moments=moments)[0]
 
     return run
 
 
-def with_tuned(samplers: dict[str, Callable], tuned: Callable | None = None) -> dict[str, Callable | None]:
-    """``samplers`` with the tuned row after ``FAST`` (``tuned``: its sampler, None for row order only)."""
+def with_tuned(
+    samplers: dict[str, Callable], gaussian: Callable | None = None, tuned: Callable | None = None
+) -> dict[str, Callable | None]:
+    """``samplers`` with the rows of one target after ``FAST``: ``sample_fast`` given the data's moments
+    (``gaussian``) and on grids fitted to the model (``tuned``); None for the rows' order only."""
     out: dict[str, Callable | None] = {}
     for name, sampler in samplers.items():
         out[name] = sampler
         if name == FAST:
-            out[TUNED] = tuned
+            out[FAST_GAUSSIAN], out[TUNED] = gaussian, tuned
     return out
 
 
@@ -275,7 +288,8 @@ def diffusers_available() -> str | None:
 STOCHASTIC = {"EM (sample_pc euler_maruyama)", "PC (reverse_diffusion + langevin)", "diffusers DDPM"}
 BEST = "sample_dpm order 2 (DPM-Solver++2M)"
 FAST = "sample_fast (UniPC + UniC, fast_grid)"
-TUNED = "sample_fast, grid fitted to this model (optimise_grid, 4000 other draws)"
+FAST_GAUSSIAN = "sample_fast given the data's moments (Gaussian start up to 8 NFE)"
+TUNED = "sample_fast, grid fitted to this model (optimise_grid, 4000 other draws, data's moments)"
 N_FIT = 4000  # prior draws optimise_grid fits each tuned grid on
 N_FLOOR = 24  # independent exact sample sets that measure the energy distance's noise floor
 VERDICT_BUDGETS = (5, 8, 10, 15, 20)
@@ -433,7 +447,11 @@ def verdict(results, scorer: Scorer, skip, budgets) -> list[str]:
     for budget in [b for b in VERDICT_BUDGETS if b in budgets]:
         best = min(peers, key=lambda n: results[n, budget]["oe"])
         b = results[best, budget]
-        for name, what in ((FAST, "sample_fast"), (TUNED, "sample_fast on a grid fitted to the model")):
+        for name, what in (
+            (FAST, "sample_fast without the data's moments"),
+            (FAST_GAUSSIAN, "sample_fast with the data's moments (as a run samples)"),
+            (TUNED, "sample_fast on a grid fitted to the model"),
+        ):
             a = results[name, budget]
             ratio = a["oe"] / b["oe"]
             floor = (
@@ -501,7 +519,12 @@ def main(quick: bool = False) -> None:
         scorer = Scorer(mixture, n, n_truth, seed=1)
         start = time.perf_counter()
         reference_nfe = scorer.set_reference(exact.at_time(sde), sde, x_T)
-        samplers = with_tuned(SAMPLERS, tuned_sampler(exact.at_time(sde), sde, budgets, N_FIT))
+        moments = DataMoments(mixture.mean(), mixture.covariance())
+        samplers = with_tuned(
+            SAMPLERS,
+            gaussian_sampler(moments),
+            tuned_sampler(exact.at_time(sde), sde, budgets, N_FIT, moments),
+        )
         results = run_grid(samplers, exact.at_time(sde), sde, x_T, budgets, scorer, skip)
         sections += exact_sections(label, results, budgets, skip, scorer)
         rows = long_rows(results, budgets, samplers, skip) + dopri5_rows(
@@ -541,7 +564,10 @@ def main(quick: bool = False) -> None:
     model, train_wall = train_model(mixture, sde, train_steps, torch.Generator().manual_seed(3))
     start = time.perf_counter()
     scorer.set_reference(model, sde, x_T)
-    samplers = with_tuned(SAMPLERS, tuned_sampler(model, sde, budgets, N_FIT))
+    moments = data_moments(mixture.sample(20_000, torch.Generator().manual_seed(5)))  # as a run keeps them
+    samplers = with_tuned(
+        SAMPLERS, gaussian_sampler(moments), tuned_sampler(model, sde, budgets, N_FIT, moments)
+    )
     trained = run_grid(samplers, model, sde, x_T, budgets, scorer, skip)
     label = f"Trained VP model ({train_steps} steps, {train_wall:.0f} s)"
     sections += exact_sections(label, trained, budgets, skip, scorer)
@@ -565,8 +591,15 @@ the denoising one; or the log-SNR grid to eps = 1e-3); UniPC / sample_fast: B gr
 denoised state at the last one (UniC reuses each next evaluation, so it is free); diffusers B steps
 (default linspace spacing, the last step to sigma = 0; DDPM: trailing spacing, clip_sample off).
 Adapter: trained_betas from alpha_bar(t_i) = m(t_i)^2, t_i = (i+1)/1000; epsilon = -std(t) s(x, t) at
-t = (index+1)/1000. sample_fast's grids (multistep.FAST_GRIDS) were chosen on the first mixture only.
+t = (index+1)/1000. sample_fast's grids (multistep.FAST_GRIDS and GAUSSIAN_STARTS) were chosen on the first
+mixture and the trained model only; the second mixture confirms them.
+"given the data's moments": sample_fast with the data's mean and covariance (the mixture's, in closed form;
+for the trained model those of 20,000 draws, as a run keeps its training data's), as a run samples: up to 8
+evaluations it carries x_T in closed form along the flow of the data's Gaussian to where the data's
+largest variance is snr times the noise's (multistep.GAUSSIAN_STARTS), with no evaluation, and spends the
+budget from there; from 9 evaluations it is the row without them.
 "grid fitted to this model": sample_fast on the grid optimise_grid fits to each target's score and budget
+(with the data's moments, so the hand-over time is fitted too)
 on 4000 prior draws of their own (seed 7; the table's draws are seed 0), as `scorefield tune` does for a
 run; the fitting's evaluations are not counted in the NFE, which is the sampling budget; fitted at the
 targets' budgets (5 to 20) only.

@@ -135,6 +135,11 @@ class GaussianMixture:
         """The mixture's mean ``sum_k w_k mu_k``: ``[d]``."""
         return self.weights @ self.means
 
+    def covariance(self) -> torch.Tensor:
+        """The mixture's covariance ``sum_k w_k (C_k + mu_k mu_k^T) - mu mu^T``: ``[d, d]``."""
+        centred = self.means - self.mean()
+        return torch.einsum("k,kij->ij", self.weights, self.covs + centred[:, :, None] * centred[:, None, :])
+
     # -- transformations ------------------------------------------------------------------------
     def smooth(self, sigma: float) -> GaussianMixture:
         """``p * N(0, sigma^2 I)``: each component's covariance grows by ``sigma^2 I``."""

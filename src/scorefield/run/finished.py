@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..conditional import inpaint_settings, sample_conditional
 from ..datasets import default_columns
+from ..gaussian import DataMoments
 from ..keyed import KeyedNoise
 from ..langevin import annealed_langevin
 from ..likelihood import log_likelihood
@@ -55,7 +56,9 @@ class Run:
     one per feature of a flattened example), and ``classes``, the names of the class labels of a
     class-conditional run (``model.num_classes > 0``; label ``k`` is ``classes[k]``), else empty;
     ``clusters``, for a run conditioned on k-means clusters (``data.labels = clusters``), their centroids
-    in model units and their shares of the training data, else None."""
+    in model units and their shares of the training data, else None; ``moments``, the training data's
+    mean and covariance in model units (``gaussian.data_moments``; None in runs saved before they were
+    kept), which give ``sample_fast`` its Gaussian start."""
 
     run_dir: Path
     config: Config
@@ -66,6 +69,7 @@ class Run:
     columns: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
     clusters: dict[str, torch.Tensor] | None = None  # data.labels = clusters: centroids [k, D], weights [k]
+    moments: DataMoments | None = None
 
     def __post_init__(self) -> None:
         self.columns = tuple(self.columns) or default_columns(math.prod(self.data_shape))
@@ -269,12 +273,10 @@ class Run:
         rows = torch.arange(n, device=self.device)
         noise = KeyedNoise(seed, rows)
         x_T = self.setup.sde.prior_std * noise.randn((n, *self.data_shape))
-        score = (
-            self.setup.score_t
-            if self.clusters is None
-            else self.score_functions(self.draw_clusters(seed, rows), 0).t
+        score = self.score_functions(None if self.clusters is None else self.draw_clusters(seed, rows), 0)
+        grid, info = optimise_grid(
+            score.t, self.setup.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts, moments=score.moments
         )
-        grid, info = optimise_grid(score, self.setup.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts)
         path = self.run_dir / GRIDS_FILE
         stored = json.loads(path.read_text()) if path.is_file() else {}
         stored[str(nfe)] = {"times": grid.tolist(), "step": self.step, "draws": n, **info}
@@ -307,7 +309,8 @@ class Run:
         if label is None:
             if guidance:
                 raise RunError("guidance applies to the samples of one class: give a label too")
-            return Scores(self.setup.score_t, self.setup.score_sigma)
+            moments = self.moments if self.clusters is None else None  # a cluster's Gaussian is not kept
+            return Scores(self.setup.score_t, self.setup.score_sigma, moments)
         if isinstance(label, torch.Tensor):
             return Scores(_rows(self.setup.score_t, label), _rows(self.setup.score_sigma, label))
         y = self.label_index(label)
@@ -384,6 +387,7 @@ class Scores(NamedTuple):
 
     t: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     sigma: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    moments: DataMoments | None = None  # the Gaussian of what ``t`` models, when known: sample_fast's start
 
 
 def _sample_ode(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
@@ -405,7 +409,8 @@ def _sample_fast(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scor
     """``sample_fast`` with a budget of ``steps`` score evaluations (``scorefield sample --nfe``), on the
     run's tuned grid for that budget when ``tune_grid`` stored one."""
     grid = run.fast_grid(steps)
-    x, _ = sample_fast(score.t, run.setup.sde, run.setup.sde.prior_std * x_T, steps, time_grid=grid)
+    x_T = run.setup.sde.prior_std * x_T
+    x, _ = sample_fast(score.t, run.setup.sde, x_T, steps, time_grid=grid, moments=score.moments)
     return x
 
 
@@ -480,6 +485,6 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None, use_
     scaler = Standardizer.from_state_dict(ckpt.state["scaler"])
     columns = tuple(meta.get("columns") or ())  # runs written before names were stored: x0, x1, ...
     classes = tuple(meta.get("classes") or ())
-    return Run(
-        run_dir, config, setup, scaler, ckpt.step, device, columns, classes, ckpt.state.get("clusters")
-    )
+    moments = DataMoments(**ckpt.state["moments"]) if "moments" in ckpt.state else None
+    clusters = ckpt.state.get("clusters")
+    return Run(run_dir, config, setup, scaler, ckpt.step, device, columns, classes, clusters, moments)

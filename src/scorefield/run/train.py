@@ -9,7 +9,8 @@ probability ``train.label_dropout`` (``drop_labels``), so that one network learn
 ``p(x)`` for classifier-free guidance (docs/math.md#classifier-free-guidance); the class names are
 stored with the checkpoints. With ``data.labels = clusters`` the labels are k-means clusters of the
 training data in model units (``clusters.cluster_labels``), whose centroids and shares are stored too
-(docs/math.md#cluster-conditional-models). ``fit.py`` takes the steps (AdamW with linear warm-up, gradient
+(docs/math.md#cluster-conditional-models). The data's mean and covariance in model units are stored as
+well, for ``sample_fast``'s Gaussian start (docs/math.md#the-gaussian-start). ``fit.py`` takes the steps (AdamW with linear warm-up, gradient
 clipping, an EMA of the weights used for sampling); this module adds what a run on disk needs:
 ``config.toml``, ``metrics.jsonl``, a tqdm bar, periodic checkpoints, resuming from the newest good
 one (refused when the config's model or data differ), and SIGINT/SIGTERM, which write a checkpoint
@@ -42,6 +43,7 @@ import torch.distributed as dist
 
 from ..datasets import IMAGE_LEVELS, image_scaler, random_hflip, read_labelled_data
 from ..fit import EMA, LossWindow, Trainer, fit, warmup_schedule
+from ..gaussian import data_moments
 from ..scalers import Standardizer
 from ..utils import make_generator, rand_like
 from .build import OBJECTIVES, build, derive_seed, initial_sigma_max
@@ -340,7 +342,11 @@ def _train(
     }
 
     clustered = config.data.labels == "clusters" and labels is not None
-    clusters = {"clusters": cluster_state(data, labels, config.model.num_classes)} if clustered else {}
+    clusters = cluster_state(data, labels, config.model.num_classes) if clustered else None
+    moments = data_moments(data)  # sample_fast's Gaussian start (gaussian.py)
+    kept = {"moments": {"mean": moments.mean, "cov": moments.cov}} | (
+        {"clusters": clusters} if clustered else {}
+    )
 
     def save(step: int) -> Path | None:
         if not d.main:
@@ -352,7 +358,7 @@ def _train(
             "optimizer": trainer.optimizer.state_dict(),
             "scaler": scaler.state_dict(),
             "rng": {"torch_cpu": torch.get_rng_state()},
-            **clusters,
+            **kept,
         }
         return save_checkpoint(run_dir, step, state, meta | {"step": step}, keep_last=t.keep_last)
 

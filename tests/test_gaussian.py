@@ -1,0 +1,120 @@
+"""The data's Gaussian and the exact probability-flow map it gives (``sample_fast``'s Gaussian start)."""
+
+import pytest
+import torch
+from _exact import exact_score, held_apart_mixture
+
+from scorefield.distributions import Gaussian
+from scorefield.gaussian import DataMoments, data_moments, gaussian_flow, gaussian_start
+from scorefield.multistep import fast_grid, optimise_grid, sample_fast, sample_multistep
+from scorefield.samplers import sample_ode, tweedie
+from scorefield.sde import VESDE, VPSDE, SubVPSDE
+
+SDES = {"ve": VESDE(sigma_min=0.01, sigma_max=20.0), "vp": VPSDE(), "subvp": SubVPSDE()}
+MEAN = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+COV = torch.tensor([[2.0, 0.6, 0.0], [0.6, 1.0, -0.3], [0.0, -0.3, 0.5]], dtype=torch.float64)
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_the_flow_is_the_probability_flow_ode_of_gaussian_data(name):
+    """dopri5 on the exact score of the diffused Gaussian, from 1 to 0.3, lands where the closed form
+    puts each draw (to the solver's tolerance), for VE, VP and sub-VP."""
+    sde = SDES[name]
+    score = exact_score(Gaussian(MEAN, COV), sde)
+    x_T = sde.prior_std * torch.randn(200, 3, generator=gen(0), dtype=torch.float64)
+    solved, _ = sample_ode(score, sde, x_T, rtol=1e-8, atol=1e-8, time_grid=torch.tensor([1.0, 0.3]))
+    moved = gaussian_flow(sde, x_T, 1.0, 0.3, DataMoments(MEAN, COV))
+    torch.testing.assert_close(moved, solved, atol=1e-5, rtol=0)
+    # and back again: the map is invertible, the flow from 0.3 to 1 undoes it
+    torch.testing.assert_close(gaussian_flow(sde, moved, 0.3, 1.0, DataMoments(MEAN, COV)), x_T)
+
+
+def test_moments_of_data_and_the_diagonal_form_above_the_size_limit():
+    mix = held_apart_mixture()  # the closed-form covariance of a mixture against that of its draws
+    torch.testing.assert_close(
+        data_moments(mix.sample(200_000, gen(9))).cov, mix.covariance(), atol=0.05, rtol=0
+    )
+    x = Gaussian(MEAN, COV).sample(200_000, gen(1))
+    moments = data_moments(x)
+    torch.testing.assert_close(moments.mean, MEAN, atol=0.02, rtol=0)
+    torch.testing.assert_close(moments.cov, COV, atol=0.03, rtol=0)
+    diagonal = data_moments(x, full_max_dim=2)
+    assert diagonal.cov.shape == (3,)
+    torch.testing.assert_close(diagonal.cov, moments.cov.diagonal())
+    # a diagonal covariance flows as the full matrix with the same diagonal
+    sde, x_T = VPSDE(), torch.randn(50, 3, generator=gen(2), dtype=torch.float64)
+    full = DataMoments(diagonal.mean, torch.diag(diagonal.cov))
+    torch.testing.assert_close(
+        gaussian_flow(sde, x_T, 1.0, 0.4, diagonal), gaussian_flow(sde, x_T, 1.0, 0.4, full)
+    )
+    # images: the moments are of the flattened pixels, and the flow keeps the shape
+    images = torch.randn(10, 1, 2, 2, generator=gen(3))
+    moments = data_moments(images)
+    assert moments.mean.shape == (4,) and moments.cov.shape == (4, 4)
+    assert gaussian_flow(sde, images, 1.0, 0.5, moments).shape == images.shape
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        data_moments(images[:1])
+    with pytest.raises(ValueError, match="moments are of 4 coordinates, the data have 3"):
+        gaussian_flow(sde, x_T, 1.0, 0.5, moments)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_the_start_is_where_the_largest_variance_reaches_the_ratio(name):
+    sde, moments = SDES[name], DataMoments(MEAN, COV)
+    top = float(torch.linalg.eigvalsh(COV).max())
+    for snr in (0.01, 0.1, 0.5):
+        t = gaussian_start(sde, moments, snr)
+        scale, std = sde.marginal(torch.tensor(t, dtype=torch.float64))
+        assert 0 < t < 1 and float(scale**2 * top / std**2) == pytest.approx(snr, rel=1e-6)
+    # data as wide as the prior: the ratio is reached at t = 1 already
+    assert gaussian_start(SDES["ve"], DataMoments(MEAN, 1e4 * COV), 0.1) == 1.0
+    with pytest.raises(ValueError, match="snr must be > 0"):
+        gaussian_start(sde, moments, 0.0)
+
+
+def mixture_moments(mix) -> DataMoments:
+    mix = mix.to(torch.float64)
+    return DataMoments(mix.mean(), mix.covariance())
+
+
+def test_sample_fast_starts_from_the_gaussian_and_spends_the_whole_budget_after_it():
+    """With the moments, sample_fast carries x_T to the first grid time in closed form and is then the
+    multistep solver from there; at 5 evaluations on the held-apart mixture that start takes the RMS
+    distance to the converged ODE solution below 0.8x the start at t = 1 (measured: 0.62x)."""
+    sde, mix = VPSDE(), held_apart_mixture(torch.float32)
+    score, moments = exact_score(mix, sde), mixture_moments(mix)
+    x_T = sde.prior_sample((1000, 2), generator=gen(4))
+    x, info = sample_fast(score, sde, x_T, 5, moments=moments)
+    grid = fast_grid(5, sde=sde, moments=moments)
+    assert info["nfe"] == 5 and info["start"] == pytest.approx(float(grid[0])) and info["start"] < 1
+    expected, _ = sample_multistep(
+        score, sde, gaussian_flow(sde, x_T, 1.0, info["start"], moments), grid, order=2
+    )
+    torch.testing.assert_close(x, expected)
+    reference, ode = sample_ode(score, sde, x_T, rtol=1e-6, atol=1e-6)
+    reference = tweedie(score, sde, reference, ode["times"][-1].expand(x_T.shape[0]))
+
+    def rms(y):
+        return float((y - reference).square().sum(1).mean().sqrt())
+
+    assert rms(x) < 0.8 * rms(sample_fast(score, sde, x_T, 5)[0]), (
+        rms(x),
+        rms(sample_fast(score, sde, x_T, 5)[0]),
+    )
+    with pytest.raises(ValueError, match="starts at t = 0.5 < 1: pass the data's moments"):
+        sample_fast(score, sde, x_T, 3, time_grid=torch.tensor([0.5, 0.3, 0.1]))
+
+
+def test_an_optimised_grid_with_moments_places_the_hand_over_too():
+    sde, mix = VPSDE(), held_apart_mixture(torch.float32)
+    score, moments = exact_score(mix, sde), mixture_moments(mix)
+    x_T = sde.prior_sample((300, 2), generator=gen(6))
+    grid, info = optimise_grid(score, sde, x_T, 5, max_iter=40, n_starts=1, moments=moments)
+    assert grid.shape == (5,) and 0 < float(grid[0]) < 1 and bool((grid.diff() < 0).all())
+    assert info["rms"] <= info["rms_default"]
+    x, run = sample_fast(score, sde, x_T, 5, time_grid=grid.float(), moments=moments)
+    assert run["nfe"] == 5 and run["start"] == pytest.approx(float(grid[0]), rel=1e-6)
