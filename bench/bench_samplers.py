@@ -13,7 +13,8 @@ Samplers: scorefield's Euler-Maruyama and predictor-corrector (``sample_pc``), a
 exact score only), the probability-flow ODE with every fixed-step method of ``sample_ode`` (and Heun on
 the EDM grid), dopri5 at several tolerances, ``sample_dpm`` (DPM-Solver++ 1 and 2M), the multistep
 solvers of ``multistep`` (UniPC-3 on a uniform grid) and ``sample_fast`` (its default UniPC with UniC,
-order 2 below 20 evaluations and 3 from 20, on ``fast_grid``; on a grid ``optimise_grid`` fitted to the
+order 2 below 20 evaluations and 3 from 20, on ``fast_grid``; the same given the data's moments, as a
+run calls it, with the Gaussian start up to 8 evaluations; on a grid ``optimise_grid`` fitted to the
 target's score on other prior draws; and DPM-Solver++(3M) on ``fast_grid``).
 Beside them diffusers' UniPC (bh2, orders 2
 and 3), DPM-Solver++ (2M, 3M), DEIS (3), Euler and DDPM drive the same score through an adapter

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import torch
 
 from scorefield.cli import main
 from scorefield.datasets import read_labelled_table
+from scorefield.keyed import KeyedNoise
 from scorefield.multistep import sample_fast
 from scorefield.nets import MLP, UNet
 from scorefield.run.build import OBJECTIVES, build
@@ -315,6 +317,27 @@ def test_a_conditional_run_samples_the_class_it_is_asked_for(capsys, cond_run, t
     assert 0.2 < float((both[:, 0] > 0).float().mean()) < 0.8
     guided_pc = run.sample(200, sampler="pc", steps=30, label="left", guidance=1.0)
     assert float((guided_pc[:, 0] < 0).float().mean()) >= 0.9
+
+
+def test_a_grid_tuned_from_the_datas_gaussian_serves_the_null_label_not_a_class(cond_run, tmp_path):
+    """``tune`` fits the null label's grid, which starts from the data's Gaussian; a class's samples at that
+    budget use the default grid from t = 1 instead (the data's Gaussian is not the class's)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(cond_run, run_dir)
+    run = load_run(run_dir)
+    info = run.tune_grid(5, n=64, max_iter=10, n_starts=1)
+    assert 0 < float(info["grid"][0]) < 1
+    left = run.sample(200, sampler="fast", steps=5, label="left")
+    expected = run.scaler.inverse_transform(
+        sample_fast(
+            run.score_functions("left", 0.0).t,
+            run.setup.sde,
+            run.setup.sde.prior_std * KeyedNoise(0, torch.arange(200)).randn((200, 2)),
+            5,
+        )[0]
+    )
+    torch.testing.assert_close(left, expected)
+    assert float((left[:, 0] < 0).float().mean()) >= 0.9
 
 
 def test_sample_refuses_bad_labels_in_one_line(capsys, cond_run, tmp_path):

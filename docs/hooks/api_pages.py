@@ -25,7 +25,7 @@ GROUPS = [
         "Maths",
         [
             "distributions", "sde", "noise", "keyed", "score", "losses", "ode", "samplers",
-            "multistep", "langevin", "conditional", "likelihood", "metrics", "scalers", "utils",
+            "multistep", "gaussian", "langevin", "conditional", "likelihood", "metrics", "scalers", "utils",
         ],
     ),
     ("Networks and data", ["nets", "datasets"]),

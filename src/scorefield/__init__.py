@@ -10,6 +10,7 @@ from . import datasets, losses, metrics, nets
 from .conditional import sample_conditional
 from .distributions import Gaussian, GaussianMixture, Parzen, two_gaussians
 from .estimator import ScoreAnomalyDetector, ScoreDensityEstimator
+from .gaussian import DataMoments, data_moments, gaussian_flow
 from .imputer import ScoreImputer
 from .keyed import KeyedNoise
 from .langevin import annealed_langevin, langevin, mala
@@ -46,6 +47,9 @@ __all__ = [
     "sample_multistep",
     "sample_conditional",
     "optimise_grid",
+    "DataMoments",
+    "data_moments",
+    "gaussian_flow",
     "KeyedNoise",
     "log_likelihood",
     "bits_per_dim",

@@ -407,8 +407,11 @@ def _sample_dpm(run: Run, x_T: torch.Tensor, steps: int, generator, score: Score
 
 def _sample_fast(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
     """``sample_fast`` with a budget of ``steps`` score evaluations (``scorefield sample --nfe``), on the
-    run's tuned grid for that budget when ``tune_grid`` stored one."""
+    run's tuned grid for that budget when ``tune_grid`` stored one (not for a class's or a cluster's samples
+    when it starts from the data's Gaussian, which is not theirs)."""
     grid = run.fast_grid(steps)
+    if grid is not None and float(grid[0]) < 1 and score.moments is None:
+        grid = None
     x_T = run.setup.sde.prior_std * x_T
     x, _ = sample_fast(score.t, run.setup.sde, x_T, steps, time_grid=grid, moments=score.moments)
     return x
