@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from scorefield.distributions import Gaussian
+from scorefield.keyed import KeyedNoise
 from scorefield.likelihood import log_likelihood
+from scorefield.multistep import sample_fast
 from scorefield.run.config import ConfigError, load_config
 from scorefield.run.finished import RunError, load_run
 from scorefield.run.train import train
@@ -132,13 +135,53 @@ def test_the_log_density_is_the_bound_at_the_nearest_cluster_and_nearly_the_mixt
         clustered.log_prob(x, clusters=3)
 
 
-def test_inpainting_fills_from_the_cluster_nearest_on_the_observed_entries(clustered):
+def test_inpainting_fills_from_the_most_probable_cluster_given_the_observed_entries(clustered):
     x = torch.tensor([[-2.0, 0.0], [2.0, 0.0]]).repeat(50, 1)
     mask = torch.tensor([True, False])
     filled = clustered.inpaint(x, mask, seed=1)
     assert torch.equal(filled[:, 0], x[:, 0])
     left, right = filled[0::2, 1].mean().item(), filled[1::2, 1].mean().item()
     assert abs(left - 0.0) < 0.2 and abs(right - 1.0) < 0.2
+
+
+def test_the_most_probable_cluster_weighs_the_clusters_gaussians_on_the_observed_entries(clustered):
+    """argmax_k log w_k + log N(z_O; mu_k,O, Sigma_k,OO), with the marginal computed here by
+    distributions.Gaussian; near the midpoint of the first column the larger cluster's share decides
+    where the nearest centroid would not."""
+    z = clustered.scaler.transform(torch.tensor([[a, 0.0] for a in torch.linspace(-0.2, 0.2, 81).tolist()]))
+    mask = torch.tensor([True, False])
+    stack, log_w = clustered.component_moments, clustered.clusters["weights"].log()
+    expected = torch.stack(
+        [
+            Gaussian(stack.mean[k, :1], stack.cov[k, :1, :1]).log_prob(z[:, :1].double()) + log_w[k]
+            for k in (0, 1)
+        ],
+        dim=1,
+    ).argmax(1)
+    chosen = clustered.most_probable_cluster(z, mask)
+    assert torch.equal(chosen, expected)
+    nearest = clustered.nearest_cluster(z, mask)
+    assert 0 < int((chosen != nearest).sum()) < 40  # they differ only near the midpoint
+    big = int(clustered.clusters["weights"].argmax())
+    assert bool((chosen[nearest != chosen] == big).all())  # where they differ, the larger cluster wins
+
+
+def test_each_clusters_few_step_samples_start_from_its_own_gaussian(clustered):
+    """The run keeps one Gaussian per cluster (the mean of its rows, in model units, and their covariance
+    shrunk toward the pooled one); ``sample_fast`` carries each sample from its cluster's Gaussian."""
+    stack = clustered.component_moments
+    torch.testing.assert_close(stack.mean.float(), clustered.clusters["centroids"], atol=1e-5, rtol=0)
+    assert stack.cov.shape == (2, 2, 2) and bool((torch.linalg.eigvalsh(stack.cov) > 0).all())
+    rows, sde = torch.arange(300), clustered.setup.sde
+    drawn = clustered.draw_clusters(4, rows)
+    x = clustered.sample(300, sampler="fast", steps=6, seed=4)
+    x_T = sde.prior_std * KeyedNoise(4, rows).randn((300, 2))
+    z, info = sample_fast(
+        clustered.score_functions(drawn, 0.0).t, sde, x_T, 6, moments=stack, components=drawn
+    )
+    assert info["start"] < 1
+    torch.testing.assert_close(x, clustered.scaler.inverse_transform(z))
+    assert (_side(x) == torch.argsort(_order(clustered))[drawn]).float().mean() > 0.97
 
 
 def test_a_grid_is_tuned_on_the_mixture(clustered):

@@ -5,7 +5,14 @@ import torch
 from _exact import exact_score, held_apart_mixture
 
 from scorefield.distributions import Gaussian
-from scorefield.gaussian import DataMoments, data_moments, gaussian_flow, gaussian_start
+from scorefield.gaussian import (
+    DataMoments,
+    component_log_probs,
+    component_moments,
+    data_moments,
+    gaussian_flow,
+    gaussian_start,
+)
 from scorefield.multistep import fast_grid, optimise_grid, sample_fast, sample_multistep
 from scorefield.samplers import sample_ode, tweedie
 from scorefield.sde import VESDE, VPSDE, SubVPSDE
@@ -118,3 +125,72 @@ def test_an_optimised_grid_with_moments_places_the_hand_over_too():
     assert info["rms"] <= info["rms_default"]
     x, run = sample_fast(score, sde, x_T, 5, time_grid=grid.float(), moments=moments)
     assert run["nfe"] == 5 and run["start"] == pytest.approx(float(grid[0]), rel=1e-6)
+
+
+def test_one_gaussian_per_class_shrinks_toward_the_pooled_covariance():
+    """Each class's covariance is (S_k + D W) / (n_k + D): its scatter S_k plus D pseudo-examples of the
+    pooled within-class covariance W; diagonal above the size limit; a class without rows gets W."""
+    labels = torch.tensor([0] * 12 + [1] * 18)
+    x = torch.randn(30, 3, generator=gen(10), dtype=torch.float64) + 5.0 * labels[:, None]
+    stack = component_moments(x, labels, 3)
+    assert stack.stacked and stack.mean.shape == (3, 3) and stack.cov.shape == (3, 3, 3)
+    centred = [x[labels == k] - x[labels == k].mean(0) for k in (0, 1)]
+    scatter = [c.T @ c for c in centred]
+    pooled = (scatter[0] + scatter[1]) / (30 - 3)
+    for k, n in ((0, 12), (1, 18)):
+        torch.testing.assert_close(stack.mean[k], x[labels == k].mean(0))
+        torch.testing.assert_close(stack.cov[k], (scatter[k] + 3 * pooled) / (n + 3))
+    torch.testing.assert_close(stack.cov[2], pooled)  # no rows: the pooled covariance, the mean of all
+    torch.testing.assert_close(stack.mean[2], x.mean(0))
+    diagonal = component_moments(x, labels, 3, full_max_dim=2)
+    torch.testing.assert_close(diagonal.cov, torch.diagonal(stack.cov, dim1=1, dim2=2))
+    with pytest.raises(ValueError, match="3 classes need more than 3 examples"):
+        component_moments(x[:3], labels[:3], 3)
+
+
+def test_a_stack_of_gaussians_moves_each_row_by_its_own():
+    sde = VPSDE()
+    x = torch.randn(40, 3, generator=gen(11), dtype=torch.float64)
+    labels = torch.arange(40) % 2
+    stack = component_moments(x * (1 + labels[:, None]), labels, 2)
+    x_T = torch.randn(40, 3, generator=gen(12), dtype=torch.float64)
+    moved = gaussian_flow(sde, x_T, 1.0, 0.4, stack, labels)
+    for k in (0, 1):
+        rows = labels == k
+        torch.testing.assert_close(moved[rows], gaussian_flow(sde, x_T[rows], 1.0, 0.4, stack.component(k)))
+    torch.testing.assert_close(
+        gaussian_flow(sde, x_T, 1.0, 0.4, stack, 1), gaussian_flow(sde, x_T, 1.0, 0.4, stack.component(1))
+    )
+    # the hand-over is set by the widest Gaussian of the stack
+    widest = max(range(2), key=lambda k: float(torch.linalg.eigvalsh(stack.cov[k]).max()))
+    assert gaussian_start(sde, stack, 0.3) == gaussian_start(sde, stack.component(widest), 0.3)
+    x, info = sample_fast(lambda z, t: -z, sde, x_T.float(), 5, moments=stack, components=labels)
+    assert info["start"] < 1 and info["nfe"] == 5
+    with pytest.raises(ValueError, match="needs components"):
+        gaussian_flow(sde, x_T, 1.0, 0.4, stack)
+
+
+def test_component_log_probs_are_the_marginals_on_each_rows_observed_entries():
+    labels = torch.arange(60) % 3
+    x = torch.randn(60, 3, generator=gen(13), dtype=torch.float64) @ COV + 2.0 * labels[:, None]
+    stack = component_moments(x, labels, 3)
+    z = torch.randn(5, 3, generator=gen(14), dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [1, 0, 1], [0, 0, 0]], dtype=torch.bool)
+    got = component_log_probs(stack, z, mask)
+    for i in range(4):
+        seen = mask[i].nonzero().squeeze(1)
+        for k in range(3):
+            marginal = Gaussian(stack.mean[k, seen], stack.cov[k][seen][:, seen])
+            # (to the 1e-9 relative ridge that keeps the Cholesky factor of a constant coordinate defined)
+            torch.testing.assert_close(
+                got[i, k], marginal.log_prob(z[i : i + 1, seen])[0], rtol=1e-5, atol=1e-5
+            )
+    assert torch.equal(got[4], torch.zeros(3, dtype=torch.float64))  # nothing observed: no evidence
+    torch.testing.assert_close(
+        component_log_probs(stack, z)[1:2], component_log_probs(stack, z[1:2], mask[0])
+    )
+    diagonal = component_moments(x, labels, 3, full_max_dim=1)
+    expected = DataMoments(diagonal.mean, torch.diag_embed(diagonal.cov))
+    torch.testing.assert_close(component_log_probs(diagonal, z, mask), component_log_probs(expected, z, mask))
+    with pytest.raises(ValueError, match="needs a stack"):
+        component_log_probs(DataMoments(MEAN, COV), z)

@@ -319,25 +319,23 @@ def test_a_conditional_run_samples_the_class_it_is_asked_for(capsys, cond_run, t
     assert float((guided_pc[:, 0] < 0).float().mean()) >= 0.9
 
 
-def test_a_grid_tuned_from_the_datas_gaussian_serves_the_null_label_not_a_class(cond_run, tmp_path):
-    """``tune`` fits the null label's grid, which starts from the data's Gaussian; a class's samples at that
-    budget use the default grid from t = 1 instead (the data's Gaussian is not the class's)."""
+def test_a_class_starts_from_its_gaussian_and_guided_samples_from_t_1(cond_run, tmp_path):
+    """A conditional run keeps one Gaussian per class: few-step samples of a class start from it, guided
+    ones (sharper than the class) from t = 1, and skip a stored grid that starts from a Gaussian."""
     run_dir = tmp_path / "run"
     shutil.copytree(cond_run, run_dir)
     run = load_run(run_dir)
-    info = run.tune_grid(5, n=64, max_iter=10, n_starts=1)
+    assert run.component_moments.mean.shape == (2, 2)
+    info = run.tune_grid(5, n=64, max_iter=10, n_starts=1)  # the null label's grid, from the data's Gaussian
     assert 0 < float(info["grid"][0]) < 1
-    left = run.sample(200, sampler="fast", steps=5, label="left")
-    expected = run.scaler.inverse_transform(
-        sample_fast(
-            run.score_functions("left", 0.0).t,
-            run.setup.sde,
-            run.setup.sde.prior_std * KeyedNoise(0, torch.arange(200)).randn((200, 2)),
-            5,
-        )[0]
-    )
-    torch.testing.assert_close(left, expected)
-    assert float((left[:, 0] < 0).float().mean()) >= 0.9
+    x_T = run.setup.sde.prior_std * KeyedNoise(0, torch.arange(200)).randn((200, 2))
+    for guidance, moments, grid in ((0.0, run.component_moments, info["grid"].float()), (2.0, None, None)):
+        got = run.sample(200, sampler="fast", steps=5, label="left", guidance=guidance)
+        score = run.score_functions("left", guidance).t
+        z, fast = sample_fast(score, run.setup.sde, x_T, 5, time_grid=grid, moments=moments, components=0)
+        torch.testing.assert_close(got, run.scaler.inverse_transform(z))
+        assert (fast["start"] < 1) == (moments is not None)
+        assert float((got[:, 0] < 0).float().mean()) >= 0.9
 
 
 def test_sample_refuses_bad_labels_in_one_line(capsys, cond_run, tmp_path):

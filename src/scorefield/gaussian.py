@@ -13,32 +13,54 @@ sub-VP share the code.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 
 from .sde import SDE
 
-__all__ = ["FULL_COVARIANCE_MAX_DIM", "DataMoments", "data_moments", "gaussian_flow", "gaussian_start"]
+__all__ = [
+    "FULL_COVARIANCE_MAX_DIM",
+    "STACK_MAX_ENTRIES",
+    "DataMoments",
+    "component_log_probs",
+    "component_moments",
+    "data_moments",
+    "gaussian_flow",
+    "gaussian_start",
+]
 
 # data_moments keeps the full covariance up to this many dimensions (a 1024 x 1024 matrix is 8 MB in
 # float64) and the per-coordinate variances above it: the flow is then that of the diagonal Gaussian.
 FULL_COVARIANCE_MAX_DIM = 1024
+# component_moments keeps full covariances while the stack holds at most this many numbers (32 MB in
+# float64: 40 clusters of 64 pixels need 164k), the diagonals above.
+STACK_MAX_ENTRIES = 2**22
 
 
 class DataMoments(NamedTuple):
     """The data's mean ``[D]`` and covariance, ``[D, D]`` or its diagonal ``[D]`` (float64, flattened
-    coordinates)."""
+    coordinates); or a stack of ``k`` such Gaussians, one per class or cluster (``[k, D]`` and
+    ``[k, D, D]`` or ``[k, D]``: ``component_moments``)."""
 
     mean: torch.Tensor
     cov: torch.Tensor
 
+    @property
+    def stacked(self) -> bool:
+        return self.mean.ndim == 2
+
     def eigen(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The covariance's eigenvalues (clamped at 0) and eigenvectors (None for a diagonal one)."""
-        if self.cov.ndim == 1:
+        if self.cov.ndim == self.mean.ndim:
             return self.cov.clamp_min(0), None
         values, vectors = torch.linalg.eigh(self.cov)
         return values.clamp_min(0), vectors
+
+    def component(self, k: int) -> DataMoments:
+        """The ``k``-th Gaussian of a stack."""
+        return DataMoments(self.mean[k], self.cov[k])
 
 
 def data_moments(x: torch.Tensor, full_max_dim: int = FULL_COVARIANCE_MAX_DIM) -> DataMoments:
@@ -54,17 +76,65 @@ def data_moments(x: torch.Tensor, full_max_dim: int = FULL_COVARIANCE_MAX_DIM) -
     return DataMoments(mean, centred.T @ centred / (flat.shape[0] - 1))
 
 
+def component_moments(
+    x: torch.Tensor, labels: torch.Tensor, k: int, full_max_dim: int | None = None
+) -> DataMoments:
+    """One Gaussian per class or cluster ``0 .. k - 1`` of the examples ``x`` (``[N, ...]``, flattened;
+    ``labels`` ``[N]``): each one's mean, and its covariance shrunk toward the pooled within-class
+    covariance ``W`` as a normal-inverse-Wishart prior with ``D`` pseudo-examples would,
+    ``(S_k + D W) / (n_k + D)`` (``S_k`` the scatter of its ``n_k`` examples), so that a class of fewer
+    examples than dimensions still has a full-rank covariance (docs/math.md#the-gaussian-start). Full
+    covariances up to ``full_max_dim`` coordinates (default: ``FULL_COVARIANCE_MAX_DIM``, and no more
+    than ``k`` full matrices of ``STACK_MAX_ENTRIES`` numbers in all hold), the diagonals above. A class
+    without examples gets the mean of all and the pooled covariance."""
+    if full_max_dim is None:
+        full_max_dim = min(FULL_COVARIANCE_MAX_DIM, math.isqrt(STACK_MAX_ENTRIES // max(k, 1)))
+    flat = x.detach().reshape(x.shape[0], -1).to("cpu", torch.float64)
+    labels = labels.detach().cpu()
+    if flat.shape[0] <= k:
+        raise ValueError(
+            f"{k} classes need more than {k} examples for their covariances, got {flat.shape[0]}"
+        )
+    counts = torch.bincount(labels, minlength=k).to(torch.float64)
+    sums = torch.zeros(k, flat.shape[1], dtype=torch.float64).index_add_(0, labels, flat)
+    means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], flat.mean(0))
+    centred = flat - means[labels]
+    dim = flat.shape[1]
+    if dim > full_max_dim:
+        scatter = torch.zeros(k, dim, dtype=torch.float64).index_add_(0, labels, centred.square())
+    else:
+        scatter = torch.stack([centred[labels == j].T @ centred[labels == j] for j in range(k)])
+    pooled = scatter.sum(0) / (flat.shape[0] - k)
+    shape = (k,) + (1,) * (scatter.ndim - 1)
+    return DataMoments(means, (scatter + dim * pooled) / (counts + dim).reshape(shape))
+
+
 def _marginal(sde: SDE, t: float) -> tuple[float, float]:
     scale, std = sde.marginal(torch.tensor(float(t), dtype=torch.float64))
     return float(scale), float(std)
 
 
 def gaussian_flow(
-    sde: SDE, x: torch.Tensor, t_from: float, t_to: float, moments: DataMoments
+    sde: SDE,
+    x: torch.Tensor,
+    t_from: float,
+    t_to: float,
+    moments: DataMoments,
+    components: int | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``x`` at ``t_from`` carried to ``t_to`` along the probability-flow ODE of the data's Gaussian (exact for
     Gaussian data): ``x_to = m_to μ + (C_to)^{1/2} (C_from)^{-1/2} (x - m_from μ)``, ``C_t = m_t² Σ + std_t² I``
-    (docs/math.md#the-gaussian-start). No score is evaluated."""
+    (docs/math.md#the-gaussian-start). No score is evaluated. With a stack of Gaussians, ``components``
+    (one index for every row, or ``[N]``) names each row's."""
+    if moments.stacked:
+        if components is None:
+            raise ValueError("a stack of Gaussians needs components: the index of each row's Gaussian")
+        which = torch.as_tensor(components, device=x.device).expand(x.shape[0])
+        out = torch.empty_like(x)
+        for k in which.unique().tolist():
+            rows = which == k
+            out[rows] = gaussian_flow(sde, x[rows], t_from, t_to, moments.component(k))
+        return out
     mean = moments.mean.to(x.device, torch.float64)
     flat = x.reshape(x.shape[0], -1).to(torch.float64)
     if flat.shape[1] != mean.numel():
@@ -84,7 +154,8 @@ def gaussian_flow(
 
 def gaussian_start(sde: SDE, moments: DataMoments, snr: float, t_min: float = 1e-3) -> float:
     """The time at which the data's largest variance, scaled by ``m_t²``, is ``snr`` times the noise's
-    ``std_t²``: where ``sample_fast`` hands over from ``gaussian_flow`` to the score. 1 when the ratio
+    ``std_t²`` (the largest of any Gaussian of a stack): where ``sample_fast`` hands over from
+    ``gaussian_flow`` to the score. 1 when the ratio
     already reaches ``snr`` at ``t = 1``; never below ``t_min``. Found by bisection (the ratio falls
     with ``t`` for every SDE here)."""
     if not snr > 0:
@@ -104,3 +175,41 @@ def gaussian_start(sde: SDE, moments: DataMoments, snr: float, t_min: float = 1e
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if ratio(mid) > snr else (lo, mid)
     return hi
+
+
+def component_log_probs(
+    moments: DataMoments, x: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[N, k]``: the log-density of each example of ``x`` (``[N, ...]``, flattened) under each Gaussian of
+    the stack ``moments``, of the entries ``mask`` observes (True; all without a mask): the Gaussian's
+    marginal on them, its mean and covariance restricted to those entries. Rows that observe the same
+    entries share one Cholesky factor per Gaussian. A row that observes nothing scores 0 everywhere."""
+    if not moments.stacked:
+        raise ValueError("component_log_probs needs a stack of Gaussians (component_moments)")
+    flat = x.reshape(x.shape[0], -1).to("cpu", torch.float64)
+    seen = (
+        torch.ones_like(flat, dtype=torch.bool)
+        if mask is None
+        else torch.as_tensor(mask).to("cpu", torch.bool).expand(x.shape).reshape(flat.shape)
+    )
+    out = torch.zeros(flat.shape[0], moments.mean.shape[0], dtype=torch.float64)
+    patterns, which = torch.unique(seen, dim=0, return_inverse=True)
+    for p, pattern in enumerate(patterns):
+        rows, idx = which == p, pattern.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        diff = flat[rows][:, None, idx] - moments.mean[:, idx]  # [n, k, d]
+        if moments.cov.ndim == 2:  # diagonals
+            var = moments.cov[:, idx].clamp_min(1e-12)
+            quad, log_det = (diff.square() / var).sum(-1), var.log().sum(-1)
+        else:
+            cov = moments.cov[:, idx][:, :, idx]  # [k, d, d]
+            # a coordinate constant in the training data (an image's always-blank corner) has no variance:
+            # a ridge of 1e-9 of the mean variance keeps the factor defined
+            ridge = 1e-9 * torch.diagonal(cov, dim1=1, dim2=2).mean(-1) + 1e-12
+            chol = torch.linalg.cholesky(cov + ridge[:, None, None] * torch.eye(idx.numel(), dtype=cov.dtype))
+            solved = torch.linalg.solve_triangular(chol, diff.permute(1, 2, 0), upper=False)  # [k, d, n]
+            quad = solved.square().sum(1).T
+            log_det = 2 * torch.diagonal(chol, dim1=1, dim2=2).log().sum(-1)
+        out[rows] = -0.5 * (quad + log_det + idx.numel() * math.log(2 * math.pi))
+    return out

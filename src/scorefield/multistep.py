@@ -280,6 +280,7 @@ def sample_fast(
     time_grid: torch.Tensor | None = None,
     progress: bool = False,
     moments: DataMoments | None = None,
+    components: int | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Samples for a budget of ``nfe`` score evaluations: denoised ``x_0`` from prior draws ``x_T`` (at
     ``t = 1``, already scaled by ``sde.prior_std``) and ``info`` with the honest count ``"nfe"`` (never
@@ -296,7 +297,9 @@ def sample_fast(
     ``moments`` (the data's mean and covariance, ``gaussian.data_moments``; a run stores them) turn on
     the Gaussian start: ``x_T`` is carried from 1 to the grid's first time by the exact flow of the data's
     Gaussian (``gaussian_flow``, no evaluation), and the budget is spent from there
-    (docs/math.md#the-gaussian-start). A grid that starts below 1 needs them.
+    (docs/math.md#the-gaussian-start). A grid that starts below 1 needs them. ``moments`` may be a stack
+    of Gaussians, one per class or cluster (``gaussian.component_moments``), with ``components`` naming
+    each row's (for samples of a class-conditional ``score_fn``).
     """
     name = "unipc" if solver is None else solver
     if name not in FAST_SOLVERS:
@@ -311,7 +314,7 @@ def sample_fast(
             raise ValueError(
                 f"the grid starts at t = {start:.4g} < 1: pass the data's moments to carry x_T there"
             )
-        x_T = gaussian_flow(sde, x_T, 1.0, start, moments)
+        x_T = gaussian_flow(sde, x_T, 1.0, start, moments, components)
     options = {"order": _fast_setting(nfe, gaussian=moments is not None)[0], **FAST_SOLVERS[name]}
     x, info = sample_multistep(score_fn, sde, x_T, time_grid, progress=progress, **options)
     return x, {**info, "solver": name, "order": options["order"], "start": start}
@@ -336,6 +339,7 @@ def optimise_grid(
     rtol: float = 1e-5,
     n_starts: int = 3,
     moments: DataMoments | None = None,
+    components: int | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """A grid of ``nfe`` times for one model and budget, in the spirit of "align your steps" (Sabour et
     al. 2024): the times that minimise ``sample_fast``'s RMS distance, over the prior draws ``x_T`` (a few
@@ -377,7 +381,14 @@ def optimise_grid(
         if not float(grid[-1]) > 1e-5:
             return math.inf
         x, _ = sample_fast(
-            score_fn, sde, x_T, nfe, solver=solver, time_grid=grid.to(x_T.dtype), moments=moments
+            score_fn,
+            sde,
+            x_T,
+            nfe,
+            solver=solver,
+            time_grid=grid.to(x_T.dtype),
+            moments=moments,
+            components=components,
         )
         value = float((x - reference).flatten(1).square().sum(1).mean().sqrt())
         return value if math.isfinite(value) else math.inf

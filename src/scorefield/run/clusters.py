@@ -62,7 +62,7 @@ def cluster_distances(
     the entries ``mask`` observes (True; all without a mask)."""
     flat = z.reshape(z.shape[0], -1).float()
     centroids = centroids.to(flat)
-    seen = torch.ones_like(flat) if mask is None else mask.reshape(flat.shape).to(flat)
+    seen = torch.ones_like(flat) if mask is None else mask.expand(z.shape).reshape(flat.shape).to(flat)
     # sum over observed entries of (z - c)^2 = sum(seen z^2) - 2 (seen z) . c + seen . c^2
     d2 = (seen * flat.square()).sum(1, keepdim=True) - 2 * (seen * flat) @ centroids.T
     return (d2 + seen @ centroids.square().T) / seen.sum(1, keepdim=True).clamp_min(1)

@@ -2,38 +2,34 @@
 
 ``load_run(run_dir)`` rebuilds the model (EMA weights, or the last ones), SDE, noise levels, scaler
 and config from the newest checkpoint that verifies, and nothing else; a config stored by an earlier
-version is read with its retired keys dropped. ``Run.sample`` dispatches to the plain dict
-``SAMPLERS`` (probability-flow ODE, DPM-Solver++, predictor-corrector, Euler-Maruyama, annealed
-Langevin), for a class-conditional run of one class with classifier-free guidance on request
-(``score.guided``); ``Run.inpaint`` fills the entries of data rows a mask leaves out given the others
-(``sample_conditional``); ``Run.log_prob`` integrates the probability-flow ODE (of the unconditional model,
-for a class-conditional run). A run conditioned on k-means clusters (``data.labels = clusters``) is the
-mixture of its clusters' models wherever no label is given: ``sample`` draws each sample's cluster
-(stratified, ``draw_clusters``), ``log_prob`` sums the nearest clusters' terms, ``inpaint`` fills a row
-from the cluster nearest its observed entries. Under torchrun both split their blocks over the
-processes, and every process gets all results.
+version is read with its retired keys dropped. ``Run.sample`` dispatches to the plain dict ``SAMPLERS``
+of ``sampling.py`` (probability-flow ODE, DPM-Solver++, the few-step ``sample_fast``, predictor-corrector,
+Euler-Maruyama, annealed Langevin), for a class-conditional run of one class with classifier-free
+guidance on request (``score.guided``); ``Run.inpaint`` fills the entries of data rows a mask leaves out
+given the others (``sample_conditional``); ``Run.log_prob`` integrates the probability-flow ODE (of the
+unconditional model, for a class-conditional run). A run conditioned on k-means clusters
+(``data.labels = clusters``) is the mixture of its clusters' models wherever no label is given:
+``sample`` draws each sample's cluster (stratified, ``draw_clusters``), ``log_prob`` sums the nearest
+clusters' terms, ``inpaint`` fills a row from the cluster its observed entries most probably came from.
+Under torchrun both split their blocks over the processes, and every process gets all results.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
 from ..conditional import inpaint_settings, sample_conditional
 from ..datasets import default_columns
-from ..gaussian import DataMoments
+from ..gaussian import DataMoments, component_log_probs
 from ..keyed import KeyedNoise
-from ..langevin import annealed_langevin
 from ..likelihood import log_likelihood
-from ..multistep import optimise_grid, sample_fast
-from ..samplers import sample_dpm, sample_ode, sample_pc
+from ..multistep import optimise_grid
 from ..scalers import Standardizer
 from ..score import guided
 from ..utils import default_device
@@ -42,6 +38,7 @@ from .checkpoint import CheckpointError, atomic_write, latest_good
 from .clusters import cluster_distances, draw_clusters
 from .config import Config, parse_config
 from .distributed import blocks, gather
+from .sampling import SAMPLERS, Scores, rows_score
 from .train import RunError
 
 __all__ = ["GRIDS_FILE", "SAMPLERS", "Run", "Scores", "load_run"]
@@ -58,7 +55,8 @@ class Run:
     ``clusters``, for a run conditioned on k-means clusters (``data.labels = clusters``), their centroids
     in model units and their shares of the training data, else None; ``moments``, the training data's
     mean and covariance in model units (``gaussian.data_moments``; None in runs saved before they were
-    kept), which give ``sample_fast`` its Gaussian start."""
+    kept), which give ``sample_fast`` its Gaussian start; ``component_moments``, one Gaussian per class or
+    cluster of a conditional run (``gaussian.component_moments``), the start of their samples."""
 
     run_dir: Path
     config: Config
@@ -70,6 +68,7 @@ class Run:
     classes: tuple[str, ...] = ()
     clusters: dict[str, torch.Tensor] | None = None  # data.labels = clusters: centroids [k, D], weights [k]
     moments: DataMoments | None = None
+    component_moments: DataMoments | None = None
 
     def __post_init__(self) -> None:
         self.columns = tuple(self.columns) or default_columns(math.prod(self.data_shape))
@@ -202,8 +201,9 @@ class Run:
         and model in the model's units: the scaler is elementwise, so a mask means the same there.
         ``mask`` (booleans) broadcasts to ``x``'s shape; rows without an observed entry are drawn from the
         model, and a mask without any raises ``RunError``. ``label`` and ``guidance`` as in ``sample``;
-        without a label, a run conditioned on clusters fills each row from the cluster whose centroid
-        is nearest on its observed entries (``nearest_cluster``; docs/math.md#cluster-conditional-models).
+        without a label, a run conditioned on clusters fills each row from the cluster it most probably
+        came from given its observed entries (``most_probable_cluster``;
+        docs/math.md#cluster-conditional-models).
         Every random number of row ``i`` is keyed by ``(seed, i)``, so row ``i`` is the same for any
         ``batch_size`` (default: ``sample.batch_size`` divided by ``particles``, so that a network call
         holds about ``sample.batch_size`` examples) and any number of processes (torchrun: split over
@@ -236,8 +236,8 @@ class Run:
             disable=not progress, desc="inpaint", unit="block",
         ):  # fmt: skip
             if label is None and self.clusters is not None:
-                nearest = self.nearest_cluster(z_obs[start:stop], mask[start:stop])
-                score = self.score_functions(nearest, 0.0).t  # (each row's particles share it: _rows)
+                chosen = self.most_probable_cluster(z_obs[start:stop], mask[start:stop])
+                score = self.score_functions(chosen, 0.0).t  # (each row's particles share it: rows_score)
             noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
             out[start:stop], _ = sample_conditional(
                 score, self.setup.sde, z_obs[start:stop], mask[start:stop], nfe=nfe, resample=resample,
@@ -275,8 +275,9 @@ class Run:
         x_T = self.setup.sde.prior_std * noise.randn((n, *self.data_shape))
         score = self.score_functions(None if self.clusters is None else self.draw_clusters(seed, rows), 0)
         grid, info = optimise_grid(
-            score.t, self.setup.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts, moments=score.moments
-        )
+            score.t, self.setup.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts, moments=score.moments,
+            components=score.components,
+        )  # fmt: skip
         path = self.run_dir / GRIDS_FILE
         stored = json.loads(path.read_text()) if path.is_file() else {}
         stored[str(nfe)] = {"times": grid.tolist(), "step": self.step, "draws": n, **info}
@@ -293,6 +294,17 @@ class Run:
         with ``mask`` (True = observed) on the observed entries only (``clusters.cluster_distances``)."""
         return cluster_distances(self._clusters()["centroids"], z, mask).argmin(1)
 
+    def most_probable_cluster(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The cluster each example of ``z`` (model units) most probably came from given the entries ``mask``
+        observes: the largest ``log w_k + log N(z_obs; μ_k, Σ_k)`` under the clusters' Gaussians
+        (``component_moments``, marginal on the observed entries; ``gaussian.component_log_probs``);
+        ``nearest_cluster`` for a run saved before they were kept. ``[N]``."""
+        clusters = self._clusters()
+        if self.component_moments is None:
+            return self.nearest_cluster(z, mask)
+        log_p = component_log_probs(self.component_moments, z, mask) + clusters["weights"].log()
+        return log_p.argmax(1).to(z.device)
+
     def _clusters(self) -> dict[str, torch.Tensor]:
         if self.clusters is None:
             raise RunError(
@@ -303,7 +315,7 @@ class Run:
 
     def score_functions(self, label: int | str | torch.Tensor | None, guidance: float) -> Scores:
         """The score functions a sampler uses: the model's own, or the guided ones of ``label`` (a class,
-        or a tensor of one class index per example: ``_rows``)."""
+        or a tensor of one class index per example: ``rows_score``)."""
         if not (math.isfinite(guidance) and guidance >= 0):
             raise RunError(f"guidance must be a finite number >= 0, got {guidance}")
         if label is None:
@@ -311,10 +323,16 @@ class Run:
                 raise RunError("guidance applies to the samples of one class: give a label too")
             moments = self.moments if self.clusters is None else None  # a cluster's Gaussian is not kept
             return Scores(self.setup.score_t, self.setup.score_sigma, moments)
+        stack = self.component_moments
         if isinstance(label, torch.Tensor):
-            return Scores(_rows(self.setup.score_t, label), _rows(self.setup.score_sigma, label))
+            return Scores(
+                rows_score(self.setup.score_t, label), rows_score(self.setup.score_sigma, label), stack, label
+            )
         y = self.label_index(label)
-        return Scores(guided(self.setup.score_t, y, guidance), guided(self.setup.score_sigma, y, guidance))
+        start = (stack, y) if stack is not None and not guidance else (None, None)  # guided: not its Gaussian
+        return Scores(
+            guided(self.setup.score_t, y, guidance), guided(self.setup.score_sigma, y, guidance), *start
+        )
 
     def log_prob(
         self,
@@ -353,7 +371,7 @@ class Run:
                     distances = cluster_distances(self.clusters["centroids"], z[start:stop])
                     nearest = distances.topk(clusters, 1, largest=False).indices
                     log_w = self.clusters["weights"].to(self.device, torch.float64).log()
-                    terms = [(_rows(self.setup.score_t, k), log_w[k]) for k in nearest.T]
+                    terms = [(rows_score(self.setup.score_t, k), log_w[k]) for k in nearest.T]
                 logps = []
                 for score, log_weight in terms:
                     generator = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
@@ -366,101 +384,6 @@ class Run:
             return gather(out).cpu()
 
         return self.scaler.log_prob(log_prob_z, x.to(torch.float32))
-
-
-def _rows(score_fn: Callable[..., torch.Tensor], y: torch.Tensor) -> Callable[..., torch.Tensor]:
-    """``score_fn(x, t, y)`` with one label per row of the block ``y`` (``[B]``), for a sampler whose
-    batch holds the block's rows or ``k`` consecutive copies of each (particles): ``y`` repeated to fit."""
-
-    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        copies = x.shape[0] // y.numel()
-        if copies * y.numel() != x.shape[0]:
-            raise ValueError(f"{y.numel()} labels for a batch of {x.shape[0]} examples")
-        return score_fn(x, t, y.to(x.device).repeat_interleave(copies))
-
-    return score
-
-
-class Scores(NamedTuple):
-    """The score functions a sampler of ``SAMPLERS`` uses: of ``p_t`` (``t``) and of ``p_sigma`` (``sigma``,
-    annealed Langevin); a class's guided ones for a label."""
-
-    t: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    sigma: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    moments: DataMoments | None = None  # the Gaussian of what ``t`` models, when known: sample_fast's start
-
-
-def _sample_ode(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
-    s = run.config.sample
-    n_steps = None if s.ode_method == "dopri5" else steps
-    x, _ = sample_ode(
-        score.t, run.setup.sde, run.setup.sde.prior_std * x_T, method=s.ode_method,
-        n_steps=n_steps, rtol=s.rtol, atol=s.atol, eps=s.eps,
-    )  # fmt: skip
-    return x
-
-
-def _sample_dpm(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
-    x, _ = sample_dpm(score.t, run.setup.sde, run.setup.sde.prior_std * x_T, steps)
-    return x
-
-
-def _sample_fast(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
-    """``sample_fast`` with a budget of ``steps`` score evaluations (``scorefield sample --nfe``), on the
-    run's tuned grid for that budget when ``tune_grid`` stored one (not for a class's or a cluster's samples
-    when it starts from the data's Gaussian, which is not theirs)."""
-    grid = run.fast_grid(steps)
-    if grid is not None and float(grid[0]) < 1 and score.moments is None:
-        grid = None
-    x_T = run.setup.sde.prior_std * x_T
-    x, _ = sample_fast(score.t, run.setup.sde, x_T, steps, time_grid=grid, moments=score.moments)
-    return x
-
-
-def _sample_pc(
-    run: Run,
-    x_T: torch.Tensor,
-    steps: int,
-    generator,
-    score: Scores,
-    predictor="reverse_diffusion",
-    corrector=True,
-):
-    s = run.config.sample
-    use_corrector = corrector and s.n_corrector > 0
-    return sample_pc(
-        score.t, run.setup.sde, run.setup.sde.prior_std * x_T, steps, predictor=predictor,
-        corrector="langevin" if use_corrector else None, snr=s.snr, n_corrector_steps=max(s.n_corrector, 1),
-        denoise=s.denoise, eps=s.eps, generator=generator,
-    )  # fmt: skip
-
-
-def _sample_em(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
-    return _sample_pc(run, x_T, steps, generator, score, predictor="euler_maruyama", corrector=False)
-
-
-def _sample_ald(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
-    s, sigmas = run.config.sample, run.setup.sigmas
-    return annealed_langevin(
-        score.sigma,
-        float(sigmas[0]) * x_T,
-        sigmas,
-        s.step_lr,
-        steps,
-        denoise=s.denoise,
-        generator=generator,
-    )
-
-
-# (run, x_T, steps, generator, score functions) -> samples in standardised units
-SAMPLERS: dict[str, Callable[[Run, torch.Tensor, int, torch.Generator, Scores], torch.Tensor]] = {
-    "ode": _sample_ode,
-    "dpm": _sample_dpm,
-    "fast": _sample_fast,
-    "pc": _sample_pc,
-    "em": _sample_em,
-    "ald": _sample_ald,
-}
 
 
 def load_run(run_dir: str | Path, device: str | torch.device | None = None, use_ema: bool = True) -> Run:
@@ -488,6 +411,8 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None, use_
     scaler = Standardizer.from_state_dict(ckpt.state["scaler"])
     columns = tuple(meta.get("columns") or ())  # runs written before names were stored: x0, x1, ...
     classes = tuple(meta.get("classes") or ())
-    moments = DataMoments(**ckpt.state["moments"]) if "moments" in ckpt.state else None
-    clusters = ckpt.state.get("clusters")
-    return Run(run_dir, config, setup, scaler, ckpt.step, device, columns, classes, clusters, moments)
+    moments = [
+        DataMoments(**ckpt.state[k]) if k in ckpt.state else None for k in ("moments", "component_moments")
+    ]
+    clusters = ckpt.state.get("clusters")  # moments: None in runs saved before they were kept
+    return Run(run_dir, config, setup, scaler, ckpt.step, device, columns, classes, clusters, *moments)

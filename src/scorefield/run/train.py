@@ -10,7 +10,7 @@ probability ``train.label_dropout`` (``drop_labels``), so that one network learn
 stored with the checkpoints. With ``data.labels = clusters`` the labels are k-means clusters of the
 training data in model units (``clusters.cluster_labels``), whose centroids and shares are stored too
 (docs/math.md#cluster-conditional-models). The data's mean and covariance in model units are stored as
-well, for ``sample_fast``'s Gaussian start (docs/math.md#the-gaussian-start). ``fit.py`` takes the steps (AdamW with linear warm-up, gradient
+well (and one Gaussian per class or cluster), for ``sample_fast``'s Gaussian start (docs/math.md#the-gaussian-start). ``fit.py`` takes the steps (AdamW with linear warm-up, gradient
 clipping, an EMA of the weights used for sampling); this module adds what a run on disk needs:
 ``config.toml``, ``metrics.jsonl``, a tqdm bar, periodic checkpoints, resuming from the newest good
 one (refused when the config's model or data differ), and SIGINT/SIGTERM, which write a checkpoint
@@ -43,7 +43,7 @@ import torch.distributed as dist
 
 from ..datasets import IMAGE_LEVELS, image_scaler, random_hflip, read_labelled_data
 from ..fit import EMA, LossWindow, Trainer, fit, warmup_schedule
-from ..gaussian import data_moments
+from ..gaussian import component_moments, data_moments
 from ..scalers import Standardizer
 from ..utils import make_generator, rand_like
 from .build import OBJECTIVES, build, derive_seed, initial_sigma_max
@@ -343,10 +343,11 @@ def _train(
 
     clustered = config.data.labels == "clusters" and labels is not None
     clusters = cluster_state(data, labels, config.model.num_classes) if clustered else None
-    moments = data_moments(data)  # sample_fast's Gaussian start (gaussian.py)
-    kept = {"moments": {"mean": moments.mean, "cov": moments.cov}} | (
-        {"clusters": clusters} if clustered else {}
-    )
+    kept = {"moments": data_moments(data)._asdict()}  # sample_fast's Gaussian start (gaussian.py)
+    if labels is not None:  # and one Gaussian per class or cluster, for their samples' start
+        kept["component_moments"] = component_moments(data, labels, config.model.num_classes)._asdict()
+    if clustered:
+        kept["clusters"] = clusters
 
     def save(step: int) -> Path | None:
         if not d.main:
