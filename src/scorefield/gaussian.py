@@ -62,6 +62,14 @@ class DataMoments(NamedTuple):
         """The ``k``-th Gaussian of a stack."""
         return DataMoments(self.mean[k], self.cov[k])
 
+    def plus_uniform(self, width: float) -> DataMoments:
+        """The moments of ``x + width u`` with ``u ~ U[0, 1)`` in every coordinate, independent of ``x``
+        (dequantisation): the mean moves by ``width / 2`` and each variance grows by ``width² / 12``."""
+        if self.cov.ndim == self.mean.ndim:
+            return DataMoments(self.mean + width / 2, self.cov + width**2 / 12)
+        eye = torch.eye(self.mean.shape[-1], dtype=self.cov.dtype)
+        return DataMoments(self.mean + width / 2, self.cov + width**2 / 12 * eye)
+
 
 def data_moments(x: torch.Tensor, full_max_dim: int = FULL_COVARIANCE_MAX_DIM) -> DataMoments:
     """The mean and covariance (float64, on the CPU) of the examples ``x`` (``[N, ...]``, flattened): the full

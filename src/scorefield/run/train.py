@@ -268,6 +268,23 @@ def augment(config: Config, z: torch.Tensor, generator: torch.Generator) -> torc
     return z
 
 
+def learned_moments(config: Config, data: torch.Tensor, labels: torch.Tensor | None) -> dict[str, dict]:
+    """What a run keeps for ``sample_fast``'s Gaussian start: the mean and covariance (model units) of the
+    data the model learns, as ``augment`` draws them (with their mirror images under ``data.hflip``,
+    spread over each pixel's bin under ``data.dequantize``), and for a conditional run one Gaussian per
+    class or cluster (``gaussian.component_moments``)."""
+    if config.data.hflip:
+        data = torch.cat([data, data.flip(-1)])
+        labels = None if labels is None else torch.cat([labels, labels])
+    moments = {"moments": data_moments(data)}
+    if labels is not None:
+        moments["component_moments"] = component_moments(data, labels, config.model.num_classes)
+    if config.data.dequantize:
+        width = 2 / IMAGE_LEVELS[config.data.name]
+        moments = {key: value.plus_uniform(width) for key, value in moments.items()}
+    return {key: value._asdict() for key, value in moments.items()}
+
+
 def drop_labels(y: torch.Tensor, p: float, null: int, generator: torch.Generator) -> torch.Tensor:
     """``y`` with each label replaced by the null label ``null`` with probability ``p`` (label dropout,
     Ho & Salimans 2022), drawn from ``generator``."""
@@ -343,9 +360,7 @@ def _train(
 
     clustered = config.data.labels == "clusters" and labels is not None
     clusters = cluster_state(data, labels, config.model.num_classes) if clustered else None
-    kept = {"moments": data_moments(data)._asdict()}  # sample_fast's Gaussian start (gaussian.py)
-    if labels is not None:  # and one Gaussian per class or cluster, for their samples' start
-        kept["component_moments"] = component_moments(data, labels, config.model.num_classes)._asdict()
+    kept = learned_moments(config, data, labels)  # sample_fast's Gaussian start (gaussian.py)
     if clustered:
         kept["clusters"] = clusters
 
