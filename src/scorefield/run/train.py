@@ -9,9 +9,10 @@ probability ``train.label_dropout`` (``drop_labels``), so that one network learn
 ``p(x)`` for classifier-free guidance (docs/math.md#classifier-free-guidance); the class names are
 stored with the checkpoints. With ``data.labels = clusters`` the labels are k-means clusters of the
 training data in model units (``clusters.cluster_labels``), whose centroids and shares are stored too
-(docs/math.md#cluster-conditional-models). The data's mean and covariance in model units are stored as
-well (and one Gaussian per class or cluster), for ``sample_fast``'s Gaussian start (docs/math.md#the-gaussian-start). ``fit.py`` takes the steps (AdamW with linear warm-up, gradient
-clipping, an EMA of the weights used for sampling); this module adds what a run on disk needs:
+(docs/math.md#cluster-conditional-models). The mean and covariance of the data the model learns are
+stored as well, and one Gaussian per class or cluster, for ``sample_fast``'s Gaussian start
+(``learned_moments``; docs/math.md#the-gaussian-start). ``fit.py`` takes the steps (AdamW with linear
+warm-up, gradient clipping, an EMA of the weights used for sampling); this module adds what a run on disk needs:
 ``config.toml``, ``metrics.jsonl``, a tqdm bar, periodic checkpoints, resuming from the newest good
 one (refused when the config's model or data differ), and SIGINT/SIGTERM, which write a checkpoint
 and stop.
@@ -359,10 +360,9 @@ def _train(
     }
 
     clustered = config.data.labels == "clusters" and labels is not None
-    clusters = cluster_state(data, labels, config.model.num_classes) if clustered else None
     kept = learned_moments(config, data, labels)  # sample_fast's Gaussian start (gaussian.py)
     if clustered:
-        kept["clusters"] = clusters
+        kept["clusters"] = cluster_state(data, labels, config.model.num_classes)
 
     def save(step: int) -> Path | None:
         if not d.main:
