@@ -65,6 +65,11 @@ def trained_run(quick: bool) -> tuple[Path, float | None]:
     result = train(config, run_dir, resume=True, progress=False)
     if result.interrupted:
         raise SystemExit(f"training interrupted at step {result.step}; run the benchmark again to resume it")
+    if load_run(run_dir).moments is None:  # its few-step rows would start at t = 1 and say nothing true
+        raise SystemExit(
+            f"{run_dir} was trained before runs kept the moments of their data (sample_fast's Gaussian "
+            "start); move it away and run the benchmark again to retrain it"
+        )
     return run_dir, time.perf_counter() - start
 
 

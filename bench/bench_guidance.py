@@ -18,9 +18,10 @@ The preset ``configs/digits_cond_vp.toml`` (``digits_vp`` with ``model.num_class
   of models of 40 k-means clusters of the pixels, no digit labels; ``Run.inpaint`` fills each row
   from the cluster its top half most probably came from). The completions are
   classified and the fraction classified as the image's true digit reported, against references: the
-  originals, the bottom half left blank, a k-nearest-neighbour completion, and a k-NN classifier of
-  the top halves alone (what the top half tells, with no completion at all). Observed pixels are given
-  at the centre of their grey level's bin, as the model learned dequantized pixels.
+  originals, the bottom half left blank, a k-nearest-neighbour completion, and classifiers of the top
+  halves alone (5-NN and an RBF support vector classifier: what the top half tells, with no completion
+  at all), each compared with the best completion on the same images by McNemar's exact test. Observed
+  pixels are given at the centre of their grey level's bin, as the model learned dequantized pixels.
 
 ``--quick`` trains a few steps and draws a few samples: a smoke test whose numbers mean nothing.
 """
@@ -28,6 +29,7 @@ The preset ``configs/digits_cond_vp.toml`` (``digits_vp`` with ``model.num_class
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -145,23 +147,38 @@ def guidance_table(run: Run, classifier: DigitsClassifier, per_class: int, quick
     return markdown_table(header, rows), rows
 
 
-def knn_references(x_test: torch.Tensor, y_test: torch.Tensor, observed: torch.Tensor) -> dict:
+def knn_references(x_test: torch.Tensor, observed: torch.Tensor) -> dict:
     """Completions by the training images nearest in the observed pixels: the mean of the 5 nearest
     (a point estimate, as ``KNNImputer`` gives) and the nearest one (a single plausible draw); and the
-    accuracy of a 5-NN classifier of the observed pixels alone."""
+    digits that classifiers of the observed pixels alone predict (a 5-NN classifier and scikit-learn's
+    RBF support vector classifier with its defaults), what the top half tells with no completion."""
     from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+    from sklearn.svm import SVC
 
     split = digits_split()
     keep = observed.reshape(-1)
     train_obs, test_obs = split.x_train.flatten(1)[:, keep].numpy(), x_test.flatten(1)[:, keep].numpy()
     _, nearest = NearestNeighbors(n_neighbors=5).fit(train_obs).kneighbors(test_obs)
     neighbours = split.x_train[torch.from_numpy(nearest)]  # [N, 5, 1, 8, 8]
-    classify = KNeighborsClassifier(5).fit(train_obs, split.y_train.numpy())
+    classifiers = {"5-NN classifier": KNeighborsClassifier(5), "support vector classifier (RBF)": SVC()}
     return {
         "mean of 5": torch.where(observed, x_test, neighbours.mean(1)),
         "nearest": torch.where(observed, x_test, neighbours[:, 0]),
-        "classifier": float(classify.score(test_obs, y_test.numpy())),
+        "top half": {
+            name: torch.from_numpy(c.fit(train_obs, split.y_train.numpy()).predict(test_obs))
+            for name, c in classifiers.items()
+        },
     }
+
+
+def paired_test(right: torch.Tensor, other: torch.Tensor) -> tuple[int, int, float]:
+    """McNemar's exact test of two methods' per-image successes on the same images: the images only the
+    first gets right, those only the second does, and the two-sided p-value of so uneven a split if
+    either were as likely (a binomial test on the discordant images)."""
+    from scipy.stats import binomtest
+
+    first, second = int((right & ~other).sum()), int((~right & other).sum())
+    return first, second, float(binomtest(first, first + second).pvalue) if first + second else 1.0
 
 
 FIGURE = ("digits_vp", 51, 32)  # the completions the figure shows
@@ -207,8 +224,13 @@ def inpainting_table(run: Run, unconditional: Run, classifier: DigitsClassifier,
     x_obs = x_test + 0.5 if dequantized else x_test  # the centre of each grey level's bin
     n = x_test.shape[0]
 
-    def accuracy(images: torch.Tensor) -> float:
-        return classifier.accuracy(scale_digits(images), y_test)
+    predicted = {}  # the digits each row's completions are classified as, for the paired test
+
+    def accuracy(images: torch.Tensor, name: str | None = None) -> float:
+        digits = classifier.predict(scale_digits(images))
+        if name is not None:
+            predicted[name] = digits
+        return float((digits == y_test).float().mean())
 
     def rmse(images: torch.Tensor) -> float:
         missing = ~observed.expand_as(x_test)
@@ -229,10 +251,10 @@ def inpainting_table(run: Run, unconditional: Run, classifier: DigitsClassifier,
         )
         network = nfe * particles
         name = f"{model}: {nfe} score evaluations, {method} ({network} network evaluations)"
-        rows.append([name, accuracy(completed), rmse(completed)])
+        rows.append([name, accuracy(completed, name), rmse(completed)])
         if (model, nfe, particles) == FIGURE:
             figure = completed
-    knn = knn_references(x_test, y_test, observed)
+    knn = knn_references(x_test, observed)
     blank = torch.where(observed, x_test, torch.zeros(()))
     rows += [
         ["nearest training image by the top half: its bottom half", accuracy(knn["nearest"]), rmse(knn["nearest"])],
@@ -240,7 +262,8 @@ def inpainting_table(run: Run, unconditional: Run, classifier: DigitsClassifier,
          accuracy(knn["mean of 5"]), rmse(knn["mean of 5"])],
         ["bottom half left blank (0)", accuracy(blank), rmse(blank)],
         ["the originals", accuracy(x_test), 0.0],
-        ["(no completion) 5-NN classifier of the top halves", knn["classifier"], "-"],
+        *[[f"(no completion) {name} of the top halves", float((p == y_test).float().mean()), "-"]
+          for name, p in knn["top half"].items()],
         *cluster_choice_rows(unconditional, x_test, y_test, observed),
     ]  # fmt: skip
     # the figure: the first test image of each digit, completed by FIGURE; the half to fill shown dark grey
@@ -258,10 +281,19 @@ def inpainting_table(run: Run, unconditional: Run, classifier: DigitsClassifier,
         "classified as the true digit",
         "RMSE of the filled pixels (grey levels)",
     ]
-    return markdown_table(header, rows), rows
+    best = max(predicted, key=lambda name: float((predicted[name] == y_test).float().mean()))
+    wrong = predicted[best] != y_test
+    pairs = zip(y_test[wrong].tolist(), predicted[best][wrong].tolist(), strict=True)
+    confusions = Counter(pairs).most_common(2)
+    paired = {
+        "completion": best,
+        "confusions": confusions,
+        "tests": {name: paired_test(~wrong, digits == y_test) for name, digits in knn["top half"].items()},
+    }
+    return markdown_table(header, rows), rows, paired
 
 
-def reading(guidance: list[list], inpainting: list[list]) -> str:
+def reading(guidance: list[list], inpainting: list[list], paired: dict) -> str:
     """What the tables say about the two targets, from their numbers."""
     accuracies = {row[0]: row[1] for row in guidance[: len(WEIGHTS)]}
     met = [w for w, a in accuracies.items() if a >= GUIDANCE_TARGET]
@@ -273,11 +305,18 @@ def reading(guidance: list[list], inpainting: list[list]) -> str:
         + f" The price is diversity: the Fréchet distance grows from {fd['0']:.3g} (w = 0) to "
         f"{fd[f'{WEIGHTS[-1]:g}']:.3g} (w = {WEIGHTS[-1]:g}) and the within-class spread shrinks.",
     ]
+    table = {row[0]: row[1] for row in inpainting}
     model = {row[0]: row[1] for row in inpainting[: len(INPAINT)]}
-    best = max(model, key=model.get)
-    first = next(iter(model))
-    nearest, top_half = inpainting[len(INPAINT)][1], inpainting[-4][1]
+    best, first = paired["completion"], next(iter(model))
+    nearest = inpainting[len(INPAINT)][1]
     verdict = "met" if model[best] >= INPAINT_TARGET else "not met"
+    classifiers = "; ".join(
+        f"{name} {table[f'(no completion) {name} of the top halves']:.1%} (right where the completion is "
+        f"wrong on {classifier_only} images, wrong where it is right on {completion_only}; exact McNemar "
+        f"p = {p:.2g})"
+        for name, (completion_only, classifier_only, p) in paired["tests"].items()
+    )
+    confusions = " and ".join(f"{n} {true}s completed as {got}s" for (true, got), n in paired["confusions"])
     lines.append(
         f"- Inpainting: completions classified as the true digit in {model[best]:.1%} of test images at "
         f"best ({best}), against {model[first]:.1%} for RePaint's resampling ({first}); the target "
@@ -287,9 +326,10 @@ def reading(guidance: list[list], inpainting: list[list]) -> str:
         "digits_vp is a mixture of models of 40 k-means clusters of the pixels, and fills each row from the "
         "cluster its top half most probably came from: that choice, not the sampler, sets most of its digits "
         "(the rows on the majority digit of the chosen cluster). "
-        f"For scale: a 5-NN classifier of the top halves alone is right on {top_half:.1%} and the bottom "
-        f"half of the nearest training image gives {nearest:.1%}; a single draw of the completion is right "
-        "as often as the model's posterior puts on the true digit, not as often as its mode."
+        f"For scale, classifiers of the top halves alone, which need no completion: {classifiers}. The bottom "
+        f"half of the nearest training image gives {nearest:.1%}. What the top half tells bounds every "
+        f"completion: where a top half is shared by two digits, a completion can be right only by chance "
+        f"(the commonest errors: {confusions})."
     )
     return "\n".join(lines)
 
@@ -304,14 +344,14 @@ def main(quick: bool = False) -> None:
     unconditional = load_run(
         clock("training the digits_vp preset (bench_digits' run; resumed)", lambda: digits_run(quick)[0])
     )
-    inpainting, inpainting_rows = inpainting_table(run, unconditional, classifier, quick, clock)
+    inpainting, inpainting_rows, paired = inpainting_table(run, unconditional, classifier, quick, clock)
     notes = (
         f"Run: `runs/{run.run_dir.name}` ({run.config.data.name}, step {run.step}, "
         f"label_dropout {run.config.train.label_dropout}); classifier test accuracy {classifier.test_accuracy:.4f}. "
         "Figures: `bench/results/guidance_samples.png` (rows: w = 0, 0.5, 1, 2, 4; columns: digits 0-9) and "
         "`bench/results/guidance_inpainting.png` (rows: the observed top half, the completion, the original)."
     )
-    notes += "\n\n" + reading(guidance_rows, inpainting_rows)
+    notes += "\n\n" + reading(guidance_rows, inpainting_rows, paired)
     if quick:
         notes += "\n\n**Quick mode: a smoke test; these numbers mean nothing.**"
     write_results(
