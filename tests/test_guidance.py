@@ -467,3 +467,28 @@ def test_a_conditional_run_resumes_bitwise_and_refuses_other_labels(tmp_path):
     (tmp_path / "c.csv").write_text(text.replace(",left,", ",right,", 1))  # one label changed
     with pytest.raises(RunError, match="training data differ"):
         train(load_config(None, [*overrides, "train.steps=6"]), tmp_path / "b", resume=True, progress=False)
+
+
+def test_inpaint_completes_each_row_as_its_own_class(cond_run):
+    """One label per row: each row's missing coordinate comes from its own class, rows whose labels agree
+    are the rows one label for all gives (bit for bit: same machine, same shapes), with guidance too,
+    and a count or a label that does not fit is one clear error."""
+    run = load_run(cond_run)
+    n = 40
+    x = torch.zeros(n, 2)
+    x[:, 1] = 0.5  # b, observed: between the classes' centres (0 and 1), so it says little of the class
+    mask = torch.tensor([False, True])
+    labels = ["left", "right"] * (n // 2)
+    for guidance in (0.0, 1.0):
+        got = run.inpaint(x, mask, label=labels, guidance=guidance)
+        assert torch.equal(got[:, 1], x[:, 1])
+        assert float((got[0::2, 0] < 0).float().mean()) >= 0.9  # left: a ~ N(-2, 0.3)
+        assert float((got[1::2, 0] > 0).float().mean()) >= 0.9  # right: a ~ N(2, 0.3)
+        one = run.inpaint(x, mask, label="right", guidance=guidance)
+        assert torch.equal(
+            run.inpaint(x, mask, label=torch.ones(n, dtype=torch.long), guidance=guidance), one
+        )
+    with pytest.raises(RunError, match="3 labels for 40 rows"):
+        run.inpaint(x, mask, label=["left"] * 3)
+    with pytest.raises(RunError, match="out of range"):
+        run.inpaint(x, mask, label=[0] * (n - 1) + [2])

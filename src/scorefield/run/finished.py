@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,7 +186,7 @@ class Run:
         seed: int = 0,
         batch_size: int | None = None,
         progress: bool = False,
-        label: int | str | None = None,
+        label: int | str | Sequence[int | str] | torch.Tensor | None = None,
         guidance: float = 0.0,
         particles: int | None = None,
     ) -> torch.Tensor:
@@ -200,7 +201,8 @@ class Run:
         not given. It runs
         and model in the model's units: the scaler is elementwise, so a mask means the same there.
         ``mask`` (booleans) broadcasts to ``x``'s shape; rows without an observed entry are drawn from the
-        model, and a mask without any raises ``RunError``. ``label`` and ``guidance`` as in ``sample``;
+        model, and a mask without any raises ``RunError``. ``label`` and ``guidance`` as in ``sample``,
+        or one label per row (a sequence or tensor of ``N``: each row completed as its own class);
         without a label, a run conditioned on clusters fills each row from the cluster it most probably
         came from given its observed entries (``most_probable_cluster``;
         docs/math.md#cluster-conditional-models).
@@ -227,7 +229,9 @@ class Run:
             ) from None
         if not bool(mask.any()):
             raise RunError("the mask observes no entry: nothing to condition on; use sample instead")
-        score = self.score_functions(label, guidance).t
+        rows_labels = self.row_labels(label, x.shape[0])
+        if rows_labels is None:
+            score = self.score_functions(label, guidance).t
         x = x.to(self.device, torch.float32)
         z_obs = self.scaler.transform(x)
         out = torch.zeros_like(z_obs)
@@ -235,7 +239,9 @@ class Run:
             list(blocks(x.shape[0], batch_size or max(1, self.config.sample.batch_size // particles))),
             disable=not progress, desc="inpaint", unit="block",
         ):  # fmt: skip
-            if label is None and self.clusters is not None:
+            if rows_labels is not None:
+                score = self.score_functions(rows_labels[start:stop], guidance).t
+            elif label is None and self.clusters is not None:
                 chosen = self.most_probable_cluster(z_obs[start:stop], mask[start:stop])
                 score = self.score_functions(chosen, 0.0).t  # (each row's particles share it: rows_score)
             noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
@@ -245,6 +251,21 @@ class Run:
             )  # fmt: skip
         filled = self.scaler.inverse_transform(gather(out).cpu())
         return torch.where(mask.cpu(), x.cpu(), filled)
+
+    def row_labels(self, label, n: int) -> torch.Tensor | None:
+        """The class index of each of ``n`` rows when ``label`` holds one label per row (a sequence or a
+        1-D tensor of ``n`` labels, each as ``label_index`` takes it), else None (one label or none for
+        all). ``RunError`` for a count other than ``n`` or a label the run does not have."""
+        if (
+            label is None
+            or isinstance(label, (int, str))
+            or (isinstance(label, torch.Tensor) and label.ndim == 0)
+        ):
+            return None
+        labels = label.tolist() if isinstance(label, torch.Tensor) else list(label)
+        if len(labels) != n:
+            raise RunError(f"{len(labels)} labels for {n} rows: give one label, or one per row")
+        return torch.tensor([self.label_index(y) for y in labels], dtype=torch.long, device=self.device)
 
     def fast_grid(self, nfe: int) -> torch.Tensor | None:
         """The grid ``tune_grid`` stored for ``nfe`` score evaluations at this checkpoint's step, else None
@@ -315,7 +336,7 @@ class Run:
 
     def score_functions(self, label: int | str | torch.Tensor | None, guidance: float) -> Scores:
         """The score functions a sampler uses: the model's own, or the guided ones of ``label`` (a class,
-        or a tensor of one class index per example: ``rows_score``)."""
+        or a tensor of one class index per example: ``rows_score``, guided as one class is)."""
         if not (math.isfinite(guidance) and guidance >= 0):
             raise RunError(f"guidance must be a finite number >= 0, got {guidance}")
         if label is None:
@@ -325,6 +346,11 @@ class Run:
             return Scores(self.setup.score_t, self.setup.score_sigma, moments)
         stack = self.component_moments
         if isinstance(label, torch.Tensor):
+            if guidance:  # a batch of rows, each guided towards its own class (score.guided takes [B])
+                t_fn, sigma_fn = (
+                    _guided_rows(f, guidance) for f in (self.setup.score_t, self.setup.score_sigma)
+                )
+                return Scores(rows_score(t_fn, label), rows_score(sigma_fn, label))
             return Scores(
                 rows_score(self.setup.score_t, label), rows_score(self.setup.score_sigma, label), stack, label
             )
@@ -384,6 +410,15 @@ class Run:
             return gather(out).cpu()
 
         return self.scaler.log_prob(log_prob_z, x.to(torch.float32))
+
+
+def _guided_rows(score_fn, w: float):
+    """``score_fn(x, t, y)`` guided with weight ``w`` towards each row's own label ``y`` (``[B]``)."""
+
+    def score(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return guided(score_fn, y, w)(x, t)
+
+    return score
 
 
 def load_run(run_dir: str | Path, device: str | torch.device | None = None, use_ema: bool = True) -> Run:
