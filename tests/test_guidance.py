@@ -492,3 +492,42 @@ def test_inpaint_completes_each_row_as_its_own_class(cond_run):
         run.inpaint(x, mask, label=["left"] * 3)
     with pytest.raises(RunError, match="out of range"):
         run.inpaint(x, mask, label=[0] * (n - 1) + [2])
+
+
+def test_scorefield_inpaint_reads_one_label_per_row_from_a_file(capsys, cond_run, tmp_path):
+    n = 20
+    data = tmp_path / "rows.csv"
+    np.savetxt(
+        data, np.column_stack([np.zeros(n), np.full(n, 0.5)]), delimiter=",", header="a,b", comments=""
+    )
+    mask = tmp_path / "mask.csv"
+    mask.write_text("a,b\n0,1\n")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(["left", "right"] * (n // 2)) + "\n")
+    out = tmp_path / "filled.csv"
+    base = ["inpaint", "--run", cond_run, "--data", data, "--mask", mask, "--out", out, "--quiet"]
+    code, said, err = run_cli(capsys, *base, "--labels", labels, "--guidance", "1")
+    assert code == 0, err
+    assert "each row as the class" in said
+    filled = np.loadtxt(out, delimiter=",", skiprows=1)
+    expected = load_run(cond_run).inpaint(
+        torch.tensor(np.loadtxt(data, delimiter=",", skiprows=1), dtype=torch.float32),
+        torch.tensor([False, True]), label=["left", "right"] * (n // 2), guidance=1.0,
+    )  # fmt: skip
+    np.testing.assert_allclose(filled, expected.numpy(), rtol=0, atol=1e-5)  # the CSV's printed digits
+    assert (filled[0::2, 0] < 0).mean() >= 0.9 and (filled[1::2, 0] > 0).mean() >= 0.9
+    np.save(tmp_path / "labels.npy", np.array([0, 1] * (n // 2)))
+    code, said, err = run_cli(capsys, *base, "--labels", tmp_path / "labels.npy")
+    assert code == 0, err
+    short = tmp_path / "short.txt"
+    short.write_text("left\nright\n")
+    for extra, message in (
+        (["--labels", short], "holds 2 labels for 20 rows"),
+        (["--labels", labels, "--label", "left"], "not both"),
+        (["--labels", tmp_path / "none.txt"], "does not exist"),
+    ):
+        code, said, err = run_cli(capsys, *base, *extra)
+        assert code != 0 and message in err, (extra, err)
+    short.write_text("\n".join(["left"] * (n - 1) + ["middle"]))
+    code, said, err = run_cli(capsys, *base, "--labels", short)
+    assert code != 0 and "out of range" in err and len(err.strip().splitlines()) == 1, err

@@ -146,6 +146,12 @@ def _add_inpaint(sub) -> None:
     p.add_argument("--last", action="store_true", help="use the last weights instead of the EMA")
     _add_label_args(p, "complete the rows as members of")
     p.add_argument(
+        "--labels",
+        type=Path,
+        help="class-conditional runs, instead of --label: FILE.txt or FILE.csv (one label per line) or "
+        "FILE.npy with one label per row of --data, each row completed as its own class (with --guidance)",
+    )
+    p.add_argument(
         "--out",
         type=output_path(ARRAY_SUFFIXES),
         required=True,

@@ -23,6 +23,7 @@ from .io import (
     device_flag,
     is_main_process,
     read_data,
+    read_labels,
     read_mask,
     say,
     write_array,
@@ -75,9 +76,21 @@ def _label(args, run) -> int | None:
     return run.label_index(args.label)
 
 
-def _describe_label(args, run, label: int | None) -> str:
+def _row_labels(args, run, n: int) -> torch.Tensor:
+    """``--labels``: the class index of each of the ``n`` rows (checked before any sampling)."""
+    if args.label is not None:
+        raise UsageError("give --label (one class for every row) or --labels (one per row), not both")
+    if not (np.isfinite(args.guidance) and args.guidance >= 0):
+        raise UsageError(f"--guidance must be a finite number >= 0, got {args.guidance}")
+    return run.row_labels(read_labels(args.labels, n), n)
+
+
+def _describe_label(args, run, label: int | torch.Tensor | None) -> str:
     if label is None:
         return ""
+    if isinstance(label, torch.Tensor):
+        guidance = f", guidance {args.guidance:g}" if args.guidance else ""
+        return f", each row as the class {args.labels} gives it{guidance}"
     text = f", class {run.classes[label]!r} (label {label})" if run.classes else f", label {label}"
     return text + (f", guidance {args.guidance:g}" if args.guidance else "")
 
@@ -143,7 +156,7 @@ def cmd_inpaint(args) -> int:
                 f"mask {args.mask} marks every cell 0 (to fill): there is nothing to condition on; "
                 "draw such rows with `scorefield sample`"
             )
-        label = _label(args, run)
+        label = _row_labels(args, run, x.shape[0]) if args.labels is not None else _label(args, run)
         filled = run.inpaint(
             x, mask, args.nfe, args.resample, args.seed, args.batch_size, progress=not args.quiet,
             label=label, guidance=args.guidance, particles=args.particles,

@@ -209,6 +209,34 @@ def read_mask(path: Path, x: torch.Tensor) -> tuple[torch.Tensor, tuple[str, ...
     return mask.expand(x.shape), names
 
 
+def read_labels(path: Path, n: int) -> list[str]:
+    """The ``--labels`` file of ``inpaint``: one label per row of the ``n`` data rows, as text (a class name
+    or an index, which ``Run.label_index`` reads). ``.npy`` (a 1-D array of integers or strings) or a text
+    file (``.txt``, ``.csv``: one label per line). Anything else is a ``UsageError`` naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"labels file {path} does not exist")
+    if path.suffix.lower() == ".npy":
+        try:
+            values = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as error:
+            raise UsageError(f"labels {path}: not a .npy array ({error})") from None
+        if values.ndim != 1 or not (np.issubdtype(values.dtype, np.integer) or values.dtype.kind == "U"):
+            raise UsageError(
+                f"labels {path}: expected a 1-D array of integers or strings, found {values.dtype} of "
+                f"shape {values.shape}"
+            )
+        labels = [str(v) for v in values.tolist()]
+    else:
+        try:
+            labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"labels {path}: not a text file of one label per line ({error})") from None
+    if len(labels) != n:
+        raise UsageError(f"labels {path} holds {len(labels)} labels for {n} rows of data: give one per row")
+    return labels
+
+
 def write_array(
     path: Path, columns: dict[str, np.ndarray] | np.ndarray, names: tuple[str, ...] | None = None
 ) -> None:
