@@ -65,33 +65,30 @@ def _budget(args) -> None:
     args.sampler, args.steps = "fast", args.nfe
 
 
-def _label(args, run) -> int | None:
-    """``--label`` as a class index of ``run`` (checked before any sampling), or None."""
-    if args.label is None:
+def _label(args, run, n: int | None = None) -> int | torch.Tensor | None:
+    """``--label`` as a class index of ``run``, or ``--labels`` (inpaint: a file of one per row of its
+    ``n``) as a tensor of them, checked before any sampling; None without either."""
+    labels = getattr(args, "labels", None)  # only inpaint has --labels
+    if args.label is None and labels is None:
         if args.guidance:
             raise UsageError("--guidance weighs the samples of one class: give --label too")
         return None
-    if not (np.isfinite(args.guidance) and args.guidance >= 0):
-        raise UsageError(f"--guidance must be a finite number >= 0, got {args.guidance}")
-    return run.label_index(args.label)
-
-
-def _row_labels(args, run, n: int) -> torch.Tensor:
-    """``--labels``: the class index of each of the ``n`` rows (checked before any sampling)."""
-    if args.label is not None:
+    if args.label is not None and labels is not None:
         raise UsageError("give --label (one class for every row) or --labels (one per row), not both")
     if not (np.isfinite(args.guidance) and args.guidance >= 0):
         raise UsageError(f"--guidance must be a finite number >= 0, got {args.guidance}")
-    return run.row_labels(read_labels(args.labels, n), n)
+    if labels is not None:
+        return run.row_labels(read_labels(labels, n), n)
+    return run.label_index(args.label)
 
 
 def _describe_label(args, run, label: int | torch.Tensor | None) -> str:
     if label is None:
         return ""
     if isinstance(label, torch.Tensor):
-        guidance = f", guidance {args.guidance:g}" if args.guidance else ""
-        return f", each row as the class {args.labels} gives it{guidance}"
-    text = f", class {run.classes[label]!r} (label {label})" if run.classes else f", label {label}"
+        text = f", each row as the class {args.labels} gives it"
+    else:
+        text = f", class {run.classes[label]!r} (label {label})" if run.classes else f", label {label}"
     return text + (f", guidance {args.guidance:g}" if args.guidance else "")
 
 
@@ -156,7 +153,7 @@ def cmd_inpaint(args) -> int:
                 f"mask {args.mask} marks every cell 0 (to fill): there is nothing to condition on; "
                 "draw such rows with `scorefield sample`"
             )
-        label = _row_labels(args, run, x.shape[0]) if args.labels is not None else _label(args, run)
+        label = _label(args, run, x.shape[0])
         filled = run.inpaint(
             x, mask, args.nfe, args.resample, args.seed, args.batch_size, progress=not args.quiet,
             label=label, guidance=args.guidance, particles=args.particles,
