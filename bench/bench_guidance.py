@@ -14,7 +14,9 @@ The preset ``configs/digits_cond_vp.toml`` (``digits_vp`` with ``model.num_class
 - Inpainting: every test image (359, never trained on) with its top half observed and its bottom half
   filled by ``Run.inpaint`` (the replacement method with RePaint's resampling, and sequential Monte
   Carlo, its default) under a model of ``p(x)``, which has to read the digit from the top half: the
-  conditional run's null label, and the ``digits_vp`` preset that ``bench_digits`` trains (a mixture
+  conditional run's null label (``choose=False``); the conditional run as ``Run.inpaint`` uses it
+  without a label, each row completed as the digit its top half most probably shows under the run's
+  class Gaussians; and the ``digits_vp`` preset that ``bench_digits`` trains (a mixture
   of models of 40 k-means clusters of the pixels, no digit labels; ``Run.inpaint`` fills each row
   from the cluster its top half most probably came from). The completions are
   classified and the fraction classified as the image's true digit reported, against references: the
@@ -58,9 +60,11 @@ WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 STEPS = 20  # sample_dpm steps (DPM-Solver++2M): bench/results/digits.md finds 20 as good as 50 here
 # (model, score evaluations per image, resample, particles): RePaint (50 steps of 4, 20 of 50), then sequential
 # Monte Carlo (Run.inpaint's default, 8 particles on 25 steps, and 32 particles on 50), on the conditional
-# run's null label and on the digits_vp preset (bench_digits' run: a mixture of 40 cluster models)
+# run's null label (choose=False), on the conditional run as Run.inpaint uses it without a label (each row
+# as its most probable digit) and on the digits_vp preset (bench_digits' run: a mixture of 40 cluster models)
+NULL, CHOSEN = "null label", "most probable digit"
 INPAINT = (
-    ("null label", 201, 4, 1), ("null label", 1001, 50, 1), ("null label", 26, 1, 8), ("null label", 51, 1, 32),
+    (NULL, 201, 4, 1), (NULL, 1001, 50, 1), (NULL, 26, 1, 8), (NULL, 51, 1, 32), (CHOSEN, 26, 1, 8),
     ("digits_vp", 201, 4, 1), ("digits_vp", 26, 1, 8), ("digits_vp", 51, 1, 32),
 )  # fmt: skip
 GUIDANCE_TARGET, INPAINT_TARGET = 0.95, 0.90
@@ -88,7 +92,13 @@ def trained_run(quick: bool, clock: Clock) -> Run:
     )
     if result.interrupted:
         raise SystemExit(f"training interrupted at step {result.step}; run the benchmark again to resume it")
-    return load_run(run_dir)
+    run = load_run(run_dir)
+    if run.component_moments is None or run.class_weights is None:  # it cannot choose a row's digit
+        raise SystemExit(
+            f"{run_dir} was trained before runs kept their classes' Gaussians and shares (how inpainting "
+            "chooses a row's digit); move it away and run the benchmark again to retrain it"
+        )
+    return run
 
 
 def spread(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -216,6 +226,12 @@ def cluster_choice_rows(
     ]
 
 
+def row_name(model: str, nfe: int, resample: int, particles: int) -> str:
+    """The inpainting table's name of a row of INPAINT."""
+    method = f"{particles} particles (SMC)" if particles > 1 else f"resample {resample}"
+    return f"{model}: {nfe} score evaluations, {method} ({nfe * particles} network evaluations)"
+
+
 def inpainting_table(run: Run, unconditional: Run, classifier: DigitsClassifier, quick: bool, clock: Clock):
     split = digits_split()
     x_test, y_test = (split.x_test[:40], split.y_test[:40]) if quick else (split.x_test, split.y_test)
@@ -239,24 +255,25 @@ def inpainting_table(run: Run, unconditional: Run, classifier: DigitsClassifier,
 
     rows = []
     for model, nfe, resample, particles in INPAINT:
-        source = run if model == "null label" else unconditional
-        method = f"{particles} particles (SMC)" if particles > 1 else f"resample {resample}"
+        source = unconditional if model == "digits_vp" else run
+        name = row_name(model, nfe, resample, particles)
         completed = to_levels(
             clock(
-                f"inpainting {n} test images ({model}), {nfe} score evaluations each, {method}",
-                lambda source=source, nfe=nfe, resample=resample, particles=particles: source.inpaint(
-                    x_obs, observed, nfe, resample, seed=0, particles=particles
+                f"inpainting {n} test images ({name})",
+                lambda source=source, nfe=nfe, resample=resample, particles=particles, model=model: (
+                    source.inpaint(
+                        x_obs, observed, nfe, resample, seed=0, particles=particles, choose=model != NULL
+                    )
                 ),
             ),
             dequantized,
         )
-        network = nfe * particles
-        name = f"{model}: {nfe} score evaluations, {method} ({network} network evaluations)"
         rows.append([name, accuracy(completed, name), rmse(completed)])
         if (model, nfe, particles) == FIGURE:
             figure = completed
     knn = knn_references(x_test, observed)
     blank = torch.where(observed, x_test, torch.zeros(()))
+    chosen = run.most_probable_class(run.scaler.transform(x_obs), observed.expand_as(x_obs)).cpu()
     svc = knn["top half"][HANDED]  # a reference, not a model of p(x): each row completed as the SVC's digit
     handed = to_levels(
         clock(
@@ -276,6 +293,8 @@ def inpainting_table(run: Run, unconditional: Run, classifier: DigitsClassifier,
         ["the originals", accuracy(x_test), 0.0],
         *[[f"(no completion) {name} of the top halves", float((p == y_test).float().mean()), "-"]
           for name, p in knn["top half"].items()],
+        [f"(no completion) the class-conditional run's {CHOSEN} given the top half (its class Gaussians)",
+         float((chosen == y_test).float().mean()), "-"],
         *cluster_choice_rows(unconditional, x_test, y_test, observed),
     ]  # fmt: skip
     # the figure: the first test image of each digit, completed by FIGURE; the half to fill shown dark grey
@@ -321,6 +340,13 @@ def reading(guidance: list[list], inpainting: list[list], paired: dict) -> str:
     table = {row[0]: row[1] for row in inpainting}
     model = {row[0]: row[1] for row in inpainting[: len(INPAINT)]}
     best, first = paired["completion"], next(iter(model))
+    same = next(entry[1:] for entry in INPAINT if entry[0] == CHOSEN)
+    by_choice = row_name(CHOSEN, *same)
+    choice = table[
+        next(
+            name for name in table if name.startswith(f"(no completion) the class-conditional run's {CHOSEN}")
+        )
+    ]
     nearest, handed = inpainting[len(INPAINT)][1], inpainting[len(INPAINT) + 2][1]
     verdict = "met" if model[best] >= INPAINT_TARGET else "not met"
     classifiers = "; ".join(
@@ -336,6 +362,10 @@ def reading(guidance: list[list], inpainting: list[list], paired: dict) -> str:
         f"({INPAINT_TARGET:.0%}) is {verdict}. Sequential Monte Carlo keeps the particles whose noisy "
         "state predicts the top half's noisy path, which decides the digit where the noise is high and "
         "replacement cannot; RePaint's resampling with jumps of one step corrects the class only slowly. "
+        f"Without a label, the class-conditional run decides each row's digit first, the most probable under "
+        f"its class Gaussians given the top half (right for {choice:.1%}), and completes the row as that digit: "
+        f"{model[by_choice]:.1%} read right ({by_choice}), against {model[row_name(NULL, *same)]:.1%} from "
+        "its null label with the same sampler. "
         "digits_vp is a mixture of models of 40 k-means clusters of the pixels, and fills each row from the "
         "cluster its top half most probably came from: that choice, not the sampler, sets most of its digits "
         "(the rows on the majority digit of the chosen cluster). "

@@ -142,6 +142,9 @@ def test_inpainting_fills_from_the_most_probable_cluster_given_the_observed_entr
     assert torch.equal(filled[:, 0], x[:, 0])
     left, right = filled[0::2, 1].mean().item(), filled[1::2, 1].mean().item()
     assert abs(left - 0.0) < 0.2 and abs(right - 1.0) < 0.2
+    for refused in ({"choose": False}, {"guidance": 1.0}):  # no unconditional model, no class to guide to
+        with pytest.raises(RunError, match="fills each row from its most probable cluster, unguided"):
+            clustered.inpaint(x, mask, **refused)
 
 
 def test_the_most_probable_cluster_weighs_the_clusters_gaussians_on_the_observed_entries(clustered):

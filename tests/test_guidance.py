@@ -6,6 +6,7 @@ config's and the command line's refusals, and runs written before labels existed
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -492,6 +493,70 @@ def test_inpaint_completes_each_row_as_its_own_class(cond_run):
         run.inpaint(x, mask, label=["left"] * 3)
     with pytest.raises(RunError, match="out of range"):
         run.inpaint(x, mask, label=[0] * (n - 1) + [2])
+
+
+def test_inpaint_without_a_label_completes_each_row_as_its_most_probable_class(cond_run):
+    """Without a label a class-conditional run fills each row from the class its observed entries most
+    probably came from: Bayes' rule under the class Gaussians it keeps. With b observed, the classes'
+    b ~ N(0, 0.3) and N(1, 0.3) with equal shares divide at b = 0.5. The rows are then those of the
+    chosen labels given per row (bit for bit), with guidance too; choose=False keeps the null label's
+    p(x), and a run saved before class Gaussians were kept warns and uses it."""
+    run = load_run(cond_run)
+    torch.testing.assert_close(run.class_weights, torch.tensor([0.5, 0.5], dtype=torch.float64))
+    b = torch.linspace(-0.5, 1.5, 41)
+    x = torch.stack([torch.zeros_like(b), b], 1)
+    mask = torch.tensor([False, True])
+    z = run.scaler.transform(x)
+    chosen = run.most_probable_class(z, mask.expand_as(z))
+    clear = (b - 0.5).abs() > 0.1  # 400 examples a class: the estimated boundary moves by about 0.02
+    assert torch.equal(chosen[clear], (b[clear] > 0.5).long())
+    n = 40
+    x = torch.zeros(n, 2)
+    x[n // 2 :, 1] = 1.0
+    expected = [0] * (n // 2) + [1] * (n // 2)
+    for guidance in (0.0, 1.0):
+        got = run.inpaint(x, mask, guidance=guidance)
+        assert torch.equal(got, run.inpaint(x, mask, label=expected, guidance=guidance))
+        assert float((got[: n // 2, 0] < 0).float().mean()) >= 0.9  # left: a ~ N(-2, 0.3)
+        assert float((got[n // 2 :, 0] > 0).float().mean()) >= 0.9
+    middle = torch.tensor([[0.0, 0.5]]).expand(n, 2)  # b says nothing of the class: p(a | b) has two modes
+    one_class = run.inpaint(middle, mask)[:, 0] > 0
+    assert bool(one_class.all()) or not bool(one_class.any())
+    null = run.inpaint(middle, mask, choose=False)
+    assert 0.2 < float((null[:, 0] > 0).float().mean()) < 0.8
+    with pytest.raises(RunError, match="guidance applies to the samples of one class"):
+        run.inpaint(x, mask, choose=False, guidance=1.0)
+    old = dataclasses.replace(run, component_moments=None, class_weights=None)
+    with pytest.warns(UserWarning, match="saved before runs kept their class Gaussians"):
+        assert torch.equal(old.inpaint(middle, mask), null)
+    with pytest.raises(RunError, match="keeps no class Gaussians"):
+        old.most_probable_class(z, mask.expand_as(z))
+
+
+def test_scorefield_inpaint_chooses_each_rows_class_or_takes_the_null_label(capsys, cond_run, tmp_path):
+    n = 20
+    rows = np.column_stack([np.zeros(n), np.repeat([0.0, 1.0], n // 2)])
+    data = tmp_path / "rows.csv"
+    np.savetxt(data, rows, delimiter=",", header="a,b", comments="")
+    mask = tmp_path / "mask.csv"
+    mask.write_text("a,b\n0,1\n")
+    run = load_run(cond_run)
+    x, observed = torch.tensor(rows, dtype=torch.float32), torch.tensor([False, True])
+    base = ["inpaint", "--run", cond_run, "--data", data, "--mask", mask, "--quiet"]
+    for extra, kwargs in (
+        (["--guidance", "1"], {"guidance": 1.0}),
+        (["--null-label"], {"choose": False}),
+    ):
+        out = tmp_path / "filled.csv"
+        code, said, err = run_cli(capsys, *base, "--out", out, *extra)
+        assert code == 0, err
+        assert ("most probably belongs" in said) != ("choose" in kwargs)
+        expected = run.inpaint(x, observed, **kwargs)
+        np.testing.assert_allclose(
+            np.loadtxt(out, delimiter=",", skiprows=1), expected.numpy(), rtol=0, atol=1e-5
+        )
+    code, said, err = run_cli(capsys, *base, "--out", tmp_path / "x.csv", "--null-label", "--label", "left")
+    assert code != 0 and "drop --label" in err
 
 
 def test_scorefield_inpaint_reads_one_label_per_row_from_a_file(capsys, cond_run, tmp_path):

@@ -100,7 +100,9 @@ def _add_inpaint(sub) -> None:
         "sequential Monte Carlo by default, or the replacement method with RePaint's resampling). MASK has the data's shape, or one row for every "
         "row: 1 (or True) marks an observed cell, returned exactly as given; 0 (or False) a cell to fill, "
         "whose value in --data is not read (write any number there). Rows without an observed cell are "
-        "drawn from the model; a mask of all 0 is refused.",
+        "drawn from the model; a mask of all 0 is refused. Without --label, a class-conditional run "
+        "completes each row as the class it most probably belongs to given its observed cells (weighed by "
+        "--guidance), and a run conditioned on clusters from its most probable cluster.",
     )
     _add_run_args(p)
     p.add_argument(
@@ -150,6 +152,12 @@ def _add_inpaint(sub) -> None:
         type=Path,
         help="class-conditional runs, instead of --label: FILE.txt or FILE.csv (one label per line) or "
         "FILE.npy with one label per row of --data, each row completed as its own class (with --guidance)",
+    )
+    p.add_argument(
+        "--null-label",
+        action="store_true",
+        help="class-conditional runs without --label: fill the rows from the unconditional model (the null "
+        "label: p(x), no class chosen) instead of each row's most probable class given its observed cells",
     )
     p.add_argument(
         "--out",

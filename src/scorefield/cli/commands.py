@@ -65,27 +65,30 @@ def _budget(args) -> None:
     args.sampler, args.steps = "fast", args.nfe
 
 
-def _label(args, run, n: int | None = None) -> int | torch.Tensor | None:
+def _label(args, run, n: int | None = None, chosen: bool = False) -> int | torch.Tensor | None:
     """``--label`` as a class index of ``run``, or ``--labels`` (inpaint: a file of one per row of its
-    ``n``) as a tensor of them, checked before any sampling; None without either."""
+    ``n``) as a tensor of them, checked before any sampling; None without either. ``chosen``: without
+    either, the run chooses each row's class (inpaint), which ``--guidance`` may weigh."""
     labels = getattr(args, "labels", None)  # only inpaint has --labels
+    if not (np.isfinite(args.guidance) and args.guidance >= 0):
+        raise UsageError(f"--guidance must be a finite number >= 0, got {args.guidance}")
     if args.label is None and labels is None:
-        if args.guidance:
+        if args.guidance and not chosen:
             raise UsageError("--guidance weighs the samples of one class: give --label too")
         return None
     if args.label is not None and labels is not None:
         raise UsageError("give --label (one class for every row) or --labels (one per row), not both")
-    if not (np.isfinite(args.guidance) and args.guidance >= 0):
-        raise UsageError(f"--guidance must be a finite number >= 0, got {args.guidance}")
     if labels is not None:
         return run.row_labels(read_labels(labels, n), n)
     return run.label_index(args.label)
 
 
-def _describe_label(args, run, label: int | torch.Tensor | None) -> str:
-    if label is None:
+def _describe_label(args, run, label: int | torch.Tensor | None, chosen: bool = False) -> str:
+    if label is None and not chosen:
         return ""
-    if isinstance(label, torch.Tensor):
+    if label is None:
+        text = ", each row as the class it most probably belongs to given its observed cells"
+    elif isinstance(label, torch.Tensor):
         text = f", each row as the class {args.labels} gives it"
     else:
         text = f", class {run.classes[label]!r} (label {label})" if run.classes else f", label {label}"
@@ -153,10 +156,20 @@ def cmd_inpaint(args) -> int:
                 f"mask {args.mask} marks every cell 0 (to fill): there is nothing to condition on; "
                 "draw such rows with `scorefield sample`"
             )
-        label = _label(args, run, x.shape[0])
+        class_run = bool(run.config.model.num_classes) and run.clusters is None
+        if args.null_label and not class_run:
+            raise UsageError(
+                "--null-label is the unconditional model of a class-conditional run; this run has none"
+            )
+        chosen = class_run and not args.null_label and run.component_moments is not None
+        label = _label(args, run, x.shape[0], chosen)
+        if args.null_label and label is not None:
+            raise UsageError(
+                "--null-label completes rows from p(x), with no class: drop --label and --labels"
+            )
         filled = run.inpaint(
             x, mask, args.nfe, args.resample, args.seed, args.batch_size, progress=not args.quiet,
-            label=label, guidance=args.guidance, particles=args.particles,
+            label=label, guidance=args.guidance, particles=args.particles, choose=not args.null_label,
         )  # fmt: skip
         written = [args.out]
         if d.main:
@@ -170,7 +183,7 @@ def cmd_inpaint(args) -> int:
         f"filled {int(missing.sum())} of {missing.numel()} cells in {int(missing.any(1).sum())} of "
         f"{missing.shape[0]} rows of {args.data} ({used} score evaluations per row, "
         + (f"{args.particles} particles" if args.particles > 1 else f"resample {args.resample}")
-        + f"{_describe_label(args, run, label)}); wrote {' and '.join(str(p) for p in written)}"
+        + f"{_describe_label(args, run, label, chosen and label is None)}); wrote {' and '.join(str(p) for p in written)}"
     )
     return 0
 

@@ -6,7 +6,8 @@ version is read with its retired keys dropped. ``Run.sample`` dispatches to the 
 of ``sampling.py`` (probability-flow ODE, DPM-Solver++, the few-step ``sample_fast``, predictor-corrector,
 Euler-Maruyama, annealed Langevin), for a class-conditional run of one class with classifier-free
 guidance on request (``score.guided``); ``Run.inpaint`` fills the entries of data rows a mask leaves out
-given the others (``sample_conditional``); ``Run.log_prob`` integrates the probability-flow ODE (of the
+given the others (``sample_conditional``), for a class-conditional run without a label as the class each
+row most probably belongs to (``most_probable_class``); ``Run.log_prob`` integrates the probability-flow ODE (of the
 unconditional model, for a class-conditional run). A run conditioned on k-means clusters
 (``data.labels = clusters``) is the mixture of its clusters' models wherever no label is given:
 ``sample`` draws each sample's cluster (stratified, ``draw_clusters``), ``log_prob`` sums the nearest
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +59,9 @@ class Run:
     in model units and their shares of the training data, else None; ``moments``, the training data's
     mean and covariance in model units (``gaussian.data_moments``; None in runs saved before they were
     kept), which give ``sample_fast`` its Gaussian start; ``component_moments``, one Gaussian per class or
-    cluster of a conditional run (``gaussian.component_moments``), the start of their samples."""
+    cluster of a conditional run (``gaussian.component_moments``), the start of their samples and the
+    choice of the class or cluster a row is inpainted from; ``class_weights``, each class's share of
+    a class-conditional run's training data (``[k]``; None in runs saved before they were kept)."""
 
     run_dir: Path
     config: Config
@@ -70,6 +74,7 @@ class Run:
     clusters: dict[str, torch.Tensor] | None = None  # data.labels = clusters: centroids [k, D], weights [k]
     moments: DataMoments | None = None
     component_moments: DataMoments | None = None
+    class_weights: torch.Tensor | None = None  # class-conditional runs: each class's share of the data
 
     def __post_init__(self) -> None:
         self.columns = tuple(self.columns) or default_columns(math.prod(self.data_shape))
@@ -189,6 +194,7 @@ class Run:
         label: int | str | Sequence[int | str] | torch.Tensor | None = None,
         guidance: float = 0.0,
         particles: int | None = None,
+        choose: bool = True,
     ) -> torch.Tensor:
         """``x`` (data units, ``[N, *data_shape]``) with the entries where ``mask`` is False filled by draws of
         ``p(x_missing | x_observed)``, the observed entries (``mask`` True) returned exactly as given.
@@ -202,10 +208,12 @@ class Run:
         and model in the model's units: the scaler is elementwise, so a mask means the same there.
         ``mask`` (booleans) broadcasts to ``x``'s shape; rows without an observed entry are drawn from the
         model, and a mask without any raises ``RunError``. ``label`` and ``guidance`` as in ``sample``,
-        or one label per row (a sequence or tensor of ``N``: each row completed as its own class);
-        without a label, a run conditioned on clusters fills each row from the cluster it most probably
-        came from given its observed entries (``most_probable_cluster``;
-        docs/math.md#cluster-conditional-models).
+        or one label per row (a sequence or tensor of ``N``: each row completed as its own class).
+        Without a label, a conditional run fills each row from the class or cluster it most probably
+        came from given its observed entries (``most_probable_class``, with ``guidance`` towards it;
+        ``most_probable_cluster``; docs/math.md#choosing-the-class-of-a-partly-observed-row); with
+        ``choose=False`` a class-conditional run fills it from its unconditional model (the null
+        label: p(x), with no class chosen), which a run conditioned on clusters does not have.
         Every random number of row ``i`` is keyed by ``(seed, i)``, so row ``i`` is the same for any
         ``batch_size`` (default: ``sample.batch_size`` divided by ``particles``, so that a network call
         holds about ``sample.batch_size`` examples) and any number of processes (torchrun: split over
@@ -229,8 +237,8 @@ class Run:
             ) from None
         if not bool(mask.any()):
             raise RunError("the mask observes no entry: nothing to condition on; use sample instead")
-        rows_labels = self.row_labels(label, x.shape[0])
-        if rows_labels is None:
+        rows_labels, chosen_by = self.row_labels(label, x.shape[0]), self._chooser(label, choose, guidance)
+        if rows_labels is None and chosen_by is None:
             score = self.score_functions(label, guidance).t
         x = x.to(self.device, torch.float32)
         z_obs = self.scaler.transform(x)
@@ -241,9 +249,8 @@ class Run:
         ):  # fmt: skip
             if rows_labels is not None:
                 score = self.score_functions(rows_labels[start:stop], guidance).t
-            elif label is None and self.clusters is not None:
-                chosen = self.most_probable_cluster(z_obs[start:stop], mask[start:stop])
-                score = self.score_functions(chosen, 0.0).t  # (each row's particles share it: rows_score)
+            elif chosen_by is not None:  # (each row's particles share its class or cluster: rows_score)
+                score = self.score_functions(chosen_by(z_obs[start:stop], mask[start:stop]), guidance).t
             noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
             out[start:stop], _ = sample_conditional(
                 score, self.setup.sde, z_obs[start:stop], mask[start:stop], nfe=nfe, resample=resample,
@@ -325,6 +332,44 @@ class Run:
             return self.nearest_cluster(z, mask)
         log_p = component_log_probs(self.component_moments, z, mask) + clusters["weights"].log()
         return log_p.argmax(1).to(z.device)
+
+    def most_probable_class(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The class of a class-conditional run each example of ``z`` (model units) most probably belongs to
+        given the entries ``mask`` observes: Bayes' rule under the class Gaussians, the largest
+        ``log π_y + log N(z_obs; μ_y, Σ_y)`` (``component_moments`` marginal on the observed entries,
+        ``π`` the ``class_weights``, equal in runs saved before they were kept;
+        docs/math.md#choosing-the-class-of-a-partly-observed-row). ``[N]`` class indices."""
+        k = self.config.model.num_classes
+        if not k or self.clusters is not None or self.component_moments is None:
+            raise RunError(
+                f"the run in {self.run_dir} keeps no class Gaussians (a class-conditional run trained since "
+                "runs keep them has them)"
+            )
+        weights = self.class_weights if self.class_weights is not None else torch.full((k,), 1.0 / k)
+        log_p = component_log_probs(self.component_moments, z, mask) + weights.double().log()
+        return log_p.argmax(1).to(z.device)
+
+    def _chooser(self, label, choose: bool, guidance: float):
+        """What ``inpaint`` chooses each row's class or cluster with when no label is given, else None."""
+        if label is not None or not self.config.model.num_classes:
+            return None
+        if self.clusters is not None:
+            if not choose or guidance:
+                raise RunError(
+                    "a run conditioned on clusters fills each row from its most probable cluster, unguided: "
+                    "it has no unconditional model (choose=False) and no guidance without a label"
+                )
+            return self.most_probable_cluster
+        if not choose:
+            return None
+        if self.component_moments is None:
+            warnings.warn(
+                f"the run in {self.run_dir} was saved before runs kept their class Gaussians: it cannot "
+                "choose each row's class, so it fills them from its null label (p(x)); retrain it to choose",
+                stacklevel=3,
+            )
+            return None
+        return self.most_probable_class
 
     def _clusters(self) -> dict[str, torch.Tensor]:
         if self.clusters is None:
@@ -449,5 +494,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None, use_
     moments = [
         DataMoments(**ckpt.state[k]) if k in ckpt.state else None for k in ("moments", "component_moments")
     ]
-    clusters = ckpt.state.get("clusters")  # moments: None in runs saved before they were kept
-    return Run(run_dir, config, setup, scaler, ckpt.step, device, columns, classes, clusters, *moments)
+    kept = [ckpt.state.get(k) for k in ("clusters", "class_weights")]  # None where not kept (older runs)
+    return Run(
+        run_dir, config, setup, scaler, ckpt.step, device, columns, classes, kept[0], *moments, kept[1]
+    )

@@ -363,6 +363,10 @@ def _train(
     kept = learned_moments(config, data, labels)  # sample_fast's Gaussian start (gaussian.py)
     if clustered:
         kept["clusters"] = cluster_state(data, labels, config.model.num_classes)
+    elif labels is not None:  # the prior of the class a partly observed row is inpainted from
+        kept["class_weights"] = torch.bincount(
+            labels.cpu(), minlength=config.model.num_classes
+        ).double() / len(labels)
 
     def save(step: int) -> Path | None:
         if not d.main:
