@@ -133,13 +133,16 @@ def guidance_table(run: Run, classifier: DigitsClassifier, per_class: int, quick
         scaled = scale_digits(levels)
         accuracy = classifier.accuracy(scaled, labels)
         fd = frechet_digits_distance(scaled, x_test, classifier, allow_small=quick)
-        rows.append([f"{w:g}", accuracy, fd, fd / floor_fd, spread(levels, labels) / data_spread])
+        rows.append(
+            [f"{w:g}", accuracy, interval(accuracy, labels.numel()), fd, fd / floor_fd,
+             spread(levels, labels) / data_spread]
+        )  # fmt: skip
         firsts.append(levels[::per_class])  # the first sample of each digit
     unconditional = to_levels(
         run.sample(10 * per_class, "dpm", STEPS, seed=10).reshape(-1, 1, 8, 8), dequantized
     )
     fd = frechet_digits_distance(scale_digits(unconditional), x_test, classifier, allow_small=quick)
-    rows.append(["no label (the null label: p(x))", "-", fd, fd / floor_fd, "-"])
+    rows.append(["no label (the null label: p(x))", "-", "-", fd, fd / floor_fd, "-"])
     image_grid(
         torch.cat(firsts),
         nrow=10,
@@ -150,6 +153,7 @@ def guidance_table(run: Run, classifier: DigitsClassifier, per_class: int, quick
     header = [
         "guidance w",
         "classified as the digit asked for",
+        "its 95% interval (Wilson)",
         f"Fréchet distance ({10 * per_class} samples vs test split)",
         f"ratio to floor ({floor_fd:.3f})",
         "within-class spread / training split's",
@@ -179,6 +183,20 @@ def knn_references(x_test: torch.Tensor, observed: torch.Tensor) -> dict:
             for name, c in classifiers.items()
         },
     }
+
+
+def interval(accuracy: float, n: int) -> str:
+    """The 95% Wilson score interval of an accuracy measured on ``n`` images, as ``low-high``."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(round(accuracy * n), n).proportion_ci(0.95, method="wilson")
+    return f"{ci.low:.3f}-{ci.high:.3f}"
+
+
+def bounds(text: str) -> tuple[float, float]:
+    """The two ends of an ``interval`` as it is written in a table."""
+    low, high = text.split("-")
+    return float(low), float(high)
 
 
 def paired_test(right: torch.Tensor, other: torch.Tensor) -> tuple[int, int, float]:
@@ -310,8 +328,10 @@ def inpainting_table(run: Run, unconditional: Run, classifier: DigitsClassifier,
     header = [
         f"bottom halves of {n} test images",
         "classified as the true digit",
+        "its 95% interval (Wilson)",
         "RMSE of the filled pixels (grey levels)",
     ]
+    rows = [[name, acc, "-" if acc == "-" else interval(acc, n), err] for name, acc, err in rows]
     best = max(predicted, key=lambda name: float((predicted[name] == y_test).float().mean()))
     wrong = predicted[best] != y_test
     pairs = zip(y_test[wrong].tolist(), predicted[best][wrong].tolist(), strict=True)
@@ -329,9 +349,11 @@ def reading(guidance: list[list], inpainting: list[list], paired: dict) -> str:
     """What the tables say about the two targets, from their numbers."""
     accuracies = {row[0]: row[1] for row in guidance[: len(WEIGHTS)]}
     met = [w for w, a in accuracies.items() if a >= GUIDANCE_TARGET]
-    fd = {row[0]: row[2] for row in guidance[: len(WEIGHTS)]}
+    fd = {row[0]: row[3] for row in guidance[: len(WEIGHTS)]}
+    low0, high0 = bounds(guidance[0][2])
     lines = [
-        f"- Guidance: classified as the digit asked for in {accuracies['0']:.1%} of samples at w = 0 and "
+        f"- Guidance: classified as the digit asked for in {accuracies['0']:.1%} of samples at w = 0 "
+        f"(95% interval {low0:.1%} to {high0:.1%}) and "
         f"{max(accuracies.values()):.1%} at best; the target ({GUIDANCE_TARGET:.0%}) is "
         + (f"met from w = {met[0]} on." if met else "not met.")
         + f" The price is diversity: the Fréchet distance grows from {fd['0']:.3g} (w = 0) to "
@@ -349,6 +371,7 @@ def reading(guidance: list[list], inpainting: list[list], paired: dict) -> str:
     ]
     nearest, handed = inpainting[len(INPAINT)][1], inpainting[len(INPAINT) + 2][1]
     verdict = "met" if model[best] >= INPAINT_TARGET else "not met"
+    low, high = bounds(next(row[2] for row in inpainting if row[0] == best))
     classifiers = "; ".join(
         f"{name} {table[f'(no completion) {name} of the top halves']:.1%} (right where the completion is "
         f"wrong on {classifier_only} images, wrong where it is right on {completion_only}; exact McNemar "
@@ -359,7 +382,8 @@ def reading(guidance: list[list], inpainting: list[list], paired: dict) -> str:
     lines.append(
         f"- Inpainting: completions classified as the true digit in {model[best]:.1%} of test images at "
         f"best ({best}), against {model[first]:.1%} for RePaint's resampling ({first}); the target "
-        f"({INPAINT_TARGET:.0%}) is {verdict}. Sequential Monte Carlo keeps the particles whose noisy "
+        f"({INPAINT_TARGET:.0%}) is {verdict}, and lies {'inside' if low <= INPAINT_TARGET <= high else 'outside'} "
+        f"the 95% interval of that accuracy on {paired['images']} images ({low:.1%} to {high:.1%}). Sequential Monte Carlo keeps the particles whose noisy "
         "state predicts the top half's noisy path, which decides the digit where the noise is high and "
         "replacement cannot; RePaint's resampling with jumps of one step corrects the class only slowly. "
         f"Without a label, the class-conditional run decides each row's digit first, the most probable under "

@@ -142,6 +142,10 @@ def test_inpainting_fills_from_the_most_probable_cluster_given_the_observed_entr
     assert torch.equal(filled[:, 0], x[:, 0])
     left, right = filled[0::2, 1].mean().item(), filled[1::2, 1].mean().item()
     assert abs(left - 0.0) < 0.2 and abs(right - 1.0) < 0.2
+    blank = torch.zeros(201, 2, dtype=torch.bool)
+    blank[0, 0] = True  # every other row observes nothing: a draw of the mixture, its cluster by the shares
+    right = float((clustered.inpaint(torch.zeros(201, 2), blank, seed=1)[1:, 0] > 0).float().mean())
+    assert abs(right - COUNTS[1] / sum(COUNTS)) < 0.06  # stratified: 50 of 200 up to O(log n)
     for refused in ({"choose": False}, {"guidance": 1.0}):  # no unconditional model, no class to guide to
         with pytest.raises(RunError, match="fills each row from its most probable cluster, unguided"):
             clustered.inpaint(x, mask, **refused)

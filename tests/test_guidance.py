@@ -526,6 +526,10 @@ def test_inpaint_without_a_label_completes_each_row_as_its_most_probable_class(c
     assert 0.2 < float((null[:, 0] > 0).float().mean()) < 0.8
     with pytest.raises(RunError, match="guidance applies to the samples of one class"):
         run.inpaint(x, mask, choose=False, guidance=1.0)
+    blank = torch.zeros(n + 1, 2, dtype=torch.bool)
+    blank[0, 1] = True  # every other row observes nothing: a draw of the model, its class by the shares
+    right = float((run.inpaint(torch.zeros(n + 1, 2), blank)[1:, 0] > 0).float().mean())
+    assert 0.4 <= right <= 0.6  # half of each: stratified, 20 of 40 up to O(log n)
     old = dataclasses.replace(run, component_moments=None, class_weights=None)
     with pytest.warns(UserWarning, match="saved before runs kept their class Gaussians"):
         assert torch.equal(old.inpaint(middle, mask), null)

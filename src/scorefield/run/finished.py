@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..conditional import inpaint_settings, sample_conditional
 from ..datasets import default_columns
-from ..gaussian import DataMoments, component_log_probs
+from ..gaussian import DataMoments
 from ..keyed import KeyedNoise
 from ..likelihood import log_likelihood
 from ..multistep import optimise_grid
@@ -41,6 +40,7 @@ from .checkpoint import CheckpointError, atomic_write, latest_good
 from .clusters import cluster_distances, draw_clusters
 from .config import Config, parse_config
 from .distributed import blocks, gather
+from .labels import Labels
 from .sampling import SAMPLERS, Scores, rows_score
 from .train import RunError
 
@@ -50,7 +50,7 @@ GRIDS_FILE = "grids.json"  # time grids fitted to the run by `scorefield tune`, 
 
 
 @dataclass
-class Run:
+class Run(Labels):
     """A trained run: its config, the built objects (model with EMA or last weights), scaler and step,
     and ``columns``, the names of the training data's features (a CSV's header, else ``x0, x1, ...``;
     one per feature of a flattened example), and ``classes``, the names of the class labels of a
@@ -61,7 +61,9 @@ class Run:
     kept), which give ``sample_fast`` its Gaussian start; ``component_moments``, one Gaussian per class or
     cluster of a conditional run (``gaussian.component_moments``), the start of their samples and the
     choice of the class or cluster a row is inpainted from; ``class_weights``, each class's share of
-    a class-conditional run's training data (``[k]``; None in runs saved before they were kept)."""
+    a class-conditional run's training data (``[k]``; None in runs saved before they were kept). The label
+    methods (``label_index``, ``row_labels``, ``most_probable_class``, ``most_probable_cluster``, ...) are
+    ``labels.Labels``'s."""
 
     run_dir: Path
     config: Config
@@ -79,29 +81,6 @@ class Run:
     def __post_init__(self) -> None:
         self.columns = tuple(self.columns) or default_columns(math.prod(self.data_shape))
         self.classes = tuple(self.classes)
-
-    def label_index(self, label: int | str) -> int:
-        """The class index of ``label``: a class name (``classes``; a CSV's label, a digit), else an
-        index ``0 .. num_classes - 1`` (an int, or a string of one). ``RunError`` for a run without
-        labels or a label it does not have."""
-        k = self.config.model.num_classes
-        if not k:
-            raise RunError(
-                f"the run in {self.run_dir} is unconditional (model.num_classes = 0): it takes no label; "
-                "train with model.num_classes > 0 on labelled data"
-            )
-        if isinstance(label, str) and label.strip() in self.classes:
-            return self.classes.index(label.strip())
-        try:
-            index = int(label)
-        except (TypeError, ValueError):
-            index = None
-        if index is None or not 0 <= index < k or (isinstance(label, float) and label != index):
-            names = f" or a class name ({', '.join(self.classes)})" if self.classes else ""
-            raise RunError(
-                f"label {label!r} is out of range: the run has {k} classes, indices 0 .. {k - 1}{names}"
-            )
-        return index
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -250,7 +229,13 @@ class Run:
             if rows_labels is not None:
                 score = self.score_functions(rows_labels[start:stop], guidance).t
             elif chosen_by is not None:  # (each row's particles share its class or cluster: rows_score)
-                score = self.score_functions(chosen_by(z_obs[start:stop], mask[start:stop]), guidance).t
+                chosen = chosen_by(z_obs[start:stop], mask[start:stop])
+                blank = ~mask[start:stop].flatten(1).any(
+                    1
+                )  # a draw of the model: its class drawn by the shares
+                rows = torch.arange(start, stop, device=self.device)[blank]
+                chosen[blank] = draw_clusters(self.label_shares, seed, rows).to(chosen)
+                score = self.score_functions(chosen, guidance).t
             noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
             out[start:stop], _ = sample_conditional(
                 score, self.setup.sde, z_obs[start:stop], mask[start:stop], nfe=nfe, resample=resample,
@@ -258,21 +243,6 @@ class Run:
             )  # fmt: skip
         filled = self.scaler.inverse_transform(gather(out).cpu())
         return torch.where(mask.cpu(), x.cpu(), filled)
-
-    def row_labels(self, label, n: int) -> torch.Tensor | None:
-        """The class index of each of ``n`` rows when ``label`` holds one label per row (a sequence or a
-        1-D tensor of ``n`` labels, each as ``label_index`` takes it), else None (one label or none for
-        all). ``RunError`` for a count other than ``n`` or a label the run does not have."""
-        if (
-            label is None
-            or isinstance(label, (int, str))
-            or (isinstance(label, torch.Tensor) and label.ndim == 0)
-        ):
-            return None
-        labels = label.tolist() if isinstance(label, torch.Tensor) else list(label)
-        if len(labels) != n:
-            raise RunError(f"{len(labels)} labels for {n} rows: give one label, or one per row")
-        return torch.tensor([self.label_index(y) for y in labels], dtype=torch.long, device=self.device)
 
     def fast_grid(self, nfe: int) -> torch.Tensor | None:
         """The grid ``tune_grid`` stored for ``nfe`` score evaluations at this checkpoint's step, else None
@@ -311,73 +281,6 @@ class Run:
         stored[str(nfe)] = {"times": grid.tolist(), "step": self.step, "draws": n, **info}
         atomic_write(path, (json.dumps(stored, indent=2) + "\n").encode())
         return {**info, "grid": grid, "path": path}
-
-    def draw_clusters(self, seed: int, rows: torch.Tensor) -> torch.Tensor:
-        """The cluster of each sample ``rows`` (global indices) of a run conditioned on clusters, drawn by
-        the clusters' shares, stratified and keyed by ``(seed, row)`` alone (``clusters.draw_clusters``)."""
-        return draw_clusters(self._clusters()["weights"], seed, rows)
-
-    def nearest_cluster(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The cluster whose centroid is nearest (Euclidean, model units) to each example of ``z``, ``[N]``;
-        with ``mask`` (True = observed) on the observed entries only (``clusters.cluster_distances``)."""
-        return cluster_distances(self._clusters()["centroids"], z, mask).argmin(1)
-
-    def most_probable_cluster(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The cluster each example of ``z`` (model units) most probably came from given the entries ``mask``
-        observes: the largest ``log w_k + log N(z_obs; μ_k, Σ_k)`` under the clusters' Gaussians
-        (``component_moments``, marginal on the observed entries; ``gaussian.component_log_probs``);
-        ``nearest_cluster`` for a run saved before they were kept. ``[N]``."""
-        clusters = self._clusters()
-        if self.component_moments is None:
-            return self.nearest_cluster(z, mask)
-        log_p = component_log_probs(self.component_moments, z, mask) + clusters["weights"].log()
-        return log_p.argmax(1).to(z.device)
-
-    def most_probable_class(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The class of a class-conditional run each example of ``z`` (model units) most probably belongs to
-        given the entries ``mask`` observes: Bayes' rule under the class Gaussians, the largest
-        ``log π_y + log N(z_obs; μ_y, Σ_y)`` (``component_moments`` marginal on the observed entries,
-        ``π`` the ``class_weights``, equal in runs saved before they were kept;
-        docs/math.md#choosing-the-class-of-a-partly-observed-row). ``[N]`` class indices."""
-        k = self.config.model.num_classes
-        if not k or self.clusters is not None or self.component_moments is None:
-            raise RunError(
-                f"the run in {self.run_dir} keeps no class Gaussians (a class-conditional run trained since "
-                "runs keep them has them)"
-            )
-        weights = self.class_weights if self.class_weights is not None else torch.full((k,), 1.0 / k)
-        log_p = component_log_probs(self.component_moments, z, mask) + weights.double().log()
-        return log_p.argmax(1).to(z.device)
-
-    def _chooser(self, label, choose: bool, guidance: float):
-        """What ``inpaint`` chooses each row's class or cluster with when no label is given, else None."""
-        if label is not None or not self.config.model.num_classes:
-            return None
-        if self.clusters is not None:
-            if not choose or guidance:
-                raise RunError(
-                    "a run conditioned on clusters fills each row from its most probable cluster, unguided: "
-                    "it has no unconditional model (choose=False) and no guidance without a label"
-                )
-            return self.most_probable_cluster
-        if not choose:
-            return None
-        if self.component_moments is None:
-            warnings.warn(
-                f"the run in {self.run_dir} was saved before runs kept their class Gaussians: it cannot "
-                "choose each row's class, so it fills them from its null label (p(x)); retrain it to choose",
-                stacklevel=3,
-            )
-            return None
-        return self.most_probable_class
-
-    def _clusters(self) -> dict[str, torch.Tensor]:
-        if self.clusters is None:
-            raise RunError(
-                f"the run in {self.run_dir} is not conditioned on clusters (data.labels = "
-                f"{self.config.data.labels}); it has none to draw or to compare with"
-            )
-        return self.clusters
 
     def score_functions(self, label: int | str | torch.Tensor | None, guidance: float) -> Scores:
         """The score functions a sampler uses: the model's own, or the guided ones of ``label`` (a class,
