@@ -230,9 +230,8 @@ class Run(Labels):
                 score = self.score_functions(rows_labels[start:stop], guidance).t
             elif chosen_by is not None:  # (each row's particles share its class or cluster: rows_score)
                 chosen = chosen_by(z_obs[start:stop], mask[start:stop])
-                blank = ~mask[start:stop].flatten(1).any(
-                    1
-                )  # a draw of the model: its class drawn by the shares
+                # a row that observes nothing is a draw of the model: its class or cluster drawn by the shares
+                blank = ~mask[start:stop].flatten(1).any(1)
                 rows = torch.arange(start, stop, device=self.device)[blank]
                 chosen[blank] = draw_clusters(self.label_shares, seed, rows).to(chosen)
                 score = self.score_functions(chosen, guidance).t

@@ -97,8 +97,8 @@ class Labels:
         k = self.config.model.num_classes
         if not k or self.clusters is not None or self.component_moments is None:
             raise RunError(
-                f"the run in {self.run_dir} keeps no class Gaussians (a class-conditional run trained since "
-                "runs keep them has them)"
+                f"the run in {self.run_dir} keeps no class Gaussians to choose a class with: it is not "
+                "class-conditional, or was saved before runs kept them (retrain it)"
             )
         log_p = component_log_probs(self.component_moments, z, mask) + self.label_shares.log()
         return log_p.argmax(1).to(z.device)
@@ -109,12 +109,10 @@ class Labels:
         shares of the classes in runs saved before they were kept)."""
         if self.clusters is not None:
             return self.clusters["weights"].double()
+        if self.class_weights is not None:
+            return self.class_weights.double()
         k = self.config.model.num_classes
-        return (
-            self.class_weights.double()
-            if self.class_weights is not None
-            else torch.full((k,), 1 / k).double()
-        )
+        return torch.full((k,), 1 / k, dtype=torch.float64)
 
     def _chooser(self, label, choose: bool, guidance: float):
         """What ``inpaint`` chooses each row's class or cluster with when no label is given, else None."""
