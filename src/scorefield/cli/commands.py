@@ -183,7 +183,7 @@ def cmd_inpaint(args) -> int:
         f"filled {int(missing.sum())} of {missing.numel()} cells in {int(missing.any(1).sum())} of "
         f"{missing.shape[0]} rows of {args.data} ({used} score evaluations per row, "
         + (f"{args.particles} particles" if args.particles > 1 else f"resample {args.resample}")
-        + f"{_describe_label(args, run, label, chosen and label is None)}); wrote {' and '.join(str(p) for p in written)}"
+        + f"{_describe_label(args, run, label, chosen)}); wrote {' and '.join(str(p) for p in written)}"
     )
     return 0
 
