@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from scorefield.files import atomic_write
 from scorefield.run.checkpoint import (
     CheckpointError,
-    atomic_write,
     checkpoint_dir,
     latest_good,
     list_checkpoints,

@@ -6,12 +6,11 @@ files (safetensors weights, JSON parameters and fitted state) that ``save`` writ
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_random_state
 
@@ -23,6 +22,7 @@ except ImportError:  # scikit-learn < 1.6: the same checks as an estimator metho
         return estimator._validate_data(X, **kwargs)
 
 
+from .files import atomic_write
 from .utils import default_device
 
 __all__ = [
@@ -130,16 +130,8 @@ def write_pair(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -
     path = Path(path)
     meta_path = _meta_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp))
-        tmp_meta.write_text(json.dumps(meta, indent=2, default=_json_default))
-        tmp.replace(path)
-        tmp_meta.replace(meta_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp_meta.unlink(missing_ok=True)
+    atomic_write(path, save(tensors))
+    atomic_write(meta_path, json.dumps(meta, indent=2, default=_json_default).encode())
 
 
 def read_pair(path: str | Path, class_name: str) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..datasets import default_columns, read_table
-from ..run.checkpoint import atomic_write
+from ..files import atomic_write
 
 __all__ = [
     "ARRAY_SUFFIXES",
@@ -263,11 +263,6 @@ def write_array(
 
 
 def write_figure(path: Path, draw) -> None:
-    """A figure written atomically: ``draw(tmp)`` writes it to a temporary file of the same suffix
-    (matplotlib and Pillow pick the format by it), whose bytes then replace ``path`` whole."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        draw(tmp)
-        atomic_write(path, tmp.read_bytes())
-    finally:
-        tmp.unlink(missing_ok=True)
+    """A figure written atomically: ``draw(tmp)`` writes it to a fresh temporary file of the same suffix
+    (matplotlib and Pillow pick the format by it), which then replaces ``path`` whole."""
+    atomic_write(path, draw)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..datasets import load_data
-from ..run.checkpoint import atomic_write
+from ..files import atomic_write
 from ..run.finished import load_run
 from ..run.kinds import SDE_KINDS, is_ladder
 from .io import UsageError, check_writable, say, write_figure

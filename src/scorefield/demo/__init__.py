@@ -43,7 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..distributions import two_gaussians
-from ..run.checkpoint import atomic_write
+from ..files import atomic_write
 from . import page, sections
 from .settings import FULL, QUICK, Budget, Streams
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -31,10 +30,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from ..files import atomic_write
+
 __all__ = [
     "Checkpoint",
     "CheckpointError",
-    "atomic_write",
     "checkpoint_dir",
     "latest_good",
     "list_checkpoints",
@@ -67,34 +67,6 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 def _paths(ckpt_dir: Path, step: int) -> tuple[Path, Path]:
     stem = ckpt_dir / f"step-{step:07d}"
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # a platform without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, whole."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------------------------------

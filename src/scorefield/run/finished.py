@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..conditional import inpaint_settings, sample_conditional
 from ..datasets import default_columns
+from ..files import atomic_write
 from ..gaussian import DataMoments
 from ..keyed import KeyedNoise
 from ..likelihood import log_likelihood
@@ -36,7 +37,7 @@ from ..scalers import Standardizer
 from ..score import guided
 from ..utils import default_device
 from .build import Setup, build
-from .checkpoint import CheckpointError, atomic_write, latest_good
+from .checkpoint import CheckpointError, latest_good
 from .clusters import cluster_distances, draw_clusters
 from .config import Config, parse_config
 from .distributed import blocks, gather

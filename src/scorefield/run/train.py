@@ -43,12 +43,13 @@ import torch
 import torch.distributed as dist
 
 from ..datasets import IMAGE_LEVELS, image_scaler, random_hflip, read_labelled_data
+from ..files import atomic_write
 from ..fit import EMA, LossWindow, Trainer, fit, warmup_schedule
 from ..gaussian import component_moments, data_moments
 from ..scalers import Standardizer
 from ..utils import make_generator, rand_like
 from .build import OBJECTIVES, build, derive_seed, initial_sigma_max
-from .checkpoint import Checkpoint, atomic_write, latest_good, save_checkpoint
+from .checkpoint import Checkpoint, latest_good, save_checkpoint
 from .clusters import cluster_labels, cluster_state
 from .config import Config, ConfigError, parse_config, to_toml, with_absolute_paths
 from .distributed import Dist, distributed, local_rows

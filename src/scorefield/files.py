@@ -1,0 +1,83 @@
+"""Files written whole or not at all, under names nobody can predict.
+
+Every file scorefield writes (checkpoints, metrics, configs, arrays, figures, saved estimators) goes
+through ``atomic_output``: the bytes are written to a temporary file that ``tempfile.mkstemp`` creates
+in the target's own folder (a random name opened with ``O_CREAT | O_EXCL``, so a symlink planted
+beside the target cannot redirect the write, and two threads or processes never share a temporary),
+flushed and fsynced, then renamed over the target with ``os.replace``, which is atomic on one file
+system. A crash leaves the old file or the new one, never a cut one; a failure removes the temporary.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["TEMP_PREFIX", "atomic_output", "atomic_write", "fsync_dir"]
+
+# temporaries start with this, so a folder's leftovers from a killed process can be recognised
+TEMP_PREFIX = ".scorefield-tmp-"
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename inside ``path`` durable (where the platform has directory handles)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A fresh temporary path beside ``path`` (same suffix, so writers that pick a format by it work);
+    on a clean exit its contents replace ``path`` whole, on an exception it is removed.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_output(folder / "a.txt") as tmp:
+    ...     _ = tmp.write_text("whole")
+    >>> (folder / "a.txt").read_text(), sorted(p.name for p in folder.iterdir())
+    ('whole', ['a.txt'])
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:  # the writer may have closed it without syncing
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: str | Path, data: bytes | Callable[[Path], object]) -> None:
+    """Write ``data`` (bytes, or a function that writes the file at the path it is given) to ``path``
+    so that a crash leaves either the old file or the new one, whole. Bytes go through the descriptor
+    ``mkstemp`` opened, so not even the temporary's name is reopened."""
+    if callable(data):
+        with atomic_output(path) as tmp:
+            data(tmp)
+        return
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(name, path)
+    finally:
+        Path(name).unlink(missing_ok=True)
+    fsync_dir(path.parent)
