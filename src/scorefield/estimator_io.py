@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_random_state
 
@@ -22,7 +22,7 @@ except ImportError:  # scikit-learn < 1.6: the same checks as an estimator metho
         return estimator._validate_data(X, **kwargs)
 
 
-from .files import atomic_write
+from .files import atomic_output
 from .utils import default_device
 
 __all__ = [
@@ -130,8 +130,10 @@ def write_pair(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -
     path = Path(path)
     meta_path = _meta_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, save(tensors))
-    atomic_write(meta_path, json.dumps(meta, indent=2, default=_json_default).encode())
+    # both temporaries are complete before either replaces its target (the side file first)
+    with atomic_output(path) as tmp, atomic_output(meta_path) as tmp_meta:
+        save_file(tensors, str(tmp))
+        tmp_meta.write_text(json.dumps(meta, indent=2, default=_json_default))
 
 
 def read_pair(path: str | Path, class_name: str) -> tuple[dict, dict[str, torch.Tensor]]:
