@@ -3,7 +3,7 @@
 Each library path is timed beside the shortest loop that does the same arithmetic, in the same run and
 interleaved (``interleaved_times``), and quoted as a ratio (library rate / minimal rate; 1 = no overhead).
 
-- Training: ``scorefield.train.train(config, run_dir)`` on ``configs/toy_vp.toml`` (MLP 128 x 3, batch
+- Training: ``scorefield.run.train.train(config, run_dir)`` on ``configs/toy_vp.toml`` (MLP 128 x 3, batch
   256, AdamW, ``sde_dsm``, grad clipping 1.0, EMA 0.999, LR warm-up, metrics every 50 steps). Its
   per-step rate is ``(N2 - N1) / (T(N2) - T(N1))`` from runs of N1 and N2 steps, which cancels the set-up
   (data, model, run directory, the final checkpoint). The minimal loop: random batch indices, AdamW,

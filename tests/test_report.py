@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scorefield import demo, report
+from scorefield import demo
 from scorefield.cli import main
 from scorefield.demo.experiments import (
     classifier_two_sample_test,
@@ -217,7 +217,6 @@ def test_scorefield_demo_writes_the_report_and_the_seed_fixes_every_number(ran, 
     assert from_cli["settings"]["quick"] is True and from_cli["settings"]["moons_steps"] == TINY.moons_steps
     assert _numbers(from_cli) == _numbers(ran[1])  # one seed, one budget: the same numbers, run twice
     assert from_cli["moons"]["steps"] == TINY.moons_steps != demo.FULL.moons_steps  # and the budget is used
-    assert report.run_demo is demo.run_demo  # the old address still runs it
 
 
 def test_the_mixture_in_other_coordinates_is_exact():

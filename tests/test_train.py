@@ -380,23 +380,3 @@ def test_sigkill_and_sigterm_then_resume_end_bitwise_equal(tmp_path):
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
     assert_bitwise_equal(final_state(tmp_path / "reference"), final_state(tmp_path / "run"))
-
-
-def test_the_old_module_paths_offer_the_same_objects():
-    import scorefield.checkpoint
-    import scorefield.config
-    import scorefield.train
-    from scorefield.run import build as build_module
-    from scorefield.run import checkpoint, config, distributed, finished
-    from scorefield.run import train as train_module
-
-    for old, homes in (
-        (scorefield.train, (build_module, distributed, finished, train_module)),
-        (scorefield.config, (config,)),
-        (scorefield.checkpoint, (checkpoint,)),
-    ):
-        for name in old.__all__:
-            if name == "EMA":
-                continue  # fit.EMA, re-exported since the trainer used it
-            assert any(getattr(home, name, None) is getattr(old, name) for home in homes), name
-    assert scorefield.train._local_rows is local_rows and scorefield.train.load_run is load_run

@@ -25,14 +25,13 @@ GROUPS = [
         "Maths",
         [
             "distributions", "sde", "noise", "keyed", "score", "losses", "ode", "samplers",
-            "multistep", "gaussian", "langevin", "conditional", "likelihood", "metrics", "scalers", "utils",
+            "multistep", "gaussian", "langevin", "conditional", "likelihood", "metrics", "scalers", "utils", "files",
         ],
     ),
     ("Networks and data", ["nets", "datasets"]),
     ("Estimators", ["fit", "estimator", "bases", "estimator_recipe", "estimator_io", "imputer"]),
     ("Runs", ["run"]),
-    ("Application", ["cli", "demo", "report", "viz", "eval"]),
-    ("Compatibility", ["config", "checkpoint", "train"]),
+    ("Application", ["cli", "demo", "viz", "eval"]),
 ]  # fmt: skip
 
 # griffe messages about docstrings that are known and reported, by (file, start of the message): logged
