@@ -6,21 +6,52 @@ API is exactly what this module lists in ``__all__``; ``losses``, ``metrics``, `
 ``datasets`` are reached as submodules (``sf.losses.dsm``).
 """
 
-from . import datasets, losses, metrics, nets
+import importlib
+from typing import TYPE_CHECKING
+
 from .conditional import sample_conditional
 from .distributions import Gaussian, GaussianMixture, Parzen, two_gaussians
-from .estimator import ScoreAnomalyDetector, ScoreDensityEstimator
 from .gaussian import DataMoments, data_moments, gaussian_flow
-from .imputer import ScoreImputer
 from .keyed import KeyedNoise
 from .langevin import annealed_langevin, langevin, mala
 from .likelihood import bits_per_dim, log_likelihood
 from .multistep import optimise_grid, sample_fast, sample_multistep
 from .noise import geometric_sigmas
-from .run.finished import Run, load_run
 from .samplers import sample_dpm, sample_ode, sample_pc
 from .score import EnergyScore, NoiseConditionalScore, ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
+
+# The application layer (runs, estimators: scikit-learn, pydantic, safetensors) and the submodules are
+# imported on first use, so that ``import scorefield`` costs only the maths (PEP 562).
+_LAZY = {
+    "Run": "run.finished",
+    "load_run": "run.finished",
+    "ScoreDensityEstimator": "estimator",
+    "ScoreAnomalyDetector": "estimator",
+    "ScoreImputer": "imputer",
+}
+_SUBMODULES = ("datasets", "losses", "metrics", "nets")
+
+if TYPE_CHECKING:
+    from . import datasets, losses, metrics, nets
+    from .estimator import ScoreAnomalyDetector, ScoreDensityEstimator
+    from .imputer import ScoreImputer
+    from .run.finished import Run, load_run
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 
