@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from .keyed import KeyedNoise
@@ -55,6 +57,12 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     g = torch.Generator(device=device)
     g.manual_seed(int(seed))
     return g
+
+
+def derive_seed(seed: int, purpose: str, index: int = 0) -> int:
+    """A 63-bit seed for the ``index``-th draw of ``purpose``: independent streams from one seed."""
+    digest = hashlib.sha256(f"{seed}/{purpose}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:

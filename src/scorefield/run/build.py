@@ -11,7 +11,6 @@ into independent streams (weights, data order, noise, ``"auto"``).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from ..nets.unet import UNet
 from ..noise import geometric_sigmas, resolve_sigma_max
 from ..score import NoiseConditionalScore, ScoreModel
 from ..sde import SDE
+from ..utils import derive_seed
 from .config import Config, ConfigError
 from .kinds import SDE_KINDS, SINGLE_LEVEL, has_levels, is_ladder
 
@@ -39,12 +39,6 @@ __all__ = [
     "initial_sigma_max",
     "noise_levels",
 ]
-
-
-def derive_seed(seed: int, purpose: str, index: int) -> int:
-    """A 63-bit seed for the ``index``-th draw of ``purpose``: independent streams from one seed."""
-    digest = hashlib.sha256(f"{seed}/{purpose}/{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @dataclass
