@@ -115,6 +115,7 @@ def log_likelihood(
     method: str = "dopri5",
     n_steps: int | None = None,
     generator: Generator | None = None,
+    time_grid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Log-likelihood by the probability-flow ODE (Song et al. 2021, eq. 39): ``log p_eps(x)`` in nats, ``[N]``.
 
@@ -122,7 +123,10 @@ def log_likelihood(
     ``sde.prior_logp(x_1) + Δ_1``. The answer is the density at time ``eps``, which for small ``eps``
     is the data density (under VE, smoothed by ``sigma_min``; see ``VESDE``); it errs by how far the
     prior is from the true ``p_1`` (docs/math.md#likelihood). ``method`` is dopri5 (``rtol``/``atol``) or a fixed-step
-    method on ``n_steps`` uniform steps.
+    method on ``n_steps`` uniform steps or on ``time_grid`` (decreasing from 1 to ``eps``, as the
+    samplers take it). A fixed-step method gives each row a log-density that depends on that row
+    alone; dopri5's steps adapt to the error of the whole batch, so a row's value moves (within the
+    tolerance) with the rows solved beside it.
 
     ``info``: ``"nfe"`` (score evaluations), ``"prior_logp"`` and ``"delta_logp"`` (the two terms),
     ``"z"`` (``x_1``) and ``"stderr"``: zero for the exact divergence; for Hutchinson, the
@@ -142,7 +146,7 @@ def log_likelihood(
     def dynamics(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         return value_and_divergence(flow, state[0], t, probes)
 
-    times = ode_times(method, n_steps, eps, None, x).flip(0)  # from eps up to 1
+    times = ode_times(method, n_steps, eps, time_grid, x).flip(0)  # from eps up to 1
     n_estimates = 1 if probes is None else probes.shape[0]
     delta0 = x.new_zeros(n_estimates, x.shape[0])
     with torch.no_grad():
