@@ -21,6 +21,7 @@ from sklearn.base import clone
 
 import scorefield.estimator_io as estimator_io
 from scorefield.estimator import ScoreAnomalyDetector, ScoreDensityEstimator
+from scorefield.estimator_io import Streams
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,7 @@ def test_predictor_corrector_samples_take_the_same_random_state(fitted):
 def test_contamination_auto_is_tukeys_lower_fence_of_the_held_out_log_densities():
     det = _fit(X, cls=ScoreAnomalyDetector, contamination="auto")
     # the held-out split of fit: the first round(validation_fraction * n) rows of a seeded permutation
-    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(det.seed)).numpy()
+    perm = torch.randperm(len(X), generator=Streams(det.seed).generator("split")).numpy()
     held_out = X[perm[: round(det.validation_fraction * len(X))]]
     q1, q3 = np.percentile(det.score_samples(held_out), [25, 75])
     assert det.offset_ == pytest.approx(q1 - 1.5 * (q3 - q1), abs=1e-4)

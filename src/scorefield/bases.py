@@ -130,6 +130,24 @@ class MixtureBase(nn.Module):
         back = torch.einsum("kdj,bkj->bkd", self.rotations.to(x), shrink)
         return torch.einsum("bk,bkd->bd", r, mu + back)
 
+    def score(self, x: torch.Tensor, m: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """``grad log p_t(x)`` of the diffused mixture by Tweedie's formula, ``(m E[x_0 | x] - x) / std^2``."""
+        return (m[:, None] * self.denoise(x, m, std) - x) / (std**2)[:, None]
+
+    def sample(
+        self, m: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``len(m)`` exact draws of the mixture diffused to ``(m, std)`` (``[B]`` each): ``[B, d]``."""
+        n, d = len(m), self.means.shape[1]
+        like = dict(dtype=self.means.dtype, device=self.means.device)
+        k = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=generator)
+        noise = torch.randn(n, d, generator=generator, **like)
+        m, std = m.to(**like)[:, None], std.to(**like)[:, None]
+        spread = (m**2 * self.variances[k] + std**2).sqrt() * noise  # in each component's eigenbasis
+        if not self.isotropic:
+            spread = torch.einsum("bdj,bj->bd", self.rotations[k], spread)
+        return m * self.means[k] + spread
+
 
 def _sq_dist(x: torch.Tensor, mu: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """``||x_b - m_b mu_k||^2``, ``[B, K]``, expanded as ``|x|^2 - 2 m x.mu + m^2 |mu|^2`` (one matmul)."""

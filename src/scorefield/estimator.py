@@ -11,8 +11,10 @@ adapts to the data instead of asking for tuning, from a few dozen rows to a hund
   exact (``bases.MixtureBase``), so a network that outputs zero *is* that base: the whitened
   Gaussian, a Gaussian mixture by BIC or a kernel density estimate, whichever has the best held-out
   log-density (``base="auto"``). The network learns only the departure
-  from it, whatever regularises it pulls towards it, and its correction is kept only where held-out
-  rows accept it (otherwise the model is the base alone, refitted on every row);
+  from it, whatever regularises it pulls towards it, and the fitted density is the mixture
+  ``(1 - a) p_corr + a p_base``, ``a`` chosen on held-out rows, so no row falls more than ``log a`` below
+  the base; K-fold cross-validation of the held-out rows' log-densities decides whether the correction
+  is kept at all (otherwise the model is the base alone, refitted on every row);
 - columns with ties (integers, rounded readings, codes: at most half of their values distinct) are
   dequantised with uniform noise over their lattice cell, so the density cannot spike on the lattice
   (``dequantized_``; docs/math.md#ties-and-dequantisation);
@@ -37,6 +39,7 @@ files in ``estimator_io``.
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -48,7 +51,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import estimator_recipe as recipe
 from .bases import MixtureBase
-from .estimator_io import read_pair, resolve_device, torch_seed, validate_rows, write_pair
+from .estimator_io import Streams, read_pair, resolve_device, row_keys, torch_seed, validate_rows, write_pair
 from .losses import sde_dsm
 from .samplers import sample_ode, sample_pc
 from .scalers import Whitener
@@ -101,10 +104,13 @@ class ScoreDensityEstimator(BaseEstimator):
     with string column names (``score_samples`` and ``grad_log_prob`` then check the names);
     ``scaler_`` (the ``Whitener``), ``model_`` (the EMA score model), ``n_steps_``,
     ``validation_loss_`` (the best held-out loss, checked every ``EVAL_EVERY`` steps and at the last),
-    ``validation_curve_`` (every ``(step, loss)`` checked), ``hidden_`` (the MLP's width), ``eval_eps_``, ``eps_scores_`` (the mean
-    held-out log-density at each candidate), ``base_`` (the base chosen), ``base_scores_`` (each
-    candidate's held-out mean log-density in whitened units), ``correction_`` (whether the network's
-    correction of the base was kept), ``dequantized_`` (``{column: lattice step}``), and ``sigma_max_``
+    ``validation_curve_`` (every ``(step, loss)`` checked), ``hidden_`` (the MLP's width), ``eval_eps_``, ``base_`` (the
+    base chosen), ``base_scores_`` (each candidate's held-out mean log-density in whitened units),
+    ``base_weight_`` (``a`` of the fitted density ``(1 - a) p_corr + a p_base``: every row's log-density
+    is at least ``log a`` plus the base's; 1 is the base alone), ``correction_`` (``base_weight_ < 1``:
+    the network's correction is part of the density), ``cv_gain_`` (the cross-validated gain per held-out
+    row that decided it, nats), ``mixture_scores_`` (``{(t, a): held-out mean log-density}``, whitened
+    units; docs/math.md#a-density-that-cannot-fall-far-below-its-base), ``dequantized_`` (``{column: lattice step}``), and ``sigma_max_``
     for ``sde="ve"``. The recipe's constants named here are ``estimator_recipe``'s.
     """
 
@@ -186,17 +192,18 @@ class ScoreDensityEstimator(BaseEstimator):
         self._validate_params()
         device = resolve_device(self.device)
         x = validate_rows(self, X, reset=True)
+        seeds = Streams(self.seed)
         steps = recipe.lattice_steps(x)
         self.dequantized_ = {int(j): float(q) for j, q in enumerate(steps) if q > 0}
         self.scaler_ = Whitener().fit(x)
         jitter = recipe.dequantiser(self.scaler_, steps)
         z = self.scaler_.transform(x)
-        perm = torch.randperm(len(z), generator=make_generator(self.seed))
+        perm = torch.randperm(len(z), generator=seeds.generator("split"))
         n_val = max(2, int(round(self.validation_fraction * len(z))))
         z_val, z_clean = z[perm[:n_val]].to(device), z[perm[n_val:]].to(device)
         z_train = z_clean
         if jitter is not None:  # one fixed dequantisation of the held-out rows and of the base's rows
-            fixed = make_generator(self.seed + 4)
+            fixed = seeds.generator("dequantize")
             z_val = z_val + jitter(len(z_val), fixed).to(device)
             z_train = z_clean + jitter(len(z_clean), fixed).to(device)
         sigma_max = None
@@ -207,7 +214,7 @@ class ScoreDensityEstimator(BaseEstimator):
                 f"base={self.base!r} needs param='denoiser' (a base corrects a denoiser), not {self.param!r}"
             )
         which = self.base if self.param == "denoiser" else "gaussian"
-        self.base_, base, self.base_scores_ = recipe.choose_base(z_train, z_val, self.seed, which)
+        self.base_, base, self.base_scores_ = recipe.choose_base(z_train, z_val, seeds.seed("base"), which)
         self.hidden_ = self.hidden or recipe.width(z_train.shape[1], len(z_train))
         model = self._build(recipe.squash_bound(z_train), sigma_max, base).to(device)
         trained = recipe.train(
@@ -219,7 +226,7 @@ class ScoreDensityEstimator(BaseEstimator):
             weight_decay=self.weight_decay,
             batch_size=self.batch_size,
             steps=self.steps,
-            seed=self.seed,
+            seeds=seeds,
             progress=bool(self._verbosity()),
             jitter=None if jitter is None else (lambda n, g: jitter(n, g).to(device)),
         )
@@ -227,28 +234,34 @@ class ScoreDensityEstimator(BaseEstimator):
         self.n_steps_, self.validation_loss_ = trained.n_steps, trained.best
         self.validation_curve_ = trained.curve
         z_all = torch.cat([z_val, z_train])  # every row (dequantised once), in the seeded random order
-        self.correction_, self.eps_scores_ = recipe.settle(
-            self.model_, self.base_, trained, z_val, z_all, self.seed, self.eval_eps
+        x_val = x[perm[:n_val]]
+        mixture = recipe.settle(
+            self.model_, self.base_, trained, z_val, row_keys(x_val.numpy()), z_all, seeds, self.eval_eps
         )
-        self.eval_eps_ = (
-            max(self.eps_scores_, key=self.eps_scores_.get) if self.eval_eps is None else self.eval_eps
-        )
+        self.base_weight_, self.eval_eps_ = mixture.weight, mixture.t_eval
+        self.correction_ = mixture.weight < 1
+        self.cv_gain_, self.mixture_scores_ = mixture.cv_gain, mixture.scores
         if self._verbosity():
             print(
                 f"{type(self).__name__}: base {self.base_} ("
-                + ("with the network's correction" if self.correction_ else "alone: no correction helped")
+                + (
+                    f"mixed with the network's correction, base weight {self.base_weight_:g}"
+                    if self.correction_
+                    else "alone: no correction helped"
+                )
                 + f"), trained {self.n_steps_} steps, best held-out loss {self.validation_loss_:.4f}, "
                 f"eval_eps_={self.eval_eps_:g}",
                 flush=True,
             )
-        return x, x[perm[:n_val]]
+        return x, x_val
 
     def _build(
         self, bound: torch.Tensor, sigma_max: float | None, base: MixtureBase | None = None
     ) -> ScoreModel:
         """The untrained network for ``len(bound)`` features (``estimator_recipe.build_model``)."""
         sde = recipe.make_sde(self.sde, sigma_max)
-        return recipe.build_model(sde, bound, self.hidden_, self.depth, self.param, self.seed, base)
+        init = Streams(self.seed).seed("init")
+        return recipe.build_model(sde, bound, self.hidden_, self.depth, self.param, init, base)
 
     def _loss(self, model: ScoreModel, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The per-row training loss: ``sde_dsm`` with ``weighting`` (importance-sampled for ``"likelihood"``)."""
@@ -265,16 +278,27 @@ class ScoreDensityEstimator(BaseEstimator):
     def _device(self) -> torch.device:
         return next(self.model_.parameters()).device
 
+    def _base(self) -> MixtureBase:
+        """The base of the fitted mixture (the whitened Gaussian for a model without one)."""
+        base = self.model_.base
+        return base if base is not None else recipe.standard_normal(self.n_features_in_, self._weights())
+
+    def _weights(self) -> torch.Tensor:
+        return next(self.model_.parameters())
+
     def _log_density(self, x: torch.Tensor) -> np.ndarray:
-        """Log-density in data units (nats) of rows already validated: ``[N]``."""
-        device = self._device()
+        """Log-density in data units (nats) of rows already validated: ``[N]``; each row's value depends
+        on that row alone (``estimator_recipe.log_density``)."""
+        device, a, t = self._device(), self.base_weight_, self.eval_eps_
 
         def log_prob_z(z: torch.Tensor) -> torch.Tensor:
-            if not getattr(self, "correction_", True):  # the base alone: its closed form
-                return recipe.base_log_density(
-                    self.model_.base, self.model_.sde, z.to(device), self.eval_eps_
-                ).cpu()
-            return recipe.log_density(self.model_, z.to(device), self.eval_eps_, seed=self.seed + 3).cpu()
+            z = z.to(device)
+            log_base = recipe.base_log_density(self._base(), self.model_.sde, z, t).double()
+            if not self.correction_:
+                return log_base.cpu()
+            keys = row_keys(x.numpy())
+            log_corr = recipe.log_density(self.model_, z, t, keys, Streams(self.seed).seed("probes")).double()
+            return torch.logaddexp(math.log1p(-a) + log_corr, math.log(a) + log_base).cpu()
 
         return self.scaler_.log_prob(log_prob_z, x).numpy()
 
@@ -296,11 +320,24 @@ class ScoreDensityEstimator(BaseEstimator):
         """``grad_x log p(x)`` in data units: ``[n_samples, n_features]``; ``X`` is checked as in ``score_samples``."""
         check_is_fitted(self, "model_")
         x = validate_rows(self, X, reset=False)
-        device = self._device()
+        device, a, t = self._device(), self.base_weight_, self.eval_eps_
+        sde, base = self.model_.sde, self._base()
 
         def score_z(z: torch.Tensor) -> torch.Tensor:
+            z = z.to(device)
+            scale, std = sde.marginal(torch.full((len(z),), float(t), dtype=z.dtype, device=device))
             with torch.no_grad():
-                return self.model_(z.to(device), self.eval_eps_).cpu()
+                score_base = base.score(z, scale, std)
+                if not self.correction_:
+                    return score_base.cpu()
+                score_corr = self.model_(z, t)
+                log_base = base.log_prob(z, scale, std)
+            log_corr = recipe.log_density(
+                self.model_, z, t, row_keys(x.numpy()), Streams(self.seed).seed("probes")
+            )
+            # the mixture's score: each component's score weighted by its posterior share of the row
+            share = torch.sigmoid(math.log1p(-a) + log_corr - math.log(a) - log_base)[:, None]
+            return (share * score_corr + (1 - share) * score_base).cpu()
 
         return self.scaler_.score(score_z, x).double().numpy()
 
@@ -330,14 +367,19 @@ class ScoreDensityEstimator(BaseEstimator):
                 "(random_state is the scikit-learn name, seed the older one)."
             )
         check_is_fitted(self, "model_")
-        n, device = int(n), self._device()
+        n, device, t = int(n), self._device(), self.eval_eps_
         g = make_generator(seed if seed is not None else torch_seed(random_state), device)
-        sde = self.model_.sde
-        x_T = sde.prior_sample((n, self.n_features_in_), generator=g).to(device)
-        if method == "ode":
-            z, _ = sample_ode(self.model_, sde, x_T, eps=self.eval_eps_)
-        else:
-            z = sample_pc(self.model_, sde, x_T, n_steps=500, eps=max(self.eval_eps_, 1e-3), generator=g)
+        sde, d = self.model_.sde, self.n_features_in_
+        scale, std = sde.marginal(torch.full((n,), float(t), device=device))
+        z = self._base().sample(scale, std, g)  # the base's share of the mixture, exactly
+        if self.correction_:  # each row comes from the corrected model with probability 1 - a
+            corr = torch.rand(n, generator=g, device=device) >= self.base_weight_
+            x_T = sde.prior_sample((int(corr.sum()), d), generator=g).to(device)
+            if method == "ode":
+                z_corr, _ = sample_ode(self.model_, sde, x_T, eps=t)
+            else:
+                z_corr = sample_pc(self.model_, sde, x_T, n_steps=500, eps=max(t, 1e-3), generator=g)
+            z[corr] = z_corr.to(z.dtype)
         return self.scaler_.inverse_transform(z.cpu()).double().numpy()
 
     # -- persistence ------------------------------------------------------------------------------
@@ -354,6 +396,8 @@ class ScoreDensityEstimator(BaseEstimator):
             "base_": self.base_,
             "base_scores_": self.base_scores_,
             "correction_": self.correction_,
+            "base_weight_": self.base_weight_,
+            "cv_gain_": self.cv_gain_,
         }
 
     def save(self, path: str | Path) -> None:
@@ -474,7 +518,7 @@ class ScoreAnomalyDetector(OutlierMixin, ScoreDensityEstimator):
             q1, q3 = np.percentile(logp, [25, 75])
             self.offset_ = float(q1 - 1.5 * (q3 - q1))
         else:
-            rows = np.random.default_rng(self.seed).permutation(len(x))[:2000]
+            rows = torch.randperm(len(x), generator=Streams(self.seed).generator("offset"))[:2000]
             self.offset_ = float(np.quantile(self._log_density(x[rows]), self.contamination))
         return self
 

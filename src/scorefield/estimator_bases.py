@@ -91,7 +91,7 @@ def fit_gmm(z_train: torch.Tensor, seed: int, components: tuple[int, ...] = BIC_
     for k in components:
         if best is not None and k * (1 + d + d * (d + 1) / 2) * BIC_ROWS_PER_PARAM > n:
             break  # (the first size asked for is always fitted)
-        gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=seed).fit(x)
+        gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=seed % 2**32).fit(x)
         bic = gmm.bic(x)
         if bic < best_bic:
             best, best_bic = gmm, bic

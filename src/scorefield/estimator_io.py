@@ -5,6 +5,7 @@ files (safetensors weights, JSON parameters and fitted state) that ``save`` writ
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,13 +24,15 @@ except ImportError:  # scikit-learn < 1.6: the same checks as an estimator metho
 
 
 from .files import atomic_output
-from .utils import default_device
+from .utils import default_device, derive_seed, make_generator
 
 __all__ = [
     "CONSTANT_RTOL",
     "MIN_FIT_ROWS",
+    "Streams",
     "read_pair",
     "resolve_device",
+    "row_keys",
     "torch_seed",
     "validate_rows",
     "write_pair",
@@ -97,6 +100,36 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             "or device=None to use CUDA only when it is available."
         ) from None
     return resolved
+
+
+class Streams:
+    """Independent random streams named by purpose, all derived from one seed (``utils.derive_seed``, as
+    runs derive theirs): ``seed("split")``, ``generator("batches")``. A new purpose never shifts the
+    draws of another, as ``seed + k`` offsets would."""
+
+    def __init__(self, seed: int):
+        self.root = int(seed)
+
+    def seed(self, purpose: str) -> int:
+        return derive_seed(self.root, purpose)
+
+    def generator(self, purpose: str, device: torch.device | str = "cpu") -> torch.Generator:
+        return make_generator(self.seed(purpose), device)
+
+
+def row_keys(X: np.ndarray) -> torch.Tensor:
+    """A 64-bit hash of each row's float64 values (NaN and -0.0 made canonical first): ``[N]`` int64.
+
+    Keys for ``KeyedNoise``: noise keyed by a row's values is the same whatever rows come with it."""
+    X = np.asarray(X, dtype=np.float64)
+    canonical = np.ascontiguousarray(np.where(np.isnan(X), np.nan, X) + 0.0)
+    return torch.tensor(
+        [
+            int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little", signed=True)
+            for row in canonical
+        ],
+        dtype=torch.int64,
+    )
 
 
 def torch_seed(random_state) -> int:

@@ -22,7 +22,6 @@ carries most of a table's correlations.
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import math
 from numbers import Integral
@@ -35,7 +34,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_random_
 
 from .conditional import sample_conditional
 from .estimator import ScoreDensityEstimator
-from .estimator_io import MIN_FIT_ROWS, SEED_HIGH, validate_data
+from .estimator_io import MIN_FIT_ROWS, SEED_HIGH, row_keys, validate_data
 from .keyed import KeyedNoise
 from .sde import KINDS
 
@@ -202,7 +201,7 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """``n`` completed copies of the checked rows ``X``: ``[n, N, d]`` (float64), observed cells exact.
 
         The noise of draw ``k`` of a row is keyed by ``(seed, h * n + k)`` with ``h`` a hash of the row's
-        values (``KeyedNoise``, ``_row_keys``), so a row's draws depend on neither the chunking nor the
+        values (``KeyedNoise``, ``estimator_io.row_keys``), so a row's draws depend on neither the chunking nor the
         other rows of ``X`` nor its position: ``transform`` is a function of each row alone. With
         ``control`` the copies are for averaging, not draws (``_chunk``).
         """
@@ -211,7 +210,7 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         rows = np.flatnonzero(missing.any(1))
         if not rows.size:
             return out
-        keys = _row_keys(X[rows])
+        keys = row_keys(X[rows])
         for part in np.array_split(np.arange(rows.size), -(-rows.size // ROW_CHUNK)):
             chunk = rows[part]
             x = self._chunk(X[chunk], keys[part], n, seed, control)  # (n, r, d)
@@ -337,18 +336,6 @@ def _standard_normal_score(sde, y: torch.Tensor, t: torch.Tensor) -> torch.Tenso
     """The score of ``N(0, I)`` data diffused to time ``t``: ``-y / (m² + std²)``."""
     scale, std = sde.marginal(t[:1])
     return -y / (scale**2 + std**2)
-
-
-def _row_keys(X: np.ndarray) -> torch.Tensor:
-    """A 64-bit hash of each row's values (NaN and -0.0 made canonical first): ``[N]`` int64."""
-    canonical = np.where(np.isnan(X), np.nan, X) + 0.0
-    return torch.tensor(
-        [
-            int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little", signed=True)
-            for row in canonical
-        ],
-        dtype=torch.int64,
-    )
 
 
 def _constant_columns(X: np.ndarray, missing: np.ndarray) -> np.ndarray:
