@@ -6,7 +6,7 @@
   training split holds, because the distance's upward bias depends on the sample count. The goal
   is a ratio within 1.5x of the floor, and all ten digits in the class histogram.
 - Few-step sampling: the same distance for ``sample_fast`` (on its default grid and on the grid
-  ``tune_grid`` fits to the run) and ``sample_dpm`` at 5, 8, 10 and 20 score evaluations, the mean over
+  ``tune_grid`` fits to the run) and DPM-Solver++(2M) at 5, 8, 10 and 20 score evaluations, the mean over
   three sampling seeds (up to 8 evaluations ``sample_fast`` starts each sample from its cluster's
   Gaussian, which the run keeps).
 - Likelihood: bits/dim of the test split under uniform dequantization, by the probability-flow ODE
@@ -87,12 +87,15 @@ TUNE_DRAWS, TUNE_STARTS = 64, 2
 
 def few_step_rows(run, quick, n_samples, dequantized, x_test, classifier, floor_fd, timings) -> list[list]:
     """Fréchet distance at 5, 8, 10 and 20 score evaluations, over ``FEW_SEEDS``: ``sample_fast`` on its default
-    grid, ``sample_dpm`` (DPM-Solver++2M), then ``sample_fast`` on the grid ``Run.tune_grid`` fits to the
+    grid, the ``dpm`` sampler (DPM-Solver++2M), then ``sample_fast`` on the grid ``Run.tune_grid`` fits to the
     run (what ``scorefield tune --nfe N --n 64 --iterations 100 --starts 2`` stores; its cost is in the
     wall-time table)."""
     (run.run_dir / GRIDS_FILE).unlink(missing_ok=True)  # a grid a previous run of this bench stored
     budgets, seeds = ((5, 10), FEW_SEEDS[:1]) if quick else ((5, 8, 10, 20), FEW_SEEDS)
-    configs = [("fast", "sample_fast (UniPC + UniC), default grid"), ("dpm", "sample_dpm (DPM-Solver++2M)")]
+    configs = [
+        ("fast", "sample_fast (UniPC + UniC), default grid"),
+        ("dpm", "DPM-Solver++2M (the dpm sampler)"),
+    ]
     rows = []
 
     def measure(sampler: str, label: str, nfe: int) -> None:

@@ -6,7 +6,7 @@ The preset ``configs/digits_cond_vp.toml`` (``digits_vp`` with ``model.num_class
 (resumed if it is there).
 
 - Guidance (Ho & Salimans 2022): for each weight ``w`` in 0, 0.5, 1, 2, 4, 144 samples of each digit
-  (1,440 in all, ``sample_dpm`` with 20 steps; the same noise for every ``w``), classified by the digits
+  (1,440 in all, the run's ``dpm`` sampler (DPM-Solver++2M) with 20 steps; the same noise for every ``w``), classified by the digits
   evaluation classifier (``scorefield.eval.classifier``): the fraction classified as the digit asked
   for, the Fréchet distance of all 1,440 to the test split against its floor (the training split's
   distance), and the spread within each class against the training split's, which shows what guidance
@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "digits_cond_vp.toml"
 QUICK = ["train.steps=20", "train.ckpt_every=20"]
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
-STEPS = 20  # sample_dpm steps (DPM-Solver++2M): bench/results/digits.md finds 20 as good as 50 here
+STEPS = 20  # the dpm sampler's steps (DPM-Solver++2M): bench/results/digits.md finds 20 as good as 50 here
 # (model, score evaluations per image, resample, particles): RePaint (50 steps of 4, 20 of 50), then sequential
 # Monte Carlo (Run.inpaint's default, 8 particles on 25 steps, and 32 particles on 50), on the conditional
 # run's null label (choose=False), on the conditional run as Run.inpaint uses it without a label (each row
@@ -297,7 +297,9 @@ def inpainting_table(run: Run, unconditional: Run, classifier: DigitsClassifier,
         clock(
             f"inpainting {n} test images (each as the digit the SVC reads, w = {HANDED_GUIDANCE:g}), "
             "26 score evaluations each, 8 particles (SMC)",
-            lambda: run.inpaint(x_obs, observed, seed=0, label=svc, guidance=HANDED_GUIDANCE),
+            lambda: run.inpaint(
+                x_obs, observed, 26, seed=0, label=svc, guidance=HANDED_GUIDANCE, particles=8
+            ),
         ),
         dequantized,
     )

@@ -14,7 +14,7 @@ exact score only), the probability-flow ODE with every fixed-step method of ``sa
 the EDM grid), dopri5 at several tolerances, ``sample_dpm`` (DPM-Solver++ 1 and 2M), the multistep
 solvers of ``multistep`` (UniPC-3 on a uniform grid) and ``sample_fast`` (its default UniPC with UniC,
 order 2 below 20 evaluations and 3 from 20, on ``fast_grid``; the same given the data's moments, as a
-run calls it, with the Gaussian start up to 8 evaluations; on a grid ``optimise_grid`` fitted to the
+run calls it, with the Gaussian start up to 8 evaluations; on a grid ``optimize_grid`` fitted to the
 target's score on other prior draws; and DPM-Solver++(3M) on ``fast_grid``).
 Beside them diffusers' UniPC (bh2, orders 2
 and 3), DPM-Solver++ (2M, 3M), DEIS (3), Euler and DDPM drive the same score through an adapter
@@ -41,9 +41,9 @@ from scorefield.gaussian import DataMoments, data_moments
 from scorefield.langevin import annealed_langevin
 from scorefield.losses import sde_dsm
 from scorefield.metrics import energy_distance, mode_weights, sliced_wasserstein
-from scorefield.multistep import optimise_grid, sample_fast, sample_multistep
+from scorefield.multistep import optimize_grid, sample_fast, sample_multistep
 from scorefield.nets.mlp import MLP
-from scorefield.samplers import counted, sample_dpm, sample_ode, sample_pc, tweedie
+from scorefield.samplers import counted, sample_ode, sample_pc, tweedie
 from scorefield.score import ScoreModel
 from scorefield.sde import SDE, VESDE, VPSDE
 
@@ -130,25 +130,31 @@ def train_model(
 def _em(score_fn, sde, x_T, budget, generator):
     return sample_pc(
         score_fn, sde, x_T, budget - 1, predictor="euler_maruyama", corrector=None, generator=generator
-    )
+    )[0]
 
 
 def _pc(score_fn, sde, x_T, budget, generator):
-    return sample_pc(score_fn, sde, x_T, max(1, (budget - 1) // 2), generator=generator)
+    return sample_pc(score_fn, sde, x_T, max(1, (budget - 1) // 2), generator=generator)[0]
 
 
 def _ode(method: str, per_step: int, grid: str = "uniform"):
     def run(score_fn, sde, x_T, budget, generator):
         n = max(1, budget // per_step)
-        times = noise.time_grid(n, eps=1e-3, kind=grid, sde=sde) if grid != "uniform" else None
-        return sample_ode(score_fn, sde, x_T, method=method, n_steps=n, time_grid=times)[0]
+        steps_or_grid = noise.time_grid(n, sde, kind=grid) if grid != "uniform" else n
+        return sample_ode(score_fn, sde, x_T, steps_or_grid, method=method)[0]
 
     return run
 
 
-def _dpm(order: int, **options):
+def _dpm(order: int, kind: str = "uniform", t_end: float | None = None):
+    """DPM-Solver++ of ``order`` on ``budget`` grid times: uniform in t from 1 to ``1 / budget`` (the last
+    step's denoising then ends Lu et al.'s time-uniform grid at 0), or ``kind`` to ``t_end``."""
+
     def run(score_fn, sde, x_T, budget, generator):
-        return sample_dpm(score_fn, sde, x_T, budget - 1, order=order, **options)[0]
+        end = 1 / budget if t_end is None else t_end
+        grid = noise.time_grid(budget - 1, sde, kind=kind, t_end=end, dtype=x_T.dtype)
+        options = {"solver": "dpm++", "order": order, "corrector": False, "lower_order_final": False}
+        return sample_multistep(score_fn, sde, x_T, grid, **options)[0]
 
     return run
 
@@ -170,14 +176,14 @@ def gaussian_sampler(moments: DataMoments) -> Callable:
 
 
 def tuned_sampler(score_fn, sde: SDE, budgets: list[int], n: int, moments: DataMoments) -> Callable:
-    """``sample_fast`` on grids fitted to this score by ``optimise_grid``, one per budget of the targets
+    """``sample_fast`` on grids fitted to this score by ``optimize_grid``, one per budget of the targets
     (``VERDICT_BUDGETS``; the search's cost grows with the budget's square, and at 50 and 100 evaluations
     the default grid is already within 1e-3 of the converged solution), on ``n`` prior draws of their
     own (seed 7, never the evaluation draws); the fitting is done here, before the sampler is timed and
     its evaluations counted. Returns None at the other budgets (no row)."""
     x_fit = sde.prior_sample((n, 2), generator=torch.Generator().manual_seed(7))
     grids = {
-        budget: optimise_grid(score_fn, sde, x_fit, budget, moments=moments)[0].float()
+        budget: optimize_grid(score_fn, sde, x_fit, budget, moments=moments)[0].float()
         for budget in budgets
         if budget in VERDICT_BUDGETS
     }
@@ -185,7 +191,7 @@ def tuned_sampler(score_fn, sde: SDE, budgets: list[int], n: int, moments: DataM
     def run(score, sde, x_T, budget, generator):
         if budget not in grids:
             return None
-        return sample_fast(score, sde, x_T, budget, time_grid=grids[budget], moments=moments)[0]
+        return sample_fast(score, sde, x_T, grids[budget], moments=moments)[0]
 
     return run
 
@@ -205,7 +211,7 @@ def with_tuned(
 
 def _unipc_uniform(score_fn, sde, x_T, budget, generator):
     """UniPC-3 with UniC on the grid diffusers uses: uniform in t from 1, the last step to t = 0."""
-    grid = noise.time_grid(budget - 1, eps=1 / budget, dtype=x_T.dtype)
+    grid = noise.time_grid(budget - 1, t_end=1 / budget, dtype=x_T.dtype)
     return sample_multistep(score_fn, sde, x_T, grid, solver="unipc", order=3)[0]
 
 
@@ -260,9 +266,9 @@ SAMPLERS: dict[str, Callable] = {
     "ODE heun": _ode("heun", 2),
     "ODE heun, EDM grid": _ode("heun", 2, "edm"),
     "ODE rk4": _ode("rk4", 4),
-    "sample_dpm order 1 (DDIM)": _dpm(1),
-    "sample_dpm order 2 (DPM-Solver++2M)": _dpm(2),
-    "sample_dpm order 2, log-SNR grid to eps=1e-3": _dpm(2, grid="log_snr", eps=1e-3),
+    "DDIM (multistep dpm++ order 1)": _dpm(1),
+    "DPM-Solver++2M (multistep, uniform grid)": _dpm(2),
+    "DPM-Solver++2M, log-SNR grid to t=1e-3": _dpm(2, kind="log_snr", t_end=1e-3),
     "UniPC-3 + UniC, uniform grid (multistep)": _unipc_uniform,
     "sample_fast dpm++ (DPM-Solver++3M, fast_grid)": _fast("dpm++"),
     "sample_fast (UniPC + UniC, fast_grid)": _fast(),
@@ -287,11 +293,11 @@ def diffusers_available() -> str | None:
 
 
 STOCHASTIC = {"EM (sample_pc euler_maruyama)", "PC (reverse_diffusion + langevin)", "diffusers DDPM"}
-BEST = "sample_dpm order 2 (DPM-Solver++2M)"
+BEST = "DPM-Solver++2M (multistep, uniform grid)"
 FAST = "sample_fast (UniPC + UniC, fast_grid)"
 FAST_GAUSSIAN = "sample_fast given the data's moments (Gaussian start up to 8 NFE)"
-TUNED = "sample_fast, grid fitted to this model (optimise_grid, 4000 other draws, data's moments)"
-N_FIT = 4000  # prior draws optimise_grid fits each tuned grid on
+TUNED = "sample_fast, grid fitted to this model (optimize_grid, 4000 other draws, data's moments)"
+N_FIT = 4000  # prior draws optimize_grid fits each tuned grid on
 N_FLOOR = 24  # independent exact sample sets that measure the energy distance's noise floor
 VERDICT_BUDGETS = (5, 8, 10, 15, 20)
 DPM_PEER = "diffusers DPMSolverMultistep (DPM-Solver++2M)"
@@ -395,9 +401,10 @@ def ald_rows(exact: ExactScore, x_T_ve: torch.Tensor, sigma_max: float, budgets,
         sigmas = noise.geometric_sigmas(sigma_max, 0.01, levels, dtype=torch.float64)
         score, nfe = counted(exact.at_sigma)
         start = time.perf_counter()
-        x = annealed_langevin(
-            score, x_T_ve, sigmas, 0.3 * 0.01**2, n_each, generator=torch.Generator().manual_seed(budget)
-        )
+        x, _ = annealed_langevin(
+            score, x_T_ve, sigmas, n_steps_each=n_each, step_size=0.3 * 0.01**2,
+            generator=torch.Generator().manual_seed(budget),
+        )  # fmt: skip
         wall = time.perf_counter() - start
         rows.append([f"ALD, {levels} levels x {n_each}", nfe[0], *scorer(x, False), wall * 1e3])
     return rows
@@ -599,7 +606,7 @@ for the trained model those of 20,000 draws, as a run keeps its training data's)
 evaluations it carries x_T in closed form along the flow of the data's Gaussian to where the data's
 largest variance is snr times the noise's (multistep.GAUSSIAN_STARTS), with no evaluation, and spends the
 budget from there; from 9 evaluations it is the row without them.
-"grid fitted to this model": sample_fast on the grid optimise_grid fits to each target's score and budget
+"grid fitted to this model": sample_fast on the grid optimize_grid fits to each target's score and budget
 (with the data's moments, so the hand-over time is fitted too)
 on 4000 prior draws of their own (seed 7; the table's draws are seed 0), as `scorefield tune` does for a
 run; the fitting's evaluations are not counted in the NFE, which is the sampling budget; fitted at the

@@ -10,7 +10,7 @@ interleaved (``interleaved_times``), and quoted as a ratio (library rate / minim
   ``sde_dsm``, ``clip_grad_norm_``, the EMA's ``_foreach_lerp_`` - the same model, batch and loss,
   without data order, per-step seeding, LR schedule, loss window or logging.
 - Sampling: ``sample_pc`` (Euler-Maruyama predictor, its noise from a ``torch.Generator`` and keyed by
-  sample with ``KeyedNoise``), ``sample_ode`` (euler, rk4) and ``sample_dpm``
+  sample with ``KeyedNoise``), ``sample_ode`` (euler, rk4) and ``sample_multistep`` (DPM-Solver++2M)
   against loops that apply the same update with python-number coefficients; the unit is score
   evaluations per second.
 - Exact divergence (``likelihood.divergence``, one batched vector-Jacobian product over all basis
@@ -25,15 +25,16 @@ from pathlib import Path
 
 import torch
 
-from scorefield import losses
+from scorefield import losses, noise
 from scorefield.fit import EMA
 from scorefield.keyed import KeyedNoise
 from scorefield.likelihood import divergence
+from scorefield.multistep import sample_multistep
 from scorefield.nets.mlp import MLP
 from scorefield.run.build import build
 from scorefield.run.config import load_config
 from scorefield.run.train import prepare_data, train
-from scorefield.samplers import sample_dpm, sample_ode, sample_pc
+from scorefield.samplers import sample_ode, sample_pc
 from scorefield.score import ScoreModel
 from scorefield.sde import VPSDE
 
@@ -179,13 +180,15 @@ def sampling_candidates(model, sde: VPSDE, x_T: torch.Tensor, n: int) -> dict:
         "sample_pc (euler_maruyama)": (em, em_minimal, n),
         "sample_pc (euler_maruyama), KeyedNoise": (em_keyed, em_minimal, n),
         "sample_ode euler": (
-            lambda: sample_ode(model, sde, x_T, method="euler", n_steps=n),
+            lambda: sample_ode(model, sde, x_T, n, method="euler"),
             euler_minimal,
             n,
         ),
-        "sample_ode rk4": (lambda: sample_ode(model, sde, x_T, method="rk4", n_steps=n), rk4_minimal, 4 * n),
-        "sample_dpm (order 2)": (
-            lambda: sample_dpm(model, sde, x_T, n, grid="uniform", eps=1e-3, denoise=False),
+        "sample_ode rk4": (lambda: sample_ode(model, sde, x_T, n, method="rk4"), rk4_minimal, 4 * n),
+        "sample_multistep (DPM-Solver++2M)": (
+            lambda: sample_multistep(
+                model, sde, x_T, noise.time_grid(n - 1), solver="dpm++", order=2, corrector=False
+            ),
             dpm_minimal,
             n,
         ),

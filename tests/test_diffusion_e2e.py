@@ -41,7 +41,7 @@ def trained():
 def test_pc_and_ode_samples_recover_the_mode_weights(trained):
     sde = trained.sde
     x_T = sde.prior_sample((2000, 2), generator=torch.Generator().manual_seed(2))
-    pc = sample_pc(trained, sde, x_T, n_steps=300, generator=torch.Generator().manual_seed(3))
+    pc, _ = sample_pc(trained, sde, x_T, 300, generator=torch.Generator().manual_seed(3))
     ode, info = sample_ode(trained, sde, x_T)
     for x in (pc, ode):
         assert (mode_weights(x, MIX) - MIX.weights.double()).abs().max() < 0.05
@@ -60,7 +60,7 @@ def test_test_log_likelihood_is_within_a_tenth_of_a_nat_of_the_truth(trained):
 def report(trained):  # pragma: no cover - numbers for the record: python tests/test_diffusion_e2e.py
     sde = trained.sde
     x_T = sde.prior_sample((2000, 2), generator=torch.Generator().manual_seed(2))
-    pc = sample_pc(trained, sde, x_T, n_steps=300, generator=torch.Generator().manual_seed(3))
+    pc, _ = sample_pc(trained, sde, x_T, 300, generator=torch.Generator().manual_seed(3))
     ode, info = sample_ode(trained, sde, x_T)
     x = MIX.sample(1000, torch.Generator().manual_seed(4))
     with torch.no_grad():

@@ -13,7 +13,7 @@ from scorefield.gaussian import (
     gaussian_flow,
     gaussian_start,
 )
-from scorefield.multistep import fast_grid, optimise_grid, sample_fast, sample_multistep
+from scorefield.multistep import fast_grid, optimize_grid, sample_fast, sample_multistep
 from scorefield.samplers import sample_ode, tweedie
 from scorefield.sde import VESDE, VPSDE, SubVPSDE
 
@@ -33,7 +33,7 @@ def test_the_flow_is_the_probability_flow_ode_of_gaussian_data(name):
     sde = SDES[name]
     score = exact_score(Gaussian(MEAN, COV), sde)
     x_T = sde.prior_std * torch.randn(200, 3, generator=gen(0), dtype=torch.float64)
-    solved, _ = sample_ode(score, sde, x_T, rtol=1e-8, atol=1e-8, time_grid=torch.tensor([1.0, 0.3]))
+    solved, _ = sample_ode(score, sde, x_T, torch.tensor([1.0, 0.3]), rtol=1e-8, atol=1e-8)
     moved = gaussian_flow(sde, x_T, 1.0, 0.3, DataMoments(MEAN, COV))
     torch.testing.assert_close(moved, solved, atol=1e-5, rtol=0)
     # and back again: the map is invertible, the flow from 0.3 to 1 undoes it
@@ -96,7 +96,7 @@ def test_sample_fast_starts_from_the_gaussian_and_spends_the_whole_budget_after_
     score, moments = exact_score(mix, sde), mixture_moments(mix)
     x_T = sde.prior_sample((1000, 2), generator=gen(4))
     x, info = sample_fast(score, sde, x_T, 5, moments=moments)
-    grid = fast_grid(5, sde=sde, moments=moments)
+    grid = fast_grid(5, sde, moments=moments)
     assert info["nfe"] == 5 and info["start"] == pytest.approx(float(grid[0])) and info["start"] < 1
     expected, _ = sample_multistep(
         score, sde, gaussian_flow(sde, x_T, 1.0, info["start"], moments), grid, order=2
@@ -113,17 +113,17 @@ def test_sample_fast_starts_from_the_gaussian_and_spends_the_whole_budget_after_
         rms(sample_fast(score, sde, x_T, 5)[0]),
     )
     with pytest.raises(ValueError, match="starts at t = 0.5 < 1: pass the data's moments"):
-        sample_fast(score, sde, x_T, 3, time_grid=torch.tensor([0.5, 0.3, 0.1]))
+        sample_fast(score, sde, x_T, torch.tensor([0.5, 0.3, 0.1]))
 
 
-def test_an_optimised_grid_with_moments_places_the_hand_over_too():
+def test_an_optimized_grid_with_moments_places_the_hand_over_too():
     sde, mix = VPSDE(), held_apart_mixture(torch.float32)
     score, moments = exact_score(mix, sde), mixture_moments(mix)
     x_T = sde.prior_sample((300, 2), generator=gen(6))
-    grid, info = optimise_grid(score, sde, x_T, 5, max_iter=40, n_starts=1, moments=moments)
+    grid, info = optimize_grid(score, sde, x_T, 5, max_iter=40, n_starts=1, moments=moments)
     assert grid.shape == (5,) and 0 < float(grid[0]) < 1 and bool((grid.diff() < 0).all())
     assert info["rms"] <= info["rms_default"]
-    x, run = sample_fast(score, sde, x_T, 5, time_grid=grid.float(), moments=moments)
+    x, run = sample_fast(score, sde, x_T, grid.float(), moments=moments)
     assert run["nfe"] == 5 and run["start"] == pytest.approx(float(grid[0]), rel=1e-6)
 
 

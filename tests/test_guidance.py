@@ -20,14 +20,14 @@ import torch
 from scorefield.cli import main
 from scorefield.datasets import read_labelled_table
 from scorefield.keyed import KeyedNoise
-from scorefield.multistep import sample_fast
+from scorefield.multistep import sample_fast, sample_multistep
 from scorefield.nets import MLP, UNet
 from scorefield.run.build import OBJECTIVES, build
 from scorefield.run.checkpoint import checkpoint_dir, latest_good
 from scorefield.run.config import ConfigError, load_config
 from scorefield.run.finished import RunError, load_run
 from scorefield.run.train import drop_labels, prepare_data, train
-from scorefield.samplers import guided, sample_dpm, sample_ode, sample_pc
+from scorefield.samplers import guided, sample_ode, sample_pc
 from scorefield.score import ScoreModel
 from scorefield.sde import VPSDE
 
@@ -205,8 +205,8 @@ def test_every_sampler_takes_the_guided_score_and_counts_its_evaluations():
     """info["nfe"] counts evaluations of the guided score; each costs two network calls."""
     sde, x_T = VPSDE(), torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
     for name, run in {
-        "ode": lambda s: sample_ode(s, sde, x_T, method="heun", n_steps=5),
-        "dpm": lambda s: sample_dpm(s, sde, x_T, 6),
+        "ode": lambda s: sample_ode(s, sde, x_T, 5, method="heun"),
+        "dpm": lambda s: sample_multistep(s, sde, x_T, 6, solver="dpm++", order=2, corrector=False),
         "fast": lambda s: sample_fast(s, sde, x_T, 6),
     }.items():
         calls: list = []
@@ -215,8 +215,10 @@ def test_every_sampler_takes_the_guided_score_and_counts_its_evaluations():
         assert sum(c is None for c in calls) == info["nfe"], name
         assert torch.isfinite(x).all()
     calls = []
-    x = sample_pc(guided(fake_score(calls), 1, 2.0), sde, x_T, 5, generator=torch.Generator().manual_seed(1))
-    assert len(calls) == 2 * (5 + 5 + 1)  # 5 corrector and 5 predictor steps, the Tweedie step
+    x, info = sample_pc(
+        guided(fake_score(calls), 1, 2.0), sde, x_T, 5, generator=torch.Generator().manual_seed(1)
+    )
+    assert len(calls) == 2 * info["nfe"] == 2 * (5 + 5 + 1)  # 5 corrector and 5 predictor steps, Tweedie's
     # the guided fake score is (1 + w) 2 (y + 1 - x) - w (t - x): a linear drift towards a known point
     assert torch.isfinite(x).all()
 
@@ -333,7 +335,8 @@ def test_a_class_starts_from_its_gaussian_and_guided_samples_from_t_1(cond_run, 
     for guidance, moments, grid in ((0.0, run.component_moments, info["grid"].float()), (2.0, None, None)):
         got = run.sample(200, sampler="fast", steps=5, label="left", guidance=guidance)
         score = run.score_functions("left", guidance).t
-        z, fast = sample_fast(score, run.setup.sde, x_T, 5, time_grid=grid, moments=moments, components=0)
+        budget = 5 if grid is None else grid
+        z, fast = sample_fast(score, run.setup.sde, x_T, budget, moments=moments, components=0)
         torch.testing.assert_close(got, run.scaler.inverse_transform(z))
         assert (fast["start"] < 1) == (moments is not None)
         assert float((got[:, 0] < 0).float().mean()) >= 0.9

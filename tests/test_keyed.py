@@ -95,7 +95,7 @@ def test_predictor_corrector_samples_do_not_depend_on_the_batch(predictor):
 
     def run(noise: KeyedNoise) -> torch.Tensor:
         x_T = sde.prior_sample((noise.index.numel(), 2), generator=noise, dtype=torch.float64)
-        return sample_pc(score, sde, x_T, 30, predictor=predictor, generator=noise)
+        return sample_pc(score, sde, x_T, 30, predictor=predictor, generator=noise)[0]
 
     whole = _in_batches(run, 30, [30])
     torch.testing.assert_close(_in_batches(run, 30, [7, 7, 7, 9]), whole, rtol=1e-9, atol=1e-9)
@@ -108,8 +108,13 @@ def test_langevin_mala_and_hutchinson_probes_do_not_depend_on_the_batch():
     def ald(noise: KeyedNoise) -> torch.Tensor:
         x0 = 3 * noise.randn((noise.index.numel(), 2), torch.float64)
         return annealed_langevin(
-            lambda x, s: mix.smooth(float(s[0])).score(x), x0, sigmas, 0.05, 5, generator=noise
-        )
+            lambda x, s: mix.smooth(float(s[0])).score(x),
+            x0,
+            sigmas,
+            n_steps_each=5,
+            step_size=0.05,
+            generator=noise,
+        )[0]
 
     torch.testing.assert_close(
         _in_batches(ald, 20, [3, 17]), _in_batches(ald, 20, [20]), rtol=1e-9, atol=1e-9
@@ -117,7 +122,7 @@ def test_langevin_mala_and_hutchinson_probes_do_not_depend_on_the_batch():
 
     def metropolis(noise: KeyedNoise) -> torch.Tensor:
         x0 = noise.randn((noise.index.numel(), 2), torch.float64)
-        return mala(mix.log_prob, x0, 0.1, 10, generator=noise)[0]
+        return mala(mix.log_prob, x0, 10, step_size=0.1, generator=noise)[0]
 
     torch.testing.assert_close(_in_batches(metropolis, 20, [11, 9]), _in_batches(metropolis, 20, [20]))
 

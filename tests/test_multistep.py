@@ -12,11 +12,11 @@ from scorefield.multistep import (
     FAST_GRIDS,
     FAST_SOLVERS,
     fast_grid,
-    optimise_grid,
+    optimize_grid,
     sample_fast,
     sample_multistep,
 )
-from scorefield.samplers import sample_dpm, sample_ode, tweedie
+from scorefield.samplers import sample_ode, tweedie
 from scorefield.score import posterior_mean
 from scorefield.sde import VESDE, VPSDE, SubVPSDE
 
@@ -43,7 +43,7 @@ def test_exact_when_the_denoiser_is_constant(name, solver, order, corrector):
     mu = torch.tensor([[1.5, -0.5]], dtype=torch.float64)
     point = GaussianMixture(mu, 1e-12 * torch.eye(2, dtype=torch.float64)[None], [1.0])
     x_T = sde.prior_sample((16, 2), generator=gen(0), dtype=torch.float64)
-    grid = noise.time_grid(4, eps=0.05, dtype=torch.float64)
+    grid = noise.time_grid(4, t_end=0.05, dtype=torch.float64)
     seen = []
     x, info = sample_multistep(
         exact_score(point, sde), sde, x_T, grid, solver=solver, order=order, corrector=corrector,
@@ -55,19 +55,17 @@ def test_exact_when_the_denoiser_is_constant(name, solver, order, corrector):
     torch.testing.assert_close(seen[-1][1], m * mu + (std / std1) * (x_T - m1 * mu), rtol=1e-9, atol=1e-9)
 
 
-def test_second_order_forms_agree_with_sample_dpm():
-    """UniP-2 with B(h) = e^h - 1 is DPM-Solver++(2M), which sample_dpm implements separately."""
+def test_second_order_forms_agree():
+    """UniP-2 with B(h) = e^h - 1 is DPM-Solver++(2M): two forms of the same update."""
     sde, mix = VPSDE(), held_apart_mixture()
     score = exact_score(mix, sde)
     x_T = sde.prior_sample((64, 2), generator=gen(1), dtype=torch.float64)
-    grid = noise.time_grid(9, eps=0.1, dtype=torch.float64)
-    reference, _ = sample_dpm(score, sde, x_T, None, time_grid=grid)
-    for solver in ("dpm++", "unipc"):
-        x, info = sample_multistep(
-            score, sde, x_T, grid, solver=solver, order=2, corrector=False, lower_order_final=False
-        )
-        torch.testing.assert_close(x, reference, rtol=1e-12, atol=1e-12)
-        assert info["nfe"] == 10
+    grid = noise.time_grid(9, t_end=0.1, dtype=torch.float64)
+    options = {"order": 2, "corrector": False, "lower_order_final": False}
+    reference, _ = sample_multistep(score, sde, x_T, grid, solver="dpm++", **options)
+    x, info = sample_multistep(score, sde, x_T, grid, solver="unipc", **options)
+    torch.testing.assert_close(x, reference, rtol=1e-12, atol=1e-12)
+    assert info["nfe"] == 10
 
 
 @pytest.mark.parametrize("name", ["ve", "vp"])
@@ -78,14 +76,14 @@ def test_orders_of_convergence_on_a_log_snr_grid(name):
     sde, mix, eps = SDES[name], held_apart_mixture(), 1e-3
     score = exact_score(mix, sde)
     x_T = sde.prior_sample((24, 2), generator=gen(1), dtype=torch.float64)
-    ref_x, _ = sample_ode(score, sde, x_T, rtol=1e-10, atol=1e-10, eps=eps)
+    ref_x, _ = sample_ode(score, sde, x_T, rtol=1e-10, atol=1e-10, t_end=eps)
     m, std = sde.marginal(eps)
     reference = posterior_mean(ref_x, score(ref_x, torch.full((24,), eps, dtype=torch.float64)), m, std)
     steps = (80, 160, 320)
     errors = {}
     for solver, order, corrector in CONFIGS:
         errors[solver, order] = [
-            float((sample_multistep(score, sde, x_T, noise.time_grid(n, eps=eps, kind="log_snr", sde=sde, dtype=torch.float64), solver=solver, order=order, corrector=corrector)[0] - reference).norm(dim=1).median())
+            float((sample_multistep(score, sde, x_T, noise.time_grid(n, sde, kind="log_snr", t_end=eps, dtype=torch.float64), solver=solver, order=order, corrector=corrector)[0] - reference).norm(dim=1).median())
             for n in steps
         ]  # fmt: skip
     expected = {("dpm++", 1): 1, ("dpm++", 2): 2, ("unipc", 1): 2, ("unipc", 2): 3}
@@ -100,7 +98,7 @@ def test_mode_weights_at_10_score_evaluations(name):
     """4000 samples: the weights 0.6/0.3/0.1 are known to +-0.0077 (1 sd), so 0.03 is about 4 sd."""
     sde, mix = SDES[name], held_apart_mixture(torch.float32)
     x_T = sde.prior_sample((4000, 2), generator=gen(2))
-    grid = noise.time_grid(9, eps=0.02, kind="log_snr", sde=sde)
+    grid = noise.time_grid(9, sde, kind="log_snr", t_end=0.02)
     x, info = sample_multistep(exact_score(mix, sde), sde, x_T, grid)
     assert info["nfe"] == 10 and torch.isfinite(x).all()
     assert (mode_weights(x, mix) - mix.weights.double()).abs().max() < 0.03
@@ -144,14 +142,14 @@ def test_sample_fast_default_recovers_the_mode_weights_at_10_evaluations():
 
 def test_fast_grid_is_the_tabulated_power_grid_and_interpolates_between_budgets():
     _, t_min, rho = FAST_GRIDS[10]
-    grid = fast_grid(10, dtype=torch.float64)
+    sde = VPSDE()
+    grid = fast_grid(10, sde, dtype=torch.float64)
     expected = t_min + (1 - t_min) * (1 - torch.arange(10, dtype=torch.float64) / 9) ** rho
     torch.testing.assert_close(grid, expected)
-    between = fast_grid(12, dtype=torch.float64)
+    between = fast_grid(12, sde, dtype=torch.float64)
     assert FAST_GRIDS[15][1] < float(between[-1]) < FAST_GRIDS[10][1] and len(between) == 12
-    assert float(fast_grid(2)[-1]) == pytest.approx(FAST_GRIDS[5][1]) and float(
-        fast_grid(400)[-1]
-    ) == pytest.approx(FAST_GRIDS[50][1])
+    assert float(fast_grid(2, sde)[-1]) == pytest.approx(FAST_GRIDS[5][1])
+    assert float(fast_grid(400, sde)[-1]) == pytest.approx(FAST_GRIDS[50][1])
 
 
 def test_sample_fast_refuses_what_it_cannot_honour():
@@ -160,18 +158,18 @@ def test_sample_fast_refuses_what_it_cannot_honour():
         sample_fast(lambda x, t: -x, sde, x_T, 1)
     with pytest.raises(ValueError, match="unknown solver 'rk45'"):
         sample_fast(lambda x, t: -x, sde, x_T, 5, solver="rk45")
-    with pytest.raises(ValueError, match="time_grid has 3 times but nfe=5"):
-        sample_fast(lambda x, t: -x, sde, x_T, 5, time_grid=torch.tensor([1.0, 0.5, 0.1]))
+    with pytest.raises(ValueError, match="decrease strictly"):
+        sample_fast(lambda x, t: -x, sde, x_T, torch.tensor([1.0, 0.1, 0.5]))
 
 
-def test_an_optimised_grid_beats_the_default_on_its_model_and_keeps_the_budget():
+def test_an_optimized_grid_beats_the_default_on_its_model_and_keeps_the_budget():
     sde, mix = VPSDE(), held_apart_mixture(torch.float32)
     score = exact_score(mix, sde)
     x_T = sde.prior_sample((300, 2), generator=gen(6))
-    grid, info = optimise_grid(score, sde, x_T, 6, max_iter=60)
+    grid, info = optimize_grid(score, sde, x_T, 6, max_iter=60)
     assert grid.shape == (6,) and float(grid[0]) == 1.0 and bool((grid.diff() < 0).all())
     assert info["rms"] < 0.9 * info["rms_default"], info
-    x, run = sample_fast(score, sde, x_T, 6, time_grid=grid.float())
+    x, run = sample_fast(score, sde, x_T, grid.float())
     assert run["nfe"] == 6
     # it carries to draws it never saw: RMS to the converged ODE solution on 300 others
     x_new = sde.prior_sample((300, 2), generator=gen(16))
@@ -179,14 +177,9 @@ def test_an_optimised_grid_beats_the_default_on_its_model_and_keeps_the_budget()
     reference = tweedie(score, sde, reference, ode["times"][-1].expand(300))
 
     def rms(time_grid):
-        return float(
-            (sample_fast(score, sde, x_new, 6, time_grid=time_grid)[0] - reference)
-            .square()
-            .sum(1)
-            .mean()
-            .sqrt()
-        )
+        return float((sample_fast(score, sde, x_new, time_grid)[0] - reference).square().sum(1).mean().sqrt())
 
-    assert rms(grid.float()) < 0.9 * rms(fast_grid(6)), (rms(grid.float()), rms(fast_grid(6)))
+    default = fast_grid(6, sde)
+    assert rms(grid.float()) < 0.9 * rms(default), (rms(grid.float()), rms(default))
     with pytest.raises(ValueError, match="n_starts must be a positive integer"):
-        optimise_grid(score, sde, x_T, 6, n_starts=0)
+        optimize_grid(score, sde, x_T, 6, n_starts=0)

@@ -5,12 +5,15 @@ import torch
 from scipy.stats import norm
 
 from scorefield.noise import (
+    as_grid,
     geometric_sigmas,
     level_overlap,
     level_ratio,
     max_pairwise_distance,
+    noise_level,
     num_levels,
     resolve_sigma_max,
+    time_at_noise_level,
     time_grid,
 )
 from scorefield.utils import make_generator
@@ -109,12 +112,12 @@ def test_num_levels_low_dimension_uses_the_floor():
 
 
 def test_time_grid_uniform():
-    t = time_grid(10, eps=1e-3, t_max=1.0, dtype=torch.float64)
+    t = time_grid(10, t_end=1e-3, t_start=1.0, dtype=torch.float64)
     assert t.shape == (11,) and t[0].item() == 1.0 and t[-1].item() == 1e-3
     torch.testing.assert_close(t.diff(), torch.full((10,), -(1 - 1e-3) / 10, dtype=torch.float64))
     for kwargs, match in [
         ({"n_steps": 0}, "n_steps"),
-        ({"n_steps": 5, "eps": 2.0}, "eps"),
+        ({"n_steps": 5, "t_end": 2.0}, "t_end"),
         ({"n_steps": 5, "kind": "cosine"}, "kind"),
         ({"n_steps": 5, "kind": "edm"}, "sde"),
     ]:
@@ -132,7 +135,7 @@ def _sdes():
 def test_time_grid_log_snr_and_edm_follow_their_noise_spacing(sde):
     eps, n, rho = 1e-3, 16, 7.0
     for kind in ("log_snr", "edm"):
-        t = time_grid(n, eps=eps, kind=kind, sde=sde, rho=rho, dtype=torch.float64)
+        t = time_grid(n, sde, kind=kind, t_end=eps, rho=rho, dtype=torch.float64)
         assert t.shape == (n + 1,) and t[0].item() == 1.0 and t[-1].item() == eps
         assert (t.diff() < 0).all()
         scale, std = sde.marginal(t)
@@ -141,16 +144,35 @@ def test_time_grid_log_snr_and_edm_follow_their_noise_spacing(sde):
         steps = coord.diff()
         torch.testing.assert_close(steps, steps.mean().expand(n), rtol=1e-7, atol=1e-9)
     # the two grids differ: EDM crowds its steps at low noise, log-SNR spaces them evenly
-    t_edm = time_grid(n, eps=eps, kind="edm", sde=sde, dtype=torch.float64)
-    t_snr = time_grid(n, eps=eps, kind="log_snr", sde=sde, dtype=torch.float64)
+    t_edm = time_grid(n, sde, kind="edm", t_end=eps, dtype=torch.float64)
+    t_snr = time_grid(n, sde, kind="log_snr", t_end=eps, dtype=torch.float64)
     assert (t_edm[1:-1] > t_snr[1:-1]).all() or (t_edm[1:-1] < t_snr[1:-1]).all()
 
 
 def test_time_grid_edm_matches_the_sde_inverse_for_ve():
     # under VE the scale is 1, so sigma(t) = std(t) and sde.t_from_std inverts it in closed form
     sde = _sdes()[0]
-    t = time_grid(10, eps=1e-5, kind="edm", sde=sde, dtype=torch.float64)
+    t = time_grid(10, sde, kind="edm", t_end=1e-5, dtype=torch.float64)
     s_max, s_min = sde.marginal(1.0)[1].item(), sde.marginal(1e-5)[1].item()
     i = torch.arange(11, dtype=torch.float64) / 10
     sigma = (s_max ** (1 / 7) + i * (s_min ** (1 / 7) - s_max ** (1 / 7))) ** 7  # Karras et al. 2022, eq. 5
     torch.testing.assert_close(t, sde.t_from_std(sigma), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("sde", _sdes(), ids=["ve", "vp", "subvp"])
+def test_noise_level_and_its_inverse_agree(sde):
+    t = torch.tensor([1e-3, 0.1, 0.5, 0.9], dtype=torch.float64)
+    sigma = noise_level(sde, t)
+    scale, std = sde.marginal(t)
+    torch.testing.assert_close(sigma, std / scale)
+    torch.testing.assert_close(time_at_noise_level(sde, sigma), t, rtol=1e-9, atol=1e-12)
+
+
+def test_as_grid_builds_a_number_of_steps_and_checks_a_given_grid():
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    torch.testing.assert_close(as_grid(4, x, t_end=0.2), time_grid(4, t_end=0.2, dtype=torch.float64))
+    given = torch.tensor([1.0, 0.5, 0.1])
+    assert as_grid(given, x).dtype == torch.float64 and as_grid(given, x).tolist() == given.double().tolist()
+    for bad in (torch.tensor([0.1, 0.5]), torch.tensor([1.5, 0.5]), torch.tensor([1.0]), torch.ones(2, 2)):
+        with pytest.raises(ValueError, match="time grid"):
+            as_grid(bad, x)

@@ -40,23 +40,18 @@ def check_matches_data(x, band):
 def test_every_predictor_with_and_without_corrector_reproduces_the_data(predictor, corrector, noise_band):
     sde = VPSDE()
     x_T = sde.prior_sample((N, 2), generator=gen(1))
-    x = sample_pc(
-        exact_score(MIX, sde),
-        sde,
-        x_T,
-        n_steps=300,
-        predictor=predictor,
-        corrector=corrector,
-        generator=gen(2),
+    x, info = sample_pc(
+        exact_score(MIX, sde), sde, x_T, 300, predictor=predictor, corrector=corrector, generator=gen(2)
     )
     check_matches_data(x, noise_band)
+    assert info["nfe"] == 300 * (1 + (corrector is not None)) + 1  # + Tweedie's denoising
 
 
 @pytest.mark.parametrize("predictor", ["reverse_diffusion", "ancestral"])
 def test_predictor_corrector_under_ve_and_subvp(predictor, noise_band):
     for sde in (VESDE(sigma_min=0.01, sigma_max=30.0), SubVPSDE()):
         x_T = sde.prior_sample((N, 2), generator=gen(3))
-        x = sample_pc(exact_score(MIX, sde), sde, x_T, n_steps=300, predictor=predictor, generator=gen(4))
+        x, _ = sample_pc(exact_score(MIX, sde), sde, x_T, 300, predictor=predictor, generator=gen(4))
         check_matches_data(x, noise_band)
 
 
@@ -64,7 +59,7 @@ def test_predictor_corrector_under_ve_and_subvp(predictor, noise_band):
 def test_every_ode_method_reproduces_the_data(method, n_steps, noise_band):
     sde = VPSDE()
     x_T = sde.prior_sample((N, 2), generator=gen(5))
-    x, info = sample_ode(exact_score(MIX, sde), sde, x_T, method=method, n_steps=n_steps)
+    x, info = sample_ode(exact_score(MIX, sde), sde, x_T, n_steps, method=method)
     check_matches_data(x, noise_band)
     expected_nfe = {"rk4": 4 * 30, "heun": 2 * 60, "euler": 300}
     if method in expected_nfe:
@@ -79,14 +74,14 @@ def test_fixed_step_ode_methods_converge_at_their_order():
     score = exact_score(mix, sde)
     x_T = sde.prior_sample((64, 2), generator=gen(6), dtype=torch.float64)
     eps = 0.05  # away from t = 0, where the exact field turns stiff and asymptotics start late
-    ref, _ = sample_ode(score, sde, x_T, method="dopri5", rtol=1e-11, atol=1e-11, eps=eps)
+    ref, _ = sample_ode(score, sde, x_T, method="dopri5", rtol=1e-11, atol=1e-11, t_end=eps)
     for method, order, steps in [
         ("euler", 1, (40, 80, 160)),
         ("heun", 2, (20, 40, 80)),
         ("rk4", 4, (20, 40, 80)),
     ]:
         errors = [
-            (sample_ode(score, sde, x_T, method=method, n_steps=n, eps=eps)[0] - ref).abs().max().item()
+            (sample_ode(score, sde, x_T, n, method=method, t_end=eps)[0] - ref).abs().max().item()
             for n in steps
         ]
         slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
@@ -138,14 +133,24 @@ def test_samplers_are_reproducible_and_build_no_graph():
     sde = VPSDE()
     x_T = sde.prior_sample((100, 2), generator=gen(10))
     score = exact_score(MIX, sde)
-    a = sample_pc(score, sde, x_T, n_steps=20, generator=gen(11))
-    b = sample_pc(score, sde, x_T, n_steps=20, generator=gen(11))
+    a, _ = sample_pc(score, sde, x_T, 20, generator=gen(11))
+    b, _ = sample_pc(score, sde, x_T, 20, generator=gen(11))
     assert torch.equal(a, b) and not a.requires_grad
     seen = []
-    sample_pc(score, sde, x_T, n_steps=20, generator=gen(11), callback=lambda info: seen.append(info["i"]))
-    assert seen == list(range(20))
-    x, info = sample_ode(score, sde, x_T, method="rk4", n_steps=5, return_trajectory=True)
+    sample_pc(score, sde, x_T, 20, generator=gen(11), callback=lambda info: seen.append(sorted(info)))
+    assert seen == [["i", "t", "x", "x_mean"]] * 20
+    times = []
+    x, info = sample_ode(
+        score,
+        sde,
+        x_T,
+        5,
+        method="rk4",
+        return_trajectory=True,
+        callback=lambda info: times.append(info["t"]),
+    )
     assert info["trajectory"].shape == (6, 100, 2) and torch.equal(info["trajectory"][-1], x)
+    assert times == info["times"][1:].tolist()
 
 
 def test_bad_arguments_are_refused():
@@ -153,11 +158,11 @@ def test_bad_arguments_are_refused():
     x_T = torch.zeros(3, 2)
     score = exact_score(MIX, sde)
     with pytest.raises(ValueError, match="unknown predictor"):
-        sample_pc(score, sde, x_T, n_steps=3, predictor="nope")
+        sample_pc(score, sde, x_T, 3, predictor="nope")
     with pytest.raises(ValueError, match="unknown ODE method"):
         sample_ode(score, sde, x_T, method="nope")
-    with pytest.raises(ValueError, match="needs n_steps"):
+    with pytest.raises(ValueError, match="needs a number of steps"):
         sample_ode(score, sde, x_T, method="rk4")
     with pytest.raises(ValueError, match="decrease"):
-        sample_pc(score, sde, x_T, n_steps=None, time_grid=torch.tensor([0.1, 0.5]))
-    assert math.isfinite(float(sample_pc(score, sde, x_T, n_steps=2).sum()))
+        sample_pc(score, sde, x_T, torch.tensor([0.1, 0.5]))
+    assert math.isfinite(float(sample_pc(score, sde, x_T, 2)[0].sum()))

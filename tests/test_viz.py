@@ -335,7 +335,7 @@ def test_annealed_and_reverse_sde_animations(tmp_path):
         x0,
         tmp_path / "a.gif",
         sigmas=[10.0, 3.0, 1.0],
-        step_lr=0.05,
+        step_size=0.05,
         n_steps_each=5,
         n_frames=10,
         generator=make_generator(1),
@@ -777,7 +777,7 @@ def test_annealed_animation_draws_each_levels_density_in_its_own_window(tmp_path
 
     monkeypatch.setattr(viz.animations, "_frame", spy)
     path = annealed_langevin_animation(
-        _smoothed_score(mixture), x0, tmp_path / "a.gif", sigmas=[20.0, 5.0, 1.0], step_lr=0.05, n_steps_each=10,
+        _smoothed_score(mixture), x0, tmp_path / "a.gif", sigmas=[20.0, 5.0, 1.0], step_size=0.05, n_steps_each=10,
         n_frames=8, background_at=mixture.smooth, window="level", extent=(-9, 9, -9, 9), generator=make_generator(1),
     )  # fmt: skip
     assert _gif_frames(path) == 8

@@ -15,9 +15,9 @@ from .gaussian import DataMoments, data_moments, gaussian_flow
 from .keyed import KeyedNoise
 from .langevin import annealed_langevin, langevin, mala
 from .likelihood import bits_per_dim, log_likelihood
-from .multistep import optimise_grid, sample_fast, sample_multistep
-from .noise import geometric_sigmas
-from .samplers import sample_dpm, sample_ode, sample_pc
+from .multistep import optimize_grid, sample_fast, sample_multistep
+from .noise import geometric_sigmas, time_grid
+from .samplers import sample_ode, sample_pc
 from .score import EnergyScore, NoiseConditionalScore, ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
@@ -65,6 +65,7 @@ __all__ = [
     "VPSDE",
     "SubVPSDE",
     "geometric_sigmas",
+    "time_grid",
     "ScoreModel",
     "EnergyScore",
     "NoiseConditionalScore",
@@ -73,11 +74,10 @@ __all__ = [
     "annealed_langevin",
     "sample_pc",
     "sample_ode",
-    "sample_dpm",
     "sample_fast",
     "sample_multistep",
     "sample_conditional",
-    "optimise_grid",
+    "optimize_grid",
     "DataMoments",
     "data_moments",
     "gaussian_flow",

@@ -376,9 +376,9 @@ class ScoreDensityEstimator(BaseEstimator):
             corr = torch.rand(n, generator=g, device=device) >= self.base_weight_
             x_T = sde.prior_sample((int(corr.sum()), d), generator=g).to(device)
             if method == "ode":
-                z_corr, _ = sample_ode(self.model_, sde, x_T, eps=t)
+                z_corr, _ = sample_ode(self.model_, sde, x_T, t_end=t)
             else:
-                z_corr = sample_pc(self.model_, sde, x_T, n_steps=500, eps=max(t, 1e-3), generator=g)
+                z_corr, _ = sample_pc(self.model_, sde, x_T, 500, t_end=max(t, 1e-3), generator=g)
             z[corr] = z_corr.to(z.dtype)
         return self.scaler_.inverse_transform(z.cpu()).double().numpy()
 

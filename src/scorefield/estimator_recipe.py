@@ -507,7 +507,7 @@ def log_density(
     (``KeyedNoise``; ``keys`` are the rows' ``row_keys``), not drawn in batch order.
     """
     kind = "exact" if z.shape[1] <= EXACT_MAX_DIM else "hutchinson"
-    grid = time_grid(ODE_STEPS, eps=eps, kind="log_snr", sde=model.sde, dtype=z.dtype, device=z.device)
+    grid = time_grid(ODE_STEPS, model.sde, kind="log_snr", t_end=eps, dtype=z.dtype, device=z.device)
     out = [
         log_likelihood(
             model,

@@ -252,10 +252,10 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 est.model_.sde,
                 y_obs.repeat_interleave(n, 0).to(device, dtype),
                 obs.repeat_interleave(n, 0).to(device),
-                nfe=self.nfe,
+                self.nfe,
                 resample=self.resample,
                 generator=KeyedNoise(seed, (keys[:, None] * n + torch.arange(n)).reshape(-1).to(device)),
-                eps=SAMPLE_EPS,
+                t_end=SAMPLE_EPS,
                 predictor=PREDICTOR,
             )
             return y.view(r, n, d).cpu().double()

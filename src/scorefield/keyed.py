@@ -65,7 +65,7 @@ class KeyedNoise:
     gives sample ``i`` the same noise at every step whatever the batch it is in::
 
         noise = KeyedNoise(seed=0, index=torch.arange(start, stop))
-        x = sample_pc(score, sde, sde.prior_std * noise.randn((stop - start, 2)), 100, generator=noise)
+        x, _ = sample_pc(score, sde, sde.prior_std * noise.randn((stop - start, 2)), 100, generator=noise)
 
     ``index`` is ``[B]`` (int64) and lives on the device the noise is wanted on. ``split(rows)`` is the
     same source restricted to some rows (with the counter shared), for code that processes a subset.

@@ -146,7 +146,8 @@ def log_likelihood(
     def dynamics(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         return value_and_divergence(flow, state[0], t, probes)
 
-    times = ode_times(method, n_steps, eps, time_grid, x).flip(0)  # from eps up to 1
+    steps_or_grid = n_steps if time_grid is None else time_grid
+    times = ode_times(method, steps_or_grid, eps, x).flip(0)  # from eps up to 1
     n_estimates = 1 if probes is None else probes.shape[0]
     delta0 = x.new_zeros(n_estimates, x.shape[0])
     with torch.no_grad():

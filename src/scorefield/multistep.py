@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from . import noise
 from .gaussian import DataMoments, gaussian_flow, gaussian_start
-from .ode import counted, sampling_grid
+from .ode import counted
 from .score import posterior_mean
 from .sde import SDE, ScoreFn
 
@@ -42,6 +42,8 @@ __all__ = [
     "SOLVERS",
     "VARIANTS",
     "fast_grid",
+    "log_snr_coefficients",
+    "optimize_grid",
     "sample_fast",
     "sample_multistep",
 ]
@@ -147,7 +149,8 @@ def sample_multistep(
     score_fn: ScoreFn,
     sde: SDE,
     x_T: torch.Tensor,
-    time_grid: torch.Tensor,
+    nfe_or_grid: int | torch.Tensor,
+    *,
     solver: str = "unipc",
     order: int = 3,
     variant: str = "bh2",
@@ -156,12 +159,14 @@ def sample_multistep(
     callback: Callable[[dict], None] | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
-    """Sample by a multistep log-SNR solver on ``time_grid`` (decreasing, from 1): ``len(time_grid)`` score
-    evaluations, returning the denoised ``D`` at the last time and ``info`` (``"nfe"``, ``"times"``).
+    """Sample by a multistep log-SNR solver (DPM-Solver++, Lu et al. 2022b; UniPC, Zhao et al. 2023) on a
+    decreasing time grid from 1: ``nfe_or_grid`` is the grid, or a number of score evaluations on
+    ``fast_grid(nfe, sde)``. One evaluation per grid time; returns the denoised ``D`` at the last time
+    and ``info`` (``"nfe"``, ``"times"``). Deterministic: it draws no random numbers.
 
     ``solver``: ``"unipc"`` (UniP, ``variant`` ``"bh1"`` or ``"bh2"``) or ``"dpm++"``; ``order`` 1-3;
     ``corrector``: apply UniC after every predictor step (free: it reuses the next evaluation).
-    ``callback`` receives ``{"i", "t", "x", "denoised"}`` after each evaluation.
+    ``callback`` receives ``{"i", "t", "x", "x_mean"}`` after each evaluation (``x_mean`` is ``x``).
     """
     if solver not in PREDICT:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
@@ -169,7 +174,9 @@ def sample_multistep(
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
-    times = sampling_grid(None, 0.0, time_grid, x_T)
+    if not isinstance(nfe_or_grid, torch.Tensor):
+        nfe_or_grid = fast_grid(nfe_or_grid, sde)
+    times = noise.as_grid(nfe_or_grid, x_T)
     scale, std, lam = log_snr_coefficients(sde, times)
     score, nfe = counted(score_fn)
     predict = PREDICT[solver]
@@ -181,7 +188,7 @@ def sample_multistep(
             x = _unic_correct(x_prev, denoised, lam, scale, std, history, i - 1, i, used, variant)
         history = [*history, (i, denoised)][-order:]
         if callback is not None:
-            callback({"i": i, "t": float(times[i]), "x": x, "denoised": denoised})
+            callback({"i": i, "t": float(times[i]), "x": x, "x_mean": x})
         if i == last:
             break
         used = min(order, len(history), last - i + 1 if lower_order_final else order)  # + the step to 0
@@ -254,62 +261,68 @@ def _fast_setting(nfe: int, gaussian: bool = False) -> tuple[int, float, float, 
 
 def fast_grid(
     nfe: int,
-    dtype: torch.dtype = torch.float32,
-    device=None,
-    sde: SDE | None = None,
+    sde: SDE,
+    *,
     moments: DataMoments | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """``sample_fast``'s default grid of ``nfe`` times: the power grid of ``FAST_GRIDS`` from 1, or, given the
-    ``sde`` and the data's ``moments`` (at most ``GAUSSIAN_START_MAX_NFE`` evaluations), that of
-    ``GAUSSIAN_STARTS`` from the Gaussian start ``t_0 = gaussian_start(sde, moments, snr)``."""
-    _, t_min, rho, snr = _fast_setting(nfe, gaussian=sde is not None and moments is not None)
+    data's ``moments`` (at most ``GAUSSIAN_START_MAX_NFE`` evaluations), that of ``GAUSSIAN_STARTS`` from
+    the Gaussian start ``t_0 = gaussian_start(sde, moments, snr)``."""
+    _, t_min, rho, snr = _fast_setting(nfe, gaussian=moments is not None)
     start = 1.0 if snr is None else gaussian_start(sde, moments, snr)
     if start <= t_min:
         start = 1.0  # data so narrow that the Gaussian would carry them past the grid's end: start at 1
-    if start == 1.0:
-        return noise.time_grid(int(nfe) - 1, eps=t_min, kind="power", rho=rho, dtype=dtype, device=device)
-    grid = noise.time_grid(int(nfe) - 1, eps=t_min / start, kind="power", rho=rho, dtype=torch.float64)
-    return (start * grid).to(dtype=dtype, device=device)
+    grid = noise.time_grid(
+        int(nfe) - 1, kind="power", t_end=t_min, t_start=start, rho=rho, dtype=torch.float64
+    )
+    return grid.to(dtype=dtype, device=device)
 
 
+@torch.no_grad()
 def sample_fast(
     score_fn: ScoreFn,
     sde: SDE,
     x_T: torch.Tensor,
-    nfe: int,
+    nfe_or_grid: int | torch.Tensor,
+    *,
     solver: str | None = None,
-    generator: torch.Generator | None = None,
-    time_grid: torch.Tensor | None = None,
-    progress: bool = False,
     moments: DataMoments | None = None,
     components: int | torch.Tensor | None = None,
+    callback: Callable[[dict], None] | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
-    """Samples for a budget of ``nfe`` score evaluations: denoised ``x_0`` from prior draws ``x_T`` (at
-    ``t = 1``, already scaled by ``sde.prior_std``) and ``info`` with the honest count ``"nfe"`` (never
-    more than ``nfe``), ``"solver"``, ``"times"`` and ``"start"``.
+    """Samples for a budget of score evaluations (UniPC, Zhao et al. 2023, on a tuned grid): denoised
+    ``x_0`` from prior draws ``x_T`` (at ``t = 1``, already scaled by ``sde.prior_std``) and ``info`` with
+    the honest count ``"nfe"`` (never more than the budget), ``"solver"``, ``"order"``, ``"times"`` and
+    ``"start"``.
 
-    ``solver=None`` takes the best configuration ``bench_samplers`` found: UniPC with the UniC corrector
-    (Zhao et al. 2023) of the order ``FAST_GRIDS`` gives the budget (2 below 20 evaluations, 3 from 20;
-    with ``moments``, ``GAUSSIAN_STARTS``'s up to 8) on ``fast_grid(nfe)``. Other names: ``FAST_SOLVERS`` (``"unipc2"``, ``"unipc3"``, ``"dpm++"`` for
-    DPM-Solver++(3M), ``"dpm++2"``, ``"ddim"``); ``time_grid`` (``nfe`` decreasing times, from 1 or
-    below) replaces the default grid, e.g. one optimised for a model. Every solver here is
-    deterministic: ``generator`` is accepted for a uniform signature and not drawn from. ``nfe`` below 2
-    is refused (one evaluation at ``t = 1`` only returns the data's mean).
+    ``nfe_or_grid``: the budget ``nfe`` (at least 2; one evaluation at ``t = 1`` only returns the data's
+    mean), spent on ``fast_grid(nfe, sde, moments=moments)``, or a grid of ``nfe`` decreasing times from
+    1 or below (one ``optimize_grid`` fitted to a model). ``solver=None`` takes the best configuration
+    ``bench_samplers`` found: UniPC with the UniC corrector of the order ``FAST_GRIDS`` gives the budget
+    (2 below 20 evaluations, 3 from 20; with ``moments``, ``GAUSSIAN_STARTS``'s up to 8). Other names:
+    ``FAST_SOLVERS`` (``"unipc2"``, ``"unipc3"``, ``"dpm++"`` for DPM-Solver++(3M), ``"dpm++2"``,
+    ``"ddim"``). Every solver here is deterministic: it takes no generator.
 
     ``moments`` (the data's mean and covariance, ``gaussian.data_moments``; a run stores them) turn on
     the Gaussian start: ``x_T`` is carried from 1 to the grid's first time by the exact flow of the data's
     Gaussian (``gaussian_flow``, no evaluation), and the budget is spent from there
     (docs/math.md#the-gaussian-start). A grid that starts below 1 needs them. ``moments`` may be a stack
     of Gaussians, one per class or cluster (``gaussian.component_moments``), with ``components`` naming
-    each row's (for samples of a class-conditional ``score_fn``).
+    each row's (for samples of a class-conditional ``score_fn``). ``callback`` and ``progress`` as in
+    ``sample_multistep``.
     """
     name = "unipc" if solver is None else solver
     if name not in FAST_SOLVERS:
         raise ValueError(f"unknown solver {name!r}; choose one of {', '.join(FAST_SOLVERS)}")
-    if time_grid is None:
-        time_grid = fast_grid(nfe, dtype=x_T.dtype, device=x_T.device, sde=sde, moments=moments)
-    elif len(time_grid) != nfe:
-        raise ValueError(f"time_grid has {len(time_grid)} times but nfe={nfe} evaluations need {nfe}")
+    if isinstance(nfe_or_grid, torch.Tensor):
+        time_grid = nfe_or_grid
+        nfe = time_grid.numel()
+    else:
+        nfe = nfe_or_grid
+        time_grid = fast_grid(nfe, sde, moments=moments, dtype=x_T.dtype, device=x_T.device)
     start = float(time_grid[0])
     if start < 1.0:
         if moments is None:
@@ -318,11 +331,11 @@ def sample_fast(
             )
         x_T = gaussian_flow(sde, x_T, 1.0, start, moments, components)
     options = {"order": _fast_setting(nfe, gaussian=moments is not None)[0], **FAST_SOLVERS[name]}
-    x, info = sample_multistep(score_fn, sde, x_T, time_grid, progress=progress, **options)
+    x, info = sample_multistep(score_fn, sde, x_T, time_grid, callback=callback, progress=progress, **options)
     return x, {**info, "solver": name, "order": options["order"], "start": start}
 
 
-# optimise_grid's starting grids besides fast_grid(nfe): the power grids of these t_min and rho. On
+# optimize_grid's starting grids besides fast_grid(nfe): the power grids of these t_min and rho. On
 # bench_samplers' targets at 5 evaluations the RMS is dominated by the few draws that change mode, a
 # landscape of plateaus in which one Nelder-Mead run from fast_grid stopped at 0.296 (three-mode mixture,
 # 2,000 draws) and the best of three runs started from the best of these 26 grids reached 0.264.
@@ -331,11 +344,12 @@ GRID_STARTS = tuple(
 )
 
 
-def optimise_grid(
+def optimize_grid(
     score_fn: ScoreFn,
     sde: SDE,
     x_T: torch.Tensor,
     nfe: int,
+    *,
     solver: str | None = None,
     max_iter: int = 300,
     rtol: float = 1e-5,
@@ -356,7 +370,7 @@ def optimise_grid(
     grid it saw, so the answer is never worse on ``x_T`` than the default. Cost: one dopri5 solve and
     about ``(26 + n_starts * max_iter) * nfe`` score evaluations on ``x_T``. Returns the grid (float64)
     and ``info`` with the RMS before and after (``"rms_default"``, ``"rms"``). Store the grid with the
-    model (a run does) and pass it to ``sample_fast(..., time_grid=grid)``.
+    model (a run does) and pass it to ``sample_fast(score_fn, sde, x_T, grid)``.
     """
     import numpy as np
     from scipy.optimize import minimize
@@ -368,7 +382,7 @@ def optimise_grid(
     x_T = x_T.detach()
     reference, info = sample_ode(score_fn, sde, x_T, rtol=rtol, atol=rtol)
     reference = tweedie(score_fn, sde, reference, info["times"][-1].expand(x_T.shape[0]))
-    start = fast_grid(nfe, dtype=torch.float64, sde=sde, moments=moments)
+    start = fast_grid(nfe, sde, moments=moments, dtype=torch.float64)
     first = [] if moments is not None else [0.0]  # with moments the first decrement (from 1) is free
 
     def grid_of(params: np.ndarray) -> torch.Tensor:
@@ -383,14 +397,7 @@ def optimise_grid(
         if not float(grid[-1]) > 1e-5:
             return math.inf
         x, _ = sample_fast(
-            score_fn,
-            sde,
-            x_T,
-            nfe,
-            solver=solver,
-            time_grid=grid.to(x_T.dtype),
-            moments=moments,
-            components=components,
+            score_fn, sde, x_T, grid.to(x_T.dtype), solver=solver, moments=moments, components=components
         )
         value = float((x - reference).flatten(1).square().sum(1).mean().sqrt())
         return value if math.isfinite(value) else math.inf
@@ -407,7 +414,7 @@ def optimise_grid(
 
     t_0 = float(start[0])
     candidates = [start] + [
-        t_0 * noise.time_grid(int(nfe) - 1, eps=t_min / t_0, kind="power", rho=rho, dtype=torch.float64)
+        noise.time_grid(int(nfe) - 1, kind="power", t_end=t_min, t_start=t_0, rho=rho, dtype=torch.float64)
         for t_min, rho in GRID_STARTS
         if t_min < t_0
     ]

@@ -6,7 +6,10 @@
   optionally with a margin above it (``factor``, ``pad``; the estimators use one).
 - ``level_ratio`` / ``num_levels``: the number of levels from the data dimension
   (Song & Ermon 2020, technique 2).
-- ``time_grid``: decreasing times ``t_max = t_0 > ... > t_N = eps`` for the SDE samplers.
+- ``time_grid``: decreasing times ``t_start = t_0 > ... > t_N = t_end`` for the SDE samplers, the one
+  builder of every sampler's grid (``as_grid`` takes a number of steps or checks a given grid);
+  ``noise_level`` / ``time_at_noise_level``: ``sigma(t) = std(t) / scale(t)`` and its inverse, so grids
+  can be placed by the marginal's noise rather than by ``t`` and hold on every SDE family.
 """
 
 from __future__ import annotations
@@ -21,14 +24,21 @@ from scipy.special import ndtr
 from .sde import HasMarginal
 
 __all__ = [
+    "T_END",
+    "as_grid",
     "geometric_sigmas",
     "level_overlap",
     "level_ratio",
     "max_pairwise_distance",
+    "noise_level",
     "num_levels",
     "resolve_sigma_max",
+    "time_at_noise_level",
     "time_grid",
 ]
+
+# The samplers' last time by default: Tweedie's step there removes the noise of level std(T_END).
+T_END = 1e-3
 
 
 def _check_sigma_range(sigma_max: float, sigma_min: float) -> None:
@@ -184,24 +194,26 @@ def num_levels(
     return max(int(min_levels), n)
 
 
-def _noise_ratio(sde: HasMarginal, t: torch.Tensor) -> torch.Tensor:
-    """``std(t) / scale(t) = exp(-log_snr(t) / 2)``: the VE-equivalent noise level at time ``t``."""
+def noise_level(sde: HasMarginal, t: torch.Tensor) -> torch.Tensor:
+    """``sigma(t) = std(t) / scale(t) = exp(-log_snr(t) / 2)``: the VE-equivalent noise level at time ``t``."""
     scale, std = sde.marginal(t)
     return std / scale
 
 
-def _t_from_noise_ratio(
-    sde: HasMarginal, ratio: torch.Tensor, t_lo: float, t_hi: float, n_iter: int = 64
+def time_at_noise_level(
+    sde: HasMarginal, sigma: torch.Tensor, t_lo: float = 0.0, t_hi: float = 1.0, n_iter: int = 64
 ) -> torch.Tensor:
-    """Invert the increasing map ``t -> std(t) / scale(t)`` on ``[t_lo, t_hi]`` by bisection.
+    """The times at which ``noise_level(sde, t)`` reaches ``sigma`` (float64): the increasing map inverted on
+    ``[t_lo, t_hi]`` by bisection (clamped at the ends when ``sigma`` lies outside their levels).
 
     Uses only ``sde.marginal``, so it serves every SDE (VE, VP, sub-VP) with one code path.
     """
-    lo = torch.full_like(ratio, t_lo)
-    hi = torch.full_like(ratio, t_hi)
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    lo = torch.full_like(sigma, t_lo)
+    hi = torch.full_like(sigma, t_hi)
     for _ in range(n_iter):
         mid = 0.5 * (lo + hi)
-        below = _noise_ratio(sde, mid) < ratio
+        below = noise_level(sde, mid) < sigma
         lo = torch.where(below, mid, lo)
         hi = torch.where(below, hi, mid)
     return 0.5 * (lo + hi)
@@ -209,53 +221,77 @@ def _t_from_noise_ratio(
 
 def time_grid(
     n_steps: int,
-    eps: float = 1e-3,
-    t_max: float = 1.0,
-    kind: Literal["uniform", "log_snr", "edm", "power"] = "uniform",
     sde: HasMarginal | None = None,
+    *,
+    kind: Literal["uniform", "log_snr", "edm", "power"] = "uniform",
+    t_end: float = T_END,
+    t_start: float = 1.0,
     rho: float = 7.0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Sampler time grid: ``n_steps + 1`` decreasing times from exactly ``t_max`` to exactly ``eps``.
+    """Sampler time grid: ``n_steps + 1`` decreasing times from exactly ``t_start`` to exactly ``t_end``.
 
     - ``uniform``: equal steps in ``t`` (Song et al. 2021).
     - ``log_snr``: equal steps in ``log(std(t) / scale(t))``, i.e. in log-SNR (Kingma et al. 2021).
     - ``edm``: Karras et al. 2022, eq. 5, on the noise level ``sigma(t) = std(t) / scale(t)``:
       ``sigma_i = (sigma_max^{1/rho} + i/N (sigma_min^{1/rho} - sigma_max^{1/rho}))^rho``, which
       concentrates steps at low noise for ``rho > 1``.
-    - ``power``: ``t_i = eps + (t_max - eps) (1 - i/N)^rho``, uniform in ``t`` for ``rho = 1`` and
-      denser towards ``eps`` for ``rho > 1``; ``sample_fast``'s grids (tuned in ``bench_samplers``).
+    - ``power``: ``t_i = t_end + (t_start - t_end) (1 - i/N)^rho``, uniform in ``t`` for ``rho = 1`` and
+      denser towards ``t_end`` for ``rho > 1``.
 
     ``log_snr`` and ``edm`` need ``sde`` (only its ``marginal`` is used); the times are found by
-    inverting the noise level in float64.
+    inverting the noise level in float64. Every sampler builds its grid here (``as_grid``).
     """
     if int(n_steps) != n_steps or n_steps < 1:
         raise ValueError(f"n_steps must be an integer >= 1, got {n_steps}")
-    eps, t_max = float(eps), float(t_max)
-    if not 0 < eps < t_max:
-        raise ValueError(f"need 0 < eps < t_max, got eps={eps}, t_max={t_max}")
+    t_end, t_start = float(t_end), float(t_start)
+    if not 0 < t_end < t_start:
+        raise ValueError(f"need 0 < t_end < t_start, got t_end={t_end}, t_start={t_start}")
     n = int(n_steps)
     if kind == "uniform":
-        t = torch.linspace(t_max, eps, n + 1, dtype=torch.float64)
+        t = torch.linspace(t_start, t_end, n + 1, dtype=torch.float64)
     elif kind == "power":
         if not rho > 0:
             raise ValueError(f"rho must be > 0, got {rho}")
-        t = eps + (t_max - eps) * (1 - torch.arange(n + 1, dtype=torch.float64) / n) ** rho
+        t = t_end + (t_start - t_end) * (1 - torch.arange(n + 1, dtype=torch.float64) / n) ** rho
     elif kind in ("log_snr", "edm"):
         if sde is None:
             raise ValueError(f'time_grid(kind="{kind}") needs the SDE; pass sde=...')
         if not rho > 0:
             raise ValueError(f"rho must be > 0, got {rho}")
-        ends = _noise_ratio(sde, torch.tensor([t_max, eps], dtype=torch.float64))
+        ends = noise_level(sde, torch.tensor([t_start, t_end], dtype=torch.float64))
         frac = torch.linspace(0, 1, n + 1, dtype=torch.float64)
         if kind == "log_snr":
             ratio = torch.exp(ends[0].log() + frac * (ends[1].log() - ends[0].log()))
         else:
             lo, hi = ends[1] ** (1 / rho), ends[0] ** (1 / rho)
             ratio = (hi + frac * (lo - hi)) ** rho
-        t = _t_from_noise_ratio(sde, ratio, eps, t_max)
+        t = time_at_noise_level(sde, ratio, t_end, t_start)
     else:
         raise ValueError(f'kind must be "uniform", "log_snr", "edm" or "power", got {kind!r}')
-    t[0], t[-1] = t_max, eps
+    t[0], t[-1] = t_start, t_end
     return t.to(dtype=dtype, device=device)
+
+
+def as_grid(
+    steps_or_grid: int | torch.Tensor,
+    x: torch.Tensor,
+    sde: HasMarginal | None = None,
+    *,
+    kind: Literal["uniform", "log_snr", "edm", "power"] = "uniform",
+    t_end: float = T_END,
+    rho: float = 7.0,
+) -> torch.Tensor:
+    """A sampler's grid as ``x``'s dtype and device: ``time_grid(steps_or_grid, ...)`` for a number of
+    steps, or the given times, checked to decrease strictly within ``(0, 1]``."""
+    if not isinstance(steps_or_grid, torch.Tensor):
+        return time_grid(steps_or_grid, sde, kind=kind, t_end=t_end, rho=rho, dtype=x.dtype, device=x.device)
+    grid = steps_or_grid.to(dtype=x.dtype, device=x.device)
+    if grid.ndim != 1 or grid.numel() < 2:
+        raise ValueError(
+            f"a time grid must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}"
+        )
+    if not bool((grid.diff() < 0).all()) or grid.max() > 1 or grid.min() <= 0:
+        raise ValueError("a time grid must decrease strictly and lie in (0, 1]")
+    return grid

@@ -24,27 +24,8 @@ __all__ = [
     "check_method",
     "counted",
     "ode_times",
-    "sampling_grid",
     "solve_ode",
 ]
-
-
-def sampling_grid(
-    n_steps: int | None, eps: float, time_grid: torch.Tensor | None, x: torch.Tensor
-) -> torch.Tensor:
-    """The decreasing times ``1 = t_0 > ... > t_N = eps`` (or the given grid), as ``x``'s dtype/device."""
-    if time_grid is None:
-        if n_steps is None:
-            raise ValueError("pass n_steps (or an explicit time_grid) for a fixed-step sampler")
-        return noise.time_grid(n_steps, eps=eps, dtype=x.dtype, device=x.device)
-    grid = torch.as_tensor(time_grid, dtype=x.dtype, device=x.device)
-    if grid.ndim != 1 or grid.numel() < 2:
-        raise ValueError(f"time_grid must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}")
-    if n_steps is not None and grid.numel() != n_steps + 1:
-        raise ValueError(f"time_grid has {grid.numel()} times but n_steps={n_steps} needs {n_steps + 1}")
-    if not bool((grid.diff() < 0).all()) or grid.max() > 1 or grid.min() <= 0:
-        raise ValueError("time_grid must decrease strictly and lie in (0, 1]")
-    return grid
 
 
 # our name -> torchdiffeq's name; "heun" is Heun's (explicit trapezoidal) 2-stage method, torchdiffeq's heun2
@@ -127,20 +108,16 @@ def solve_ode(
 
 
 def ode_times(
-    method: str,
-    n_steps: int | None,
-    eps: float,
-    time_grid: torch.Tensor | None,
-    x: torch.Tensor,
+    method: str, steps_or_grid: int | torch.Tensor | None, t_end: float, x: torch.Tensor
 ) -> torch.Tensor:
-    """Decreasing times for a probability-flow ODE from 1 to ``eps``: the given grid, ``[1, eps]`` for an
-    adaptive method without ``n_steps``, else ``n_steps`` uniform steps."""
+    """Decreasing times for a probability-flow ODE from 1 to ``t_end``: the given grid, ``[1, t_end]`` for
+    an adaptive method without a number of steps, else that many uniform steps (``noise.as_grid``)."""
     check_method(method)
-    if time_grid is None and n_steps is None and method in ADAPTIVE_METHODS:
-        return torch.tensor([1.0, eps], dtype=x.dtype, device=x.device)
-    if time_grid is None and n_steps is None:
-        raise ValueError(f"the fixed-step method {method!r} needs n_steps (or an explicit time_grid)")
-    return sampling_grid(n_steps, eps, time_grid, x)
+    if steps_or_grid is None:
+        if method not in ADAPTIVE_METHODS:
+            raise ValueError(f"the fixed-step method {method!r} needs a number of steps or a time grid")
+        return torch.tensor([1.0, t_end], dtype=x.dtype, device=x.device)
+    return noise.as_grid(steps_or_grid, x, t_end=t_end)
 
 
 def counted(score_fn: Callable[..., torch.Tensor]) -> tuple[Callable[..., torch.Tensor], list[int]]:

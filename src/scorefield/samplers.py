@@ -11,7 +11,11 @@ forward process has the exact Gaussian transition ``x_t = a x_{t_next} + G z`` w
 ``a = 1, G² = σ_t² - σ_{t_next}²``; for VP it is DDPM's ``a = sqrt(1 - β_i), G² = β_i``.
 So no sampler asks which SDE it runs.
 
-``score_fn(x, t[B]) -> [B, ...]`` is the score of ``p_t``; time runs from 1 (prior) down to ``eps``.
+``score_fn(x, t[B]) -> [B, ...]`` is the score of ``p_t``; time runs from 1 (prior) down to ``t_end``.
+Every sampler of the library has one shape, ``sample_x(score_fn, sde, x_T, budget_or_grid, *, ...,
+callback=None, progress=False) -> (x, info)``: a number (of steps or evaluations, as each says) or a
+time grid built by ``noise.time_grid``; ``info["nfe"]`` the counted score evaluations; ``callback``
+receives ``{"i", "t", "x", "x_mean"}`` (``x_mean``: the state without the step's fresh noise).
 For a class-conditional model, ``guided(score_fn, y, w)`` (from ``score``, re-exported here) is the
 classifier-free guided score of label ``y``, a score function like any other; the samplers' ``nfe``
 then counts guided evaluations, each of which costs two network evaluations when ``w != 0``.
@@ -21,14 +25,14 @@ energy locally under ``torch.enable_grad()`` still works, and no autograd graph 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from . import noise
-from .ode import ODE_METHODS, counted, ode_times, sampling_grid, solve_ode
+from .noise import T_END
+from .ode import ODE_METHODS, counted, ode_times, solve_ode
 from .score import guided, posterior_mean
 from .sde import SDE, ScoreFn
 from .utils import Generator, append_dims, randn_like
@@ -43,9 +47,10 @@ __all__ = [
     "langevin",
     "langevin_batch",
     "reverse_diffusion",
-    "sample_dpm",
     "sample_ode",
     "sample_pc",
+    "step_function",
+    "transition",
     "tweedie",
 ]
 
@@ -57,9 +62,9 @@ def _against(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return append_dims(value.to(x.dtype), x.ndim)
 
 
-def _transition(sde: SDE, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor):
-    """The exact forward transition ``x_t = a x_{t_next} + G z`` between grid times: ``a``, ``G²``,
-    ``std(t)²`` and ``std(t_next)²``, each broadcast against ``x``."""
+def transition(sde: SDE, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor):
+    """The exact forward transition ``x_t = a x_{t_next} + G z`` between grid times ``t_next < t`` (both
+    ``[B]``): ``a``, ``G²``, ``std(t)²`` and ``std(t_next)²``, each broadcast against ``x``."""
     scale, std = sde.marginal(t)
     scale_next, std_next = sde.marginal(t_next)
     a = scale / scale_next
@@ -95,7 +100,7 @@ def reverse_diffusion(
     The forward discretisation is the exact transition ``x_t = a x_{t_next} + G z``, so
     ``f_i = (a - 1) x`` and ``G_i² = std(t)² - a² std(t_next)²``.
     """
-    a, g2, _, _ = _transition(sde, x, t, t_next)
+    a, g2, _, _ = transition(sde, x, t, t_next)
     x_mean = x - (a - 1) * x + g2 * score_fn(x, t)
     return x_mean + g2.sqrt() * randn_like(x, generator), x_mean
 
@@ -117,7 +122,7 @@ def ancestral(
     DDPM's ``(x + β_i s) / sqrt(1 - β_i)`` with its posterior variance ``β̃_i``. VE (``a = 1``): SMLD's
     ``x + (σ_i² - σ_{i-1}²) s`` with variance ``σ_{i-1}² (σ_i² - σ_{i-1}²) / σ_i²``.
     """
-    a, g2, var, var_next = _transition(sde, x, t, t_next)
+    a, g2, var, var_next = transition(sde, x, t, t_next)
     x_mean = (x + g2 * score_fn(x, t)) / a
     return x_mean + (var_next * g2 / var).sqrt() * randn_like(x, generator), x_mean
 
@@ -189,7 +194,9 @@ def tweedie(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> to
     return posterior_mean(x, score_fn(x, t), *sde.marginal(t))
 
 
-def _lookup(table: dict[str, StepFn], kind: str, name: str | StepFn) -> StepFn:
+def step_function(table: dict[str, StepFn], kind: str, name: str | StepFn) -> StepFn:
+    """The step function ``name`` of ``table`` (``PREDICTORS`` or ``CORRECTORS``; ``kind`` names it in the
+    error), or ``name`` itself when it is a function."""
     if callable(name):
         return name
     if name not in table:
@@ -202,42 +209,44 @@ def sample_pc(
     score_fn: ScoreFn,
     sde: SDE,
     x_T: torch.Tensor,
-    n_steps: int | None,
+    steps_or_grid: int | torch.Tensor,
+    *,
     predictor: str | StepFn = "reverse_diffusion",
     corrector: str | StepFn | None = "langevin",
     snr: float = 0.16,
     n_corrector_steps: int = 1,
     denoise: bool = True,
-    eps: float = 1e-3,
-    time_grid: torch.Tensor | None = None,
+    t_end: float = T_END,
     generator: Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     progress: bool = False,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, dict]:
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1) from ``x_T`` (prior samples at ``t = 1``).
 
-    For each grid interval ``t_i > t_{i+1}``: ``n_corrector_steps`` corrector steps at ``t_i``, then
-    one predictor step to ``t_{i+1}``. The grid is ``time_grid`` or ``n_steps`` uniform steps from 1
-    to ``eps``. With ``denoise`` the result is Tweedie's ``E[x_0 | x_eps]`` at the last time, which
-    removes the noise of level ``std(eps)`` left by the last step. ``callback`` receives
-    ``{"i", "t", "x", "x_mean"}`` after every predictor step.
+    The grid is ``steps_or_grid``: a number of uniform steps from 1 to ``t_end``, or a time grid. For each
+    interval ``t_i > t_{i+1}``: ``n_corrector_steps`` corrector steps at ``t_i``, then one predictor step
+    to ``t_{i+1}``. With ``denoise`` the result is Tweedie's ``E[x_0 | x_{t_end}]`` at the last time,
+    which removes the noise of level ``std(t_end)`` left by the last step. Returns ``x`` and ``info``
+    with ``"nfe"`` and ``"times"``; ``callback`` receives ``{"i", "t", "x", "x_mean"}`` after every
+    predictor step.
     """
-    predict = _lookup(PREDICTORS, "predictor", predictor)
-    correct = None if corrector is None else _lookup(CORRECTORS, "corrector", corrector)
-    grid = sampling_grid(n_steps, eps, time_grid, x_T)
+    predict = step_function(PREDICTORS, "predictor", predictor)
+    correct = None if corrector is None else step_function(CORRECTORS, "corrector", corrector)
+    grid = noise.as_grid(steps_or_grid, x_T, t_end=t_end)
+    score, nfe = counted(score_fn)
     x = x_T
     for i in tqdm(range(grid.numel() - 1), disable=not progress, desc="sampling"):
         t = grid[i].expand(x.shape[0])
         t_next = grid[i + 1].expand(x.shape[0])
         if correct is not None:
             for _ in range(n_corrector_steps):
-                x, _ = correct(score_fn, sde, x, t, t_next, generator, snr=snr)
-        x, x_mean = predict(score_fn, sde, x, t, t_next, generator)
+                x, _ = correct(score, sde, x, t, t_next, generator, snr=snr)
+        x, x_mean = predict(score, sde, x, t, t_next, generator)
         if callback is not None:
             callback({"i": i, "t": float(grid[i + 1]), "x": x, "x_mean": x_mean})
     if denoise:
-        x = tweedie(score_fn, sde, x, grid[-1].expand(x.shape[0]))
-    return x
+        x = tweedie(score, sde, x, grid[-1].expand(x.shape[0]))
+    return x, {"nfe": nfe[0], "times": grid}
 
 
 @torch.no_grad()
@@ -245,98 +254,40 @@ def sample_ode(
     score_fn: ScoreFn,
     sde: SDE,
     x_T: torch.Tensor,
+    steps_or_grid: int | torch.Tensor | None = None,
+    *,
     method: str = "dopri5",
-    n_steps: int | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    eps: float = 1e-3,
-    time_grid: torch.Tensor | None = None,
+    t_end: float = T_END,
+    callback: Callable[[dict], None] | None = None,
+    progress: bool = False,
     return_trajectory: bool = False,
 ) -> tuple[torch.Tensor, dict]:
-    """Probability-flow ODE sampler (Song et al. 2021, eq. 13): integrate ``dx/dt = f - ½ g² s`` from 1 to ``eps``.
+    """Probability-flow ODE sampler (Song et al. 2021, eq. 13): integrate ``dx/dt = f - ½ g² s`` from 1 to ``t_end``.
 
-    ``method``: ``"dopri5"`` (adaptive, ``rtol``/``atol``), or the fixed-step ``"rk4"``, ``"heun"``,
-    ``"euler"`` (orders 4, 2, 1) on ``n_steps`` uniform steps or on ``time_grid``. Returns the
-    samples and ``info`` with ``"nfe"`` (score evaluations), ``"times"`` and, with
-    ``return_trajectory``, ``"trajectory"`` (the state at every time of the grid, ``[T, B, ...]``).
+    ``method``: ``"dopri5"`` (adaptive, ``rtol``/``atol``; ``steps_or_grid`` None or the times to report
+    at), or the fixed-step ``"rk4"``, ``"heun"``, ``"euler"`` (orders 4, 2, 1) on ``steps_or_grid``
+    uniform steps or on a time grid. Deterministic: it draws no random numbers. Returns the samples and
+    ``info`` with ``"nfe"`` (score evaluations), ``"times"`` and, with ``return_trajectory``,
+    ``"trajectory"`` (the state at every time of the grid, ``[T, B, ...]``). ``callback`` receives
+    ``{"i", "t", "x", "x_mean"}`` for every grid time after the first, once the solve is done;
+    ``progress`` counts the score evaluations.
     """
-    times = ode_times(method, n_steps, eps, time_grid, x_T)
+    times = ode_times(method, steps_or_grid, t_end, x_T)
     score, nfe = counted(score_fn)
+    bar = tqdm(disable=not progress, desc="sampling (score evaluations)")
 
     def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        bar.update()
         return sde.reverse_drift(x, t, score(x, t), probability_flow=True)
 
     xs = solve_ode(velocity, x_T, times, method, rtol, atol, t_min=float(times.min()))
+    bar.close()
+    if callback is not None:
+        for i in range(1, times.numel()):
+            callback({"i": i - 1, "t": float(times[i]), "x": xs[i], "x_mean": xs[i]})
     info = {"nfe": nfe[0], "times": times}
     if return_trajectory:
         info["trajectory"] = xs
     return xs[-1], info
-
-
-def _dpm_coefficients(sde: SDE, grid: torch.Tensor) -> tuple[list[float], list[float], list[float]]:
-    """Per grid time, as float64 python numbers: ``scale``, ``std`` and the steps ``h_i = λ_{i+1} - λ_i``
-    of the log-SNR ``λ = log(scale / std)`` (positive: ``λ`` grows towards the data)."""
-    scale, std = sde.marginal(grid.detach().to("cpu", torch.float64))
-    lam = torch.log(scale) - torch.log(std)
-    return scale.tolist(), std.tolist(), lam.diff().tolist()
-
-
-@torch.no_grad()
-def sample_dpm(
-    score_fn: ScoreFn,
-    sde: SDE,
-    x_T: torch.Tensor,
-    n_steps: int | None,
-    order: int = 2,
-    eps: float | None = None,
-    grid: str = "uniform",
-    time_grid: torch.Tensor | None = None,
-    denoise: bool = True,
-    callback: Callable[[dict], None] | None = None,
-    progress: bool = False,
-) -> tuple[torch.Tensor, dict]:
-    """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2): a multistep exponential integrator of the probability-flow ODE.
-
-    With ``x_t = m(t) x_0 + std(t) z`` and the denoiser ``D = (x + std² s) / m`` (Tweedie), the
-    probability-flow ODE of every linear SDE reads ``d(x / std)/dλ = e^λ D`` in the log-SNR
-    ``λ = log(m / std)``: the linear part is solved exactly and only ``D`` is extrapolated. A step
-    from ``t_i`` to ``t_{i+1}`` (``h = λ_{i+1} - λ_i``) is
-    ``x ← (std_{i+1} / std_i) x - m_{i+1} (e^{-h} - 1) D̂``, where ``D̂`` is ``D_i`` (``order=1``:
-    DDIM) or the linear extrapolation ``(1 + 1/(2r)) D_i - 1/(2r) D_{i-1}`` with ``r = h_{i-1} / h``
-    (``order=2``; its first step is first order). Only ``sde.marginal`` is used, so VE (``m = 1``),
-    VP and sub-VP share this code.
-
-    The grid is ``time_grid`` or ``n_steps`` steps of ``noise.time_grid(kind=grid)`` (``"uniform"``
-    in ``t``, ``"log_snr"``, ``"edm"``) from 1 to ``eps``. Each step costs one score evaluation.
-    With ``denoise`` the result is Tweedie's ``E[x_0 | x_eps]``, one more evaluation: the
-    first-order step from ``eps`` to ``std = 0``. ``eps=None`` means ``1 / (n_steps + 1)`` with
-    ``denoise`` (the steps and the denoising step then make one uniform grid from 1 to 0, Lu et
-    al.'s time-uniform grid; ending the ODE at a small ``eps`` spends steps where ``D`` hardly
-    moves) and ``1e-3`` without. Returns ``x`` and ``info`` with ``"nfe"`` and ``"times"``.
-    ``callback`` receives ``{"i", "t", "x", "denoised"}`` after every step.
-    """
-    if order not in (1, 2):
-        raise ValueError(f"order must be 1 or 2, got {order}")
-    if time_grid is None:
-        if n_steps is None:
-            raise ValueError("pass n_steps (or an explicit time_grid) for sample_dpm")
-        if eps is None:
-            eps = 1 / (n_steps + 1) if denoise else 1e-3
-        time_grid = noise.time_grid(n_steps, eps=eps, kind=grid, sde=sde, dtype=torch.float64)
-    times = sampling_grid(n_steps, 0.0, time_grid, x_T)  # checks the grid; eps is not used once it is given
-    scale, std, h = _dpm_coefficients(sde, torch.as_tensor(time_grid, dtype=torch.float64))
-    score, nfe = counted(score_fn)
-    x, previous = x_T, None  # previous: D_{i-1}
-    for i in tqdm(range(len(h)), disable=not progress, desc="sampling"):
-        denoised = posterior_mean(x, score(x, times[i].expand(x.shape[0])), scale[i], std[i])  # D_i
-        if order == 2 and previous is not None:  # Lu et al. 2022b, Alg. 2
-            d_hat = denoised + (denoised - previous) * (h[i] / (2 * h[i - 1]))
-        else:
-            d_hat = denoised
-        x = (std[i + 1] / std[i]) * x - (scale[i + 1] * math.expm1(-h[i])) * d_hat
-        previous = denoised
-        if callback is not None:
-            callback({"i": i, "t": float(times[i + 1]), "x": x, "denoised": denoised})
-    if denoise:
-        x = tweedie(score, sde, x, times[-1].expand(x.shape[0]))
-    return x, {"nfe": nfe[0], "times": times}

@@ -121,8 +121,8 @@ def _add_inpaint(sub) -> None:
         "--nfe",
         type=positive_int,
         default=None,
-        help="score evaluations per row; default 26 with --particles 8 (the default: about 200 network "
-        "evaluations per row), 200 with --resample (RePaint): (nfe - 1) // resample steps of resample "
+        help="score evaluations per row; default 51 with --particles 16 (the default: about 800 network "
+        "evaluations per row), 800 with --resample (RePaint): (nfe - 1) // resample steps of resample "
         "evaluations each, and one for the final denoising",
     )
     p.add_argument(

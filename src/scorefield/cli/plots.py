@@ -161,7 +161,7 @@ def _plot_field(viz, run, data: torch.Tensor):
     scaled to its column, so the arrow at ``x`` is ``std² ∇log p(x)`` per column (``std · s_z``, the
     score of the model's standardised plane): it points where the standardised score points, on
     axes of any units, where the raw ``∇log p`` would lie flat along the column of smaller spread."""
-    setup, scaler, eps = run.setup, run.scaler, run.config.sample.eps
+    setup, scaler, eps = run.setup, run.scaler, run.config.sample.t_end
     std = scaler.std.to(run.device)
 
     def field(x: torch.Tensor) -> torch.Tensor:
@@ -217,9 +217,9 @@ def _animate_sampling(viz, run, data: torch.Tensor, path: Path, args) -> None:
     if setup.sigmas is not None:
         sigmas = setup.sigmas
         viz.annealed_langevin_animation(
-            scores.sigma, float(sigmas[0]) * z, path, sigmas, s.step_lr, steps, **drawing
+            scores.sigma, float(sigmas[0]) * z, path, sigmas, s.step_size, steps, **drawing
         )
     else:
         viz.reverse_sde_animation(
-            scores.t, setup.sde, setup.sde.prior_std * z, path, n_steps=steps, eps=s.eps, **drawing
+            scores.t, setup.sde, setup.sde.prior_std * z, path, n_steps=steps, t_end=s.t_end, **drawing
         )

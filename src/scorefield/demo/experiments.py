@@ -72,8 +72,12 @@ def run_naive_vs_annealed(
     )
     step_lr = 0.1 * float(sigmas[-1]) ** 2 if step_lr is None else step_lr
     x0 = lo + (hi - lo) * torch.rand(n, mixture.dim, generator=generator, dtype=means.dtype)
-    naive = langevin(at_level(score, float(sigmas[-1])), x0, step_size, n_steps, generator=generator)
-    annealed = annealed_langevin(score, x0, sigmas, step_lr, n_steps_each, generator=generator)
+    naive, _ = langevin(
+        at_level(score, float(sigmas[-1])), x0, n_steps, step_size=step_size, generator=generator
+    )
+    annealed, _ = annealed_langevin(
+        score, x0, sigmas, n_steps_each=n_steps_each, step_size=step_lr, generator=generator
+    )
     return x0, naive, annealed
 
 

@@ -269,8 +269,8 @@ class SampleConfig(_Section):
         0.16, gt=0, description="signal-to-noise ratio setting the Langevin corrector step (pc)"
     )
     n_corrector: int = Field(1, ge=0, description="Langevin corrector steps per predictor step (pc)")
-    eps: float = Field(1e-3, gt=0, lt=1, description="time at which the SDE and ODE samplers stop")
-    step_lr: float = Field(2e-5, gt=0, description="annealed Langevin step at the smallest level (ald)")
+    t_end: float = Field(1e-3, gt=0, lt=1, description="time at which the SDE and ODE samplers stop")
+    step_size: float = Field(2e-5, gt=0, description="annealed Langevin step at the smallest level (ald)")
     denoise: bool = Field(True, description="finish with one Tweedie denoising step")
     batch_size: int = Field(
         1000,

@@ -32,7 +32,7 @@ from ..files import atomic_write
 from ..gaussian import DataMoments
 from ..keyed import KeyedNoise
 from ..likelihood import log_likelihood
-from ..multistep import optimise_grid
+from ..multistep import optimize_grid
 from ..scalers import Standardizer
 from ..score import guided
 from ..utils import default_device
@@ -150,6 +150,8 @@ class Run(Labels):
         if sampler == "ald" and self.setup.sigmas is None:
             raise RunError(f"ald needs noise levels; the run's sde.kind ({self.config.sde.kind}) has none")
         score = self.score_functions(label, guidance)
+        s = s.model_copy(update={"steps": steps})
+        grid = self._grid(sampler, steps, score)
         out = torch.zeros((n, *self.data_shape), device=self.device)
         shares = list(blocks(n, batch_size))
         for start, stop in tqdm(shares, disable=not progress, desc="sample", unit="block"):
@@ -158,7 +160,7 @@ class Run(Labels):
             x_T = noise.randn((stop - start, *self.data_shape))
             if label is None and self.clusters is not None:
                 score = self.score_functions(self.draw_clusters(seed, rows), 0.0)
-            out[start:stop] = SAMPLERS[sampler](self, x_T, steps, noise, score)
+            out[start:stop] = SAMPLERS[sampler](self.setup.sde, s, grid, x_T, score, noise)
         return self.scaler.inverse_transform(gather(out).cpu())
 
     @torch.no_grad()
@@ -179,13 +181,13 @@ class Run(Labels):
         """``x`` (data units, ``[N, *data_shape]``) with the entries where ``mask`` is False filled by draws of
         ``p(x_missing | x_observed)``, the observed entries (``mask`` True) returned exactly as given.
 
-        ``sample_conditional`` runs on the run's SDE and model: by default sequential Monte Carlo with 8
-        particles and 26 score evaluations (about 200 network evaluations per row;
+        ``sample_conditional`` runs on the run's SDE and model with its defaults: sequential Monte Carlo
+        with 16 particles and 51 score evaluations (about 800 network evaluations per row;
         docs/math.md#conditional-sampling-by-sequential-monte-carlo), or, when ``resample`` is given
-        without ``particles``, the replacement method with RePaint's resampling (``nfe`` 200 by
+        without ``particles``, the replacement method with RePaint's resampling (``nfe`` 800 by
         default; docs/math.md#conditional-sampling); ``conditional.inpaint_settings`` fills in what is
-        not given. It runs
-        and model in the model's units: the scaler is elementwise, so a mask means the same there.
+        not given. It runs in the model's units: the scaler is elementwise, so a mask means the same
+        there.
         ``mask`` (booleans) broadcasts to ``x``'s shape; rows without an observed entry are drawn from the
         model, and a mask without any raises ``RunError``. ``label`` and ``guidance`` as in ``sample``,
         or one label per row (a sequence or tensor of ``N``: each row completed as its own class).
@@ -238,11 +240,22 @@ class Run(Labels):
                 score = self.score_functions(chosen, guidance).t
             noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
             out[start:stop], _ = sample_conditional(
-                score, self.setup.sde, z_obs[start:stop], mask[start:stop], nfe=nfe, resample=resample,
-                generator=noise, eps=self.config.sample.eps, allow_unobserved=True, particles=particles,
+                score, self.setup.sde, z_obs[start:stop], mask[start:stop], nfe, resample=resample,
+                particles=particles, t_end=self.config.sample.t_end, generator=noise, allow_unobserved=True,
             )  # fmt: skip
         filled = self.scaler.inverse_transform(gather(out).cpu())
         return torch.where(mask.cpu(), x.cpu(), filled)
+
+    def _grid(self, sampler: str, steps: int, score: Scores) -> int | torch.Tensor:
+        """What a sampler of ``SAMPLERS`` runs on: annealed Langevin the run's noise levels; ``fast`` the grid
+        ``tune_grid`` stored for ``steps`` evaluations (not for a class's or a cluster's samples when it
+        starts from the data's Gaussian, which is not theirs); the others ``steps``."""
+        if sampler == "ald":
+            return self.setup.sigmas
+        grid = self.fast_grid(steps) if sampler == "fast" else None
+        if grid is None or (float(grid[0]) < 1 and score.moments is None):
+            return steps
+        return grid
 
     def fast_grid(self, nfe: int) -> torch.Tensor | None:
         """The grid ``tune_grid`` stored for ``nfe`` score evaluations at this checkpoint's step, else None
@@ -261,18 +274,18 @@ class Run(Labels):
     def tune_grid(
         self, nfe: int, n: int = 256, seed: int = 0, max_iter: int = 200, n_starts: int = 3
     ) -> dict:
-        """Fit ``sample_fast``'s time grid for ``nfe`` evaluations to this model (``optimise_grid``: the RMS
+        """Fit ``sample_fast``'s time grid for ``nfe`` evaluations to this model (``optimize_grid``: the RMS
         distance to the converged ODE solution over ``n`` prior draws; Nelder-Mead for ``max_iter``
         iterations from each of the ``n_starts`` best starting grids) and store it in ``grids.json``
         beside the checkpoints, keyed by the budget and the checkpoint's step; ``sample`` with the
-        ``fast`` sampler (``scorefield sample --nfe``) uses it from then on. Returns ``optimise_grid``'s
+        ``fast`` sampler (``scorefield sample --nfe``) uses it from then on. Returns ``optimize_grid``'s
         info with the grid and the file. A run conditioned on clusters is fitted on its mixture, each
         draw's cluster drawn as ``sample`` draws it."""
         rows = torch.arange(n, device=self.device)
         noise = KeyedNoise(seed, rows)
         x_T = self.setup.sde.prior_std * noise.randn((n, *self.data_shape))
         score = self.score_functions(None if self.clusters is None else self.draw_clusters(seed, rows), 0)
-        grid, info = optimise_grid(
+        grid, info = optimize_grid(
             score.t, self.setup.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts, moments=score.moments,
             components=score.components,
         )  # fmt: skip

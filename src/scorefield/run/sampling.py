@@ -1,23 +1,24 @@
 """How a finished run samples: the score functions of a label or of each row's cluster (``Scores``), and the
 samplers ``Run.sample`` dispatches to by name (``SAMPLERS``: probability-flow ODE, DPM-Solver++, the
-few-step ``sample_fast``, predictor-corrector, Euler-Maruyama, annealed Langevin), each taking prior draws
-in standardised units and the run's settings.
+few-step ``sample_fast``, predictor-corrector, Euler-Maruyama, annealed Langevin), each taking the SDE,
+the run's sample settings and its grid, then prior draws in standardised units.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from ..gaussian import DataMoments
 from ..langevin import annealed_langevin
-from ..multistep import sample_fast
-from ..samplers import sample_dpm, sample_ode, sample_pc
+from ..multistep import sample_fast, sample_multistep
+from ..samplers import sample_ode, sample_pc
+from ..sde import SDE
+from .config import SampleConfig
 
-if TYPE_CHECKING:
-    from .finished import Run
+Budget = int | torch.Tensor  # a number of steps (of evaluations for fast), or a grid of times or levels
 
 __all__ = ["SAMPLERS", "Scores", "rows_score"]
 
@@ -45,72 +46,68 @@ class Scores(NamedTuple):
     components: int | torch.Tensor | None = None  # with a stack of Gaussians: each sample's
 
 
-def _sample_ode(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
-    s = run.config.sample
-    n_steps = None if s.ode_method == "dopri5" else steps
+def _sample_ode(sde: SDE, s: SampleConfig, grid: Budget, x_T: torch.Tensor, score: Scores, generator):
+    steps_or_grid = None if s.ode_method == "dopri5" and not isinstance(grid, torch.Tensor) else grid
     x, _ = sample_ode(
-        score.t, run.setup.sde, run.setup.sde.prior_std * x_T, method=s.ode_method,
-        n_steps=n_steps, rtol=s.rtol, atol=s.atol, eps=s.eps,
+        score.t, sde, sde.prior_std * x_T, steps_or_grid, method=s.ode_method, rtol=s.rtol, atol=s.atol,
+        t_end=s.t_end,
     )  # fmt: skip
     return x
 
 
-def _sample_dpm(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
-    x, _ = sample_dpm(score.t, run.setup.sde, run.setup.sde.prior_std * x_T, steps)
+def _sample_dpm(sde: SDE, s: SampleConfig, grid: Budget, x_T: torch.Tensor, score: Scores, generator):
+    """DPM-Solver++(2M) on ``grid`` (or ``steps`` steps and the last denoising evaluation)."""
+    budget = grid if isinstance(grid, torch.Tensor) else grid + 1
+    x, _ = sample_multistep(
+        score.t, sde, sde.prior_std * x_T, budget, solver="dpm++", order=2, corrector=False
+    )
     return x
 
 
-def _sample_fast(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
-    """``sample_fast`` with a budget of ``steps`` score evaluations (``scorefield sample --nfe``), on the
-    run's tuned grid for that budget when ``tune_grid`` stored one (not for a class's or a cluster's samples
-    when it starts from the data's Gaussian, which is not theirs)."""
-    grid = run.fast_grid(steps)
-    if grid is not None and float(grid[0]) < 1 and score.moments is None:
-        grid = None
-    x_T = run.setup.sde.prior_std * x_T
+def _sample_fast(sde: SDE, s: SampleConfig, grid: Budget, x_T: torch.Tensor, score: Scores, generator):
+    """``sample_fast`` with a budget of ``grid`` score evaluations (``scorefield sample --nfe``), or on the
+    grid ``tune_grid`` stored for it."""
     x, _ = sample_fast(
-        score.t, run.setup.sde, x_T, steps, time_grid=grid, moments=score.moments, components=score.components
+        score.t, sde, sde.prior_std * x_T, grid, moments=score.moments, components=score.components
     )
     return x
 
 
 def _sample_pc(
-    run: Run,
+    sde: SDE,
+    s: SampleConfig,
+    grid: Budget,
     x_T: torch.Tensor,
-    steps: int,
-    generator,
     score: Scores,
+    generator,
     predictor="reverse_diffusion",
     corrector=True,
 ):
-    s = run.config.sample
     use_corrector = corrector and s.n_corrector > 0
-    return sample_pc(
-        score.t, run.setup.sde, run.setup.sde.prior_std * x_T, steps, predictor=predictor,
+    x, _ = sample_pc(
+        score.t, sde, sde.prior_std * x_T, grid, predictor=predictor,
         corrector="langevin" if use_corrector else None, snr=s.snr, n_corrector_steps=max(s.n_corrector, 1),
-        denoise=s.denoise, eps=s.eps, generator=generator,
+        denoise=s.denoise, t_end=s.t_end, generator=generator,
     )  # fmt: skip
+    return x
 
 
-def _sample_em(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
-    return _sample_pc(run, x_T, steps, generator, score, predictor="euler_maruyama", corrector=False)
+def _sample_em(sde: SDE, s: SampleConfig, grid: Budget, x_T: torch.Tensor, score: Scores, generator):
+    return _sample_pc(sde, s, grid, x_T, score, generator, predictor="euler_maruyama", corrector=False)
 
 
-def _sample_ald(run: Run, x_T: torch.Tensor, steps: int, generator, score: Scores) -> torch.Tensor:
-    s, sigmas = run.config.sample, run.setup.sigmas
-    return annealed_langevin(
-        score.sigma,
-        float(sigmas[0]) * x_T,
-        sigmas,
-        s.step_lr,
-        steps,
-        denoise=s.denoise,
-        generator=generator,
-    )
+def _sample_ald(sde: SDE, s: SampleConfig, grid: Budget, x_T: torch.Tensor, score: Scores, generator):
+    """Annealed Langevin on the noise levels ``grid``, ``s.steps`` updates at each."""
+    x, _ = annealed_langevin(
+        score.sigma, float(grid[0]) * x_T, grid, n_steps_each=s.steps, step_size=s.step_size,
+        denoise=s.denoise, generator=generator,
+    )  # fmt: skip
+    return x
 
 
-# (run, x_T, steps, generator, score functions) -> samples in standardised units
-SAMPLERS: dict[str, Callable[[Run, torch.Tensor, int, torch.Generator, Scores], torch.Tensor]] = {
+# (sde, sample config, steps or grid, x_T, score functions, generator) -> samples in standardised units;
+# the grid is a number of steps (of evaluations for fast), a time grid, or annealed Langevin's noise levels
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ode": _sample_ode,
     "dpm": _sample_dpm,
     "fast": _sample_fast,

@@ -297,10 +297,10 @@ def langevin_animation(
     langevin(
         score_fn,
         x0,
-        step_size,
         n_steps,
+        step_size=step_size,
         generator=generator,
-        callback=lambda k, x: recorder.add(f"Langevin step {k + 1}/{n_steps}", x),
+        callback=lambda info: recorder.add(f"Langevin step {info['i'] + 1}/{n_steps}", info["x"]),
     )
     return recorder.write(path, n_frames, spacing, **drawing)
 
@@ -310,7 +310,7 @@ def annealed_langevin_animation(
     x0: torch.Tensor,
     path: str | Path,
     sigmas: torch.Tensor | Sequence[float],
-    step_lr: float,
+    step_size: float,
     n_steps_each: int,
     denoise: bool = True,
     n_frames: int = 48,
@@ -345,11 +345,11 @@ def annealed_langevin_animation(
         score_fn,
         x0,
         sigmas,
-        step_lr,
-        n_steps_each,
+        n_steps_each=n_steps_each,
+        step_size=step_size,
         denoise=denoise,
         generator=generator,
-        callback=lambda k, x: recorder.add(label(k), x, level(k)),
+        callback=lambda info: recorder.add(label(info["i"]), info["x"], level(info["i"])),
     )
     spacing = drawing.pop("spacing", None)
     keep = None
@@ -390,13 +390,13 @@ def reverse_sde_animation(
     ``score_fn(x, t[B])``; each frame's title gives its time. ``options`` are ``Drawing``'s keywords
     (how it is drawn; ``spacing`` defaults to ``"log_end"``, frames crowding near ``t = 0`` where the
     structure appears; ``background_at(t)`` draws ``p_t``) and ``scorefield.samplers.sample_pc``'s
-    (e.g. ``snr``, ``eps``, ``denoise``). The last frame is the returned sample (after the final
+    (e.g. ``snr``, ``t_end``, ``denoise``). The last frame is the returned sample (after the final
     Tweedie denoising unless ``denoise=False``). Returns the GIF's path.
     """
     drawing = {key: options.pop(key) for key in Drawing.__optional_keys__ & options.keys()}
     spacing = drawing.pop("spacing", "log_end")
     recorder = _Recorder(x_T, label="t = 1 (prior)", to_data=drawing.pop("to_data", None), level=1.0)
-    x = sample_pc(
+    x, _ = sample_pc(
         score_fn,
         sde,
         x_T,

@@ -64,10 +64,10 @@ def plot_diffusion_1d(
         stamps.append(info["t"])
 
     sample_pc(
-        score, sde, x_T, n_steps, corrector=None, denoise=False, eps=eps, generator=generator, callback=keep
+        score, sde, x_T, n_steps, corrector=None, denoise=False, t_end=eps, generator=generator, callback=keep
     )
     sde_paths = np.stack(states, axis=1)  # (paths, times)
-    _, info = sample_ode(score, sde, x_T, method="rk4", n_steps=n_steps, eps=eps, return_trajectory=True)
+    _, info = sample_ode(score, sde, x_T, n_steps, method="rk4", t_end=eps, return_trajectory=True)
     ode_paths = _numpy(info["trajectory"][:, :, 0]).T
     ode_times = _numpy(info["times"].reshape(-1, 1))[:, 0]
     reach = max(3.5, float(np.abs(sde_paths).max()), float(np.abs(ode_paths).max()))

@@ -346,7 +346,7 @@ def plot_ode_trajectories(
     one scale (equal aspect), so the flow's directions are not distorted.
     """
     _check_2d("x_T", _numpy(x_T))
-    _, info = sample_ode(score_fn, sde, x_T, method=method, n_steps=n_steps, eps=eps, return_trajectory=True)
+    _, info = sample_ode(score_fn, sde, x_T, n_steps, method=method, t_end=eps, return_trajectory=True)
     paths = _numpy(info["trajectory"]).transpose(1, 0, 2)  # (N, T, 2)
     fig, axes = _figure(1, 1, size=4.2)
     ax = axes[0, 0]

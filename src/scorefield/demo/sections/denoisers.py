@@ -126,7 +126,7 @@ def ncsn(
     g = streams.generator(54)
     x0 = -8.0 + 16.0 * torch.rand(b.gif_particles, 2, generator=g)
     gif = viz.annealed_langevin_animation(
-        model, x0, out / "annealed_langevin.gif", sigmas, step_lr=numbers["step_lr"],
+        model, x0, out / "annealed_langevin.gif", sigmas, step_size=numbers["step_lr"],
         n_steps_each=b.n_steps_each, n_frames=b.gif_frames, background_at=mixture.smooth, window="level",
         extent=EXTENT, generator=g,
     )  # fmt: skip
@@ -153,8 +153,8 @@ def _samplers(budget: Budget) -> dict[str, tuple[str, Callable]]:
             )
 
             def run(score_fn, sde, x_T, generator, predictor=predictor, corrector=corrector):
-                x = sample_pc(score_fn, sde, x_T, budget.pc_steps, predictor=predictor, corrector=corrector,
-                              generator=generator)  # fmt: skip
+                x, _ = sample_pc(score_fn, sde, x_T, budget.pc_steps, predictor=predictor,
+                                 corrector=corrector, generator=generator)  # fmt: skip
                 return x, None
 
             table[key] = (label, run)
@@ -170,7 +170,7 @@ def _samplers(budget: Budget) -> dict[str, tuple[str, Callable]]:
 
 
 def _ode(score_fn, sde, x_T, method: str, n_steps: int | None):
-    x, info = sample_ode(score_fn, sde, x_T, method=method, n_steps=n_steps)
+    x, info = sample_ode(score_fn, sde, x_T, n_steps, method=method)
     return x, info["nfe"]
 
 
