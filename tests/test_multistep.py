@@ -169,6 +169,7 @@ def test_an_optimized_grid_beats_the_default_on_its_model_and_keeps_the_budget()
     grid, info = optimize_grid(score, sde, x_T, 6, max_iter=60)
     assert grid.shape == (6,) and float(grid[0]) == 1.0 and bool((grid.diff() < 0).all())
     assert info["rms"] < 0.9 * info["rms_default"], info
+    assert not info["kept_default"] and info["rms_held_out"] < info["rms_held_out_default"], info
     x, run = sample_fast(score, sde, x_T, grid.float())
     assert run["nfe"] == 6
     # it carries to draws it never saw: RMS to the converged ODE solution on 300 others
@@ -183,3 +184,56 @@ def test_an_optimized_grid_beats_the_default_on_its_model_and_keeps_the_budget()
     assert rms(grid.float()) < 0.9 * rms(default), (rms(grid.float()), rms(default))
     with pytest.raises(ValueError, match="n_starts must be a positive integer"):
         optimize_grid(score, sde, x_T, 6, n_starts=0)
+    with pytest.raises(ValueError, match="held_out must lie in"):
+        optimize_grid(score, sde, x_T, 6, held_out=1.0)
+
+
+def test_an_optimized_grid_that_loses_on_the_held_out_draws_is_not_returned():
+    """Fitted to 20 draws (5 held out) the search overfits; whenever the held-out draws prefer the default
+    grid, the default comes back, so the answer never loses to it there."""
+    sde, mix = VPSDE(), held_apart_mixture(torch.float32)
+    score = exact_score(mix, sde)
+    for seed in range(3):
+        x_T = sde.prior_sample((20, 2), generator=gen(30 + seed))
+        grid, info = optimize_grid(score, sde, x_T, 5, max_iter=30, n_starts=1, held_out=0.25)
+        if info["kept_default"]:
+            torch.testing.assert_close(grid, fast_grid(5, sde, dtype=torch.float64))
+        else:
+            assert info["rms_held_out"] < info["rms_held_out_default"]
+
+
+def test_fast_grid_is_placed_by_noise_level_on_every_sde():
+    """The tables' VP grid carried by its noise levels sigma = std / m: every SDE ends at the same level, and
+    a VE SDE with a shorter range keeps each step's share of the log-SNR range from its own sigma(1)."""
+    vp, ve, subvp = VPSDE(), VESDE(sigma_min=0.01, sigma_max=10.0), SubVPSDE()
+    for nfe in (5, 10, 20):
+        levels = {
+            sde: noise.noise_level(sde, fast_grid(nfe, sde, dtype=torch.float64)) for sde in (vp, ve, subvp)
+        }
+        torch.testing.assert_close(levels[subvp], levels[vp], rtol=1e-4, atol=0)  # sigma(1): 152.164, 152.167
+        assert float(levels[ve][0]) == pytest.approx(10.0) and float(levels[ve][-1]) == pytest.approx(
+            float(levels[vp][-1])
+        )
+        share = lambda s: (s.log() - s[-1].log()) / (s[0].log() - s[-1].log())  # noqa: E731
+        torch.testing.assert_close(share(levels[ve]), share(levels[vp]), rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="raise sigma_max"):
+        fast_grid(10, VESDE(sigma_min=0.01, sigma_max=0.1))
+
+
+@pytest.mark.parametrize("name", ["ve", "subvp"])
+def test_the_noise_level_grid_beats_the_time_grid_off_vp(name):
+    """On VE and sub-VP the same tables placed in t (the grid before) lose to the noise-level placement:
+    RMS distance to the converged solution on 1000 draws of the held-apart mixture."""
+    sde, mix = SDES[name], held_apart_mixture()
+    score = exact_score(mix, sde)
+    x_T = sde.prior_sample((1000, 2), generator=gen(8), dtype=torch.float64)
+    reference, ode = sample_ode(score, sde, x_T, rtol=1e-7, atol=1e-7)
+    reference = tweedie(score, sde, reference, ode["times"][-1].expand(1000))
+
+    def rms(grid):
+        return float((sample_fast(score, sde, x_T, grid)[0] - reference).square().sum(1).mean().sqrt())
+
+    for nfe in (8, 15):
+        _, t_min, rho = FAST_GRIDS[nfe]
+        in_time = noise.time_grid(nfe - 1, kind="power", t_end=t_min, rho=rho, dtype=torch.float64)
+        assert rms(fast_grid(nfe, sde, dtype=torch.float64)) < 0.7 * rms(in_time), nfe

@@ -34,7 +34,7 @@ from . import noise
 from .gaussian import DataMoments, gaussian_flow, gaussian_start
 from .ode import counted
 from .score import posterior_mean
-from .sde import SDE, ScoreFn
+from .sde import SDE, VPSDE, ScoreFn
 
 __all__ = [
     "FAST_GRIDS",
@@ -207,7 +207,8 @@ FAST_SOLVERS: dict[str, dict] = {
     "dpm++2": {"solver": "dpm++", "order": 2, "corrector": False},
     "ddim": {"solver": "dpm++", "order": 1, "corrector": False},
 }
-# By budget (NFE): the default UniPC's order, and the power grid t_i = t_min + (1 - t_min) (1 - i/K)^rho.
+# By budget (NFE): the default UniPC's order, and the power grid t_i = t_min + (1 - t_min) (1 - i/K)^rho
+# in the time of REFERENCE (the VP SDE); fast_grid places any SDE's grid at the same noise levels.
 # Chosen on bench_samplers' three-mode mixture (exact VP scores) and its trained model, and confirmed
 # on its four-mode mixture, which played no part in the choice. Order 2 below 20 evaluations: with a
 # learned denoiser, order 3's extrapolation over the long early steps amplifies the network's errors
@@ -231,6 +232,8 @@ GAUSSIAN_STARTS: dict[int, tuple[float, int, float, float]] = {
     8: (0.003, 3, 0.05, 1.5),
 }
 GAUSSIAN_START_MAX_NFE = 8
+# The SDE whose times the tables above are in: fast_grid carries their noise levels to any other SDE.
+REFERENCE = VPSDE()
 
 
 def _interpolate(table: dict[int, tuple], nfe: int) -> tuple[float, tuple, tuple]:
@@ -267,17 +270,42 @@ def fast_grid(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """``sample_fast``'s default grid of ``nfe`` times: the power grid of ``FAST_GRIDS`` from 1, or, given the
-    data's ``moments`` (at most ``GAUSSIAN_START_MAX_NFE`` evaluations), that of ``GAUSSIAN_STARTS`` from
-    the Gaussian start ``t_0 = gaussian_start(sde, moments, snr)``."""
+    """``sample_fast``'s default grid of ``nfe`` times, placed by noise level so that it holds on every SDE.
+
+    The tables (``FAST_GRIDS``; ``GAUSSIAN_STARTS`` given the data's ``moments``, at most
+    ``GAUSSIAN_START_MAX_NFE`` evaluations) give a power grid in the time of ``REFERENCE``, the VP SDE they
+    were tuned on; its noise levels ``sigma = std / m`` are what carries over. The grid keeps their last
+    level (where the data's scale is reached, which no SDE changes) and, from 1 (or the Gaussian start
+    ``gaussian_start``), the share of the log-SNR range each step takes; each time is then the one at
+    which ``sde`` reaches that level (``noise.time_at_noise_level``). For the VP SDE of the tables it is
+    their power grid; a VE SDE whose ``sigma_max`` is below the VP's ``sigma(1)`` gets the same steps
+    compressed onto its shorter range, where times uniform in ``t`` would spend half the budget below
+    the data's scale (docs/math.md#multistep-solvers-and-few-step-sampling)."""
     _, t_min, rho, snr = _fast_setting(nfe, gaussian=moments is not None)
-    start = 1.0 if snr is None else gaussian_start(sde, moments, snr)
+    start = 1.0 if snr is None else gaussian_start(REFERENCE, moments, snr)
     if start <= t_min:
         start = 1.0  # data so narrow that the Gaussian would carry them past the grid's end: start at 1
-    grid = noise.time_grid(
+    reference = noise.time_grid(
         int(nfe) - 1, kind="power", t_end=t_min, t_start=start, rho=rho, dtype=torch.float64
     )
-    return grid.to(dtype=dtype, device=device)
+    log_sigma = noise.noise_level(REFERENCE, reference).log()
+    top = float(noise.noise_level(sde, torch.tensor(1.0, dtype=torch.float64)).log())
+    end = float(log_sigma[-1])
+    if start == 1.0 or float(log_sigma[0]) > top:  # keep the shares of the log-SNR range from sde's t = 1
+        if not top > end:
+            raise ValueError(
+                f"the SDE's noise level at t = 1 ({math.exp(top):.3g}) is below the level where few-step "
+                f"sampling ends ({math.exp(end):.3g}); raise sigma_max"
+            )
+        log_sigma = end + (log_sigma - end) * (top - end) / (float(log_sigma[0]) - end)
+    times = noise.time_at_noise_level(sde, log_sigma.exp(), 0.0, 1.0)
+    times[0] = min(1.0, float(times[0])) if float(log_sigma[0]) < top else 1.0
+    if not (bool((times.diff() < 0).all()) and float(times[-1]) > 0):
+        raise ValueError(
+            "the SDE's noise levels do not reach those of few-step sampling "
+            f"({math.exp(end):.3g} at the end); pass a time grid"
+        )
+    return times.to(dtype=dtype, device=device)
 
 
 @torch.no_grad()
@@ -356,6 +384,7 @@ def optimize_grid(
     n_starts: int = 3,
     moments: DataMoments | None = None,
     components: int | torch.Tensor | None = None,
+    held_out: float = 0.25,
 ) -> tuple[torch.Tensor, dict]:
     """A grid of ``nfe`` times for one model and budget, in the spirit of "align your steps" (Sabour et
     al. 2024): the times that minimise ``sample_fast``'s RMS distance, over the prior draws ``x_T`` (a few
@@ -367,10 +396,15 @@ def optimize_grid(
     ``sample_fast`` hands over from the Gaussian start, so the fit places the hand-over as well. The
     search scores ``fast_grid(nfe)`` and the power grids of ``GRID_STARTS`` (from the default start), then
     runs Nelder-Mead (``max_iter`` iterations each) from the ``n_starts`` best of them; it keeps the best
-    grid it saw, so the answer is never worse on ``x_T`` than the default. Cost: one dopri5 solve and
-    about ``(26 + n_starts * max_iter) * nfe`` score evaluations on ``x_T``. Returns the grid (float64)
-    and ``info`` with the RMS before and after (``"rms_default"``, ``"rms"``). Store the grid with the
-    model (a run does) and pass it to ``sample_fast(score_fn, sde, x_T, grid)``.
+    grid it saw on the draws it fits. At a few evaluations the RMS is set by the handful of draws that
+    switch mode, so a grid can fit those draws and lose elsewhere: the last ``held_out`` share of ``x_T``
+    is kept out of the fit, and the default grid is returned unless the fitted one also beats it there
+    (``info["kept_default"]``), so the answer does not lose to the default on draws it never saw. Cost:
+    one dopri5 solve and about ``(26 + n_starts * max_iter) * nfe`` score evaluations on ``x_T``.
+    Returns the grid (float64) and ``info`` with the RMS on the fitted draws before and after
+    (``"rms_default"``, ``"rms"``) and on the held-out ones (``"rms_held_out_default"``,
+    ``"rms_held_out"``). Store the grid with the model (a run does) and pass it to
+    ``sample_fast(score_fn, sde, x_T, grid)``.
     """
     import numpy as np
     from scipy.optimize import minimize
@@ -379,6 +413,8 @@ def optimize_grid(
 
     if int(n_starts) != n_starts or n_starts < 1:
         raise ValueError(f"n_starts must be a positive integer, got {n_starts}")
+    if not 0 <= held_out < 1:
+        raise ValueError(f"held_out must lie in [0, 1), got {held_out}")
     x_T = x_T.detach()
     reference, info = sample_ode(score_fn, sde, x_T, rtol=rtol, atol=rtol)
     reference = tweedie(score_fn, sde, reference, info["times"][-1].expand(x_T.shape[0]))
@@ -393,23 +429,32 @@ def optimize_grid(
         times = grid.numpy() if first else np.concatenate([[1.0], grid.numpy()])
         return np.log(np.expm1(np.maximum(-np.diff(np.log(times)), 1e-6)))
 
-    def rms(grid: torch.Tensor) -> float:
+    n_check = int(x_T.shape[0] * held_out)
+    fit_rows, check_rows = slice(0, x_T.shape[0] - n_check), slice(x_T.shape[0] - n_check, None)
+
+    def squared_errors(grid: torch.Tensor) -> torch.Tensor | None:
+        """Each draw's squared distance to the reference (all draws: a score may be bound to its rows)."""
         if not float(grid[-1]) > 1e-5:
-            return math.inf
+            return None
         x, _ = sample_fast(
             score_fn, sde, x_T, grid.to(x_T.dtype), solver=solver, moments=moments, components=components
         )
-        value = float((x - reference).flatten(1).square().sum(1).mean().sqrt())
-        return value if math.isfinite(value) else math.inf
+        errors = (x - reference).flatten(1).square().sum(1)
+        return errors if bool(torch.isfinite(errors).all()) else None
 
-    best = {"rms": rms(start), "grid": start}
+    def rms(errors: torch.Tensor | None, rows: slice = fit_rows) -> float:
+        return math.inf if errors is None else float(errors[rows].mean().sqrt())
+
+    start_errors = squared_errors(start)
+    best = {"rms": rms(start_errors), "grid": start, "errors": start_errors}
     default = best["rms"]
 
     def objective(params: np.ndarray) -> float:
         grid = grid_of(params)
-        value = rms(grid)
+        errors = squared_errors(grid)
+        value = rms(errors)
         if value < best["rms"]:
-            best.update(rms=value, grid=grid)
+            best.update(rms=value, grid=grid, errors=errors)
         return value
 
     t_0 = float(start[0])
@@ -428,4 +473,11 @@ def optimize_grid(
             method="Nelder-Mead",
             options={"maxiter": max_iter, "xatol": 1e-3, "fatol": 1e-6},
         )
-    return best["grid"], {"rms_default": default, "rms": best["rms"]}
+    info = {"rms_default": default, "rms": best["rms"]}
+    if n_check:  # the fitted grid must also beat the default on the draws it was not fitted to
+        info.update(
+            rms_held_out_default=rms(start_errors, check_rows), rms_held_out=rms(best["errors"], check_rows)
+        )
+        if not info["rms_held_out"] < info["rms_held_out_default"]:
+            return start, {**info, "rms": default, "kept_default": True}
+    return best["grid"], {**info, "kept_default": best["grid"] is start}
