@@ -101,7 +101,9 @@ def cmd_sample(args) -> int:
     array_path = args.out.with_suffix(".npy") if images else args.out
     check_writable(array_path)
     with distributed(args.device or "auto") as (d, device):
-        run = load_run(args.run, device=device, use_ema=not args.last)
+        run = load_run(
+            args.run, device=device, use_ema=not args.last, precision=args.precision, compile=args.compile
+        )
         if images and len(run.data_shape) != 3:
             raise UsageError(
                 f"--out {args.out} asks for an image grid; the run's data have shape {run.data_shape}"
@@ -142,7 +144,9 @@ def cmd_inpaint(args) -> int:
         )
     check_writable(args.out)
     with distributed(args.device or "auto") as (d, device):
-        run = load_run(args.run, device=device, use_ema=not args.last)
+        run = load_run(
+            args.run, device=device, use_ema=not args.last, precision=args.precision, compile=args.compile
+        )
         images = len(run.data_shape) == 3
         if images:
             check_writable(args.out.with_suffix(".png"))
@@ -193,7 +197,7 @@ def _log_likelihoods(args) -> tuple[torch.Tensor, object]:
     if args.out is not None:
         check_writable(args.out)
     with distributed(args.device or "auto") as (_, device):
-        run = load_run(args.run, device=device)
+        run = load_run(args.run, device=device, precision=args.precision, compile=args.compile)
         x, names = read_data(args.data, run.data_shape)
         run.check_columns(names, args.data)
         run.check_data(x)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .accelerated import Network
 from .embeddings import EMBEDDINGS, LabelEmbedding
 
 
-class MLP(nn.Module):
+class MLP(Network):
     """Multilayer perceptron ``F(x, c)`` mapping ``[B, ...] -> [B, ...]`` (or ``[B, out_dim]``).
 
     ``depth`` hidden layers of width ``hidden``. With ``cond=True`` the scalar ``c[B]`` (log sigma,
@@ -26,6 +27,7 @@ class MLP(nn.Module):
     embedded ``c``: ``forward(x, c, y)`` with labels ``y[B]`` in ``0 .. K-1``, and ``y=None`` (or ``K``)
     the null label of the unconditional model (docs/math.md#classifier-free-guidance). With
     ``num_classes = 0`` (the default) there is no such parameter and the network is as it always was.
+    ``accelerate`` (``Network``) sets its precision and compilation.
     """
 
     def __init__(
@@ -65,7 +67,7 @@ class MLP(nn.Module):
         if num_classes:  # created last, so the other weights start as those of num_classes = 0
             self.label_embed = LabelEmbedding(num_classes, hidden)
 
-    def forward(
+    def network(
         self, x: torch.Tensor, c: torch.Tensor | float | None = None, y: torch.Tensor | int | None = None
     ) -> torch.Tensor:
         if self.cond and c is None:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .accelerated import Network
 from .embeddings import EMBEDDINGS, LabelEmbedding
 
 
@@ -99,7 +100,7 @@ def level_sizes(image_size: int, levels: int) -> list[int]:
     return sizes
 
 
-class UNet(nn.Module):
+class UNet(Network):
     """U-Net ``F(x, c)`` mapping ``[B, C, H, W] -> [B, C, H, W]`` (Ronneberger et al. 2015; the DDPM /
     NCSN++ layout of Ho et al. 2020 and Song et al. 2021).
 
@@ -117,6 +118,9 @@ class UNet(nn.Module):
     embedding, as in Dhariwal & Nichol's class-conditional U-Net: ``forward(x, c, y)`` with labels
     ``y[B]``, ``y=None`` the null label (docs/math.md#classifier-free-guidance). ``num_classes = 0``
     (the default) adds no parameter.
+
+    ``accelerate`` (``Network``) sets the precision, compilation and, with ``channels_last``, the
+    channels-last memory format of the feature maps (the weights keep theirs).
     """
 
     def __init__(
@@ -201,7 +205,7 @@ class UNet(nn.Module):
         if num_classes:  # created last, so the other weights start as those of num_classes = 0
             self.label_embed = LabelEmbedding(num_classes, emb_dim)
 
-    def forward(
+    def network(
         self, x: torch.Tensor, c: torch.Tensor | float, y: torch.Tensor | int | None = None
     ) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -213,6 +217,8 @@ class UNet(nn.Module):
         if self.num_classes:
             emb = emb + self.label_embed(y, x.shape[0], x.device)
         h = self.conv_in(x)  # (B, channels, H, W)
+        if self.channels_last:
+            h = h.contiguous(memory_format=torch.channels_last)
         skips = [h]
         for stage in self.down:
             for block, attn in stage["blocks"]:

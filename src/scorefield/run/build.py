@@ -136,9 +136,16 @@ def build_net(config: Config, data_shape: tuple[int, ...]) -> nn.Module:
 
 
 def build(
-    config: Config, data_shape: tuple[int, ...], sigma_max: float | None, device: torch.device | str = "cpu"
+    config: Config,
+    data_shape: tuple[int, ...],
+    sigma_max: float | None,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> Setup:
-    """SDE, noise levels and a freshly initialised model (weights seeded by ``train.seed``)."""
+    """SDE, noise levels and a freshly initialised model (weights seeded by ``train.seed``) on ``device``,
+    its network run in ``precision`` and compiled on request (``nets.Network.accelerate``; a precision the
+    device cannot run is a ``ConfigError``)."""
     with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the global RNG
         torch.manual_seed(config.train.seed)
         net = build_net(config, data_shape)
@@ -149,13 +156,13 @@ def build(
         else ScoreModel(net, sde, param=config.model.param)
     )
     sigmas = noise_levels(config, sigma_max)
+    model.to(device)
+    try:
+        net.accelerate(precision, compile)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     return Setup(
-        config,
-        tuple(data_shape),
-        sigma_max,
-        sde,
-        None if sigmas is None else sigmas.to(device),
-        model.to(device),
+        config, tuple(data_shape), sigma_max, sde, None if sigmas is None else sigmas.to(device), model
     )
 
 

@@ -247,6 +247,15 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="seed of the weights, the data order and the noise")
     device: str = Field("auto", description='"auto" (CUDA when present), "cpu" or "cuda[:k]"')
 
+    # -- speed: how the network runs; the weights, checkpoints and all other arithmetic stay float32 --
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="the network's arithmetic: bf16 autocast is 1.3-4x faster on AMX CPUs and recent GPUs",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the network: faster steps after a warm-up of seconds to minutes"
+    )
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:

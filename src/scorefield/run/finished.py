@@ -382,9 +382,18 @@ def _guided_rows(score_fn, w: float):
     return score
 
 
-def load_run(run_dir: str | Path, device: str | torch.device | None = None, use_ema: bool = True) -> Run:
+def load_run(
+    run_dir: str | Path,
+    device: str | torch.device | None = None,
+    use_ema: bool = True,
+    precision: str = "fp32",
+    compile: bool = False,
+) -> Run:
     """The run in ``run_dir`` from its newest checkpoint that verifies: EMA weights (or the last
-    ones), SDE, noise levels, scaler and config. ``CheckpointError`` if none verifies."""
+    ones), SDE, noise levels, scaler and config. ``CheckpointError`` if none verifies. ``precision``
+    (``"fp32"`` or ``"bf16"``) and ``compile`` set how the network runs for ``sample``, ``inpaint`` and
+    ``log_prob`` (``nets.Network.accelerate``; the samplers' and the ODE's arithmetic stay float32 or
+    float64); a precision the device cannot run is a ``ConfigError``."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise RunError(f"run directory {run_dir} does not exist")
@@ -401,7 +410,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None, use_
         )
     config = parse_config(meta["config"], stored=True)
     device = default_device(device)
-    setup = build(config, tuple(meta["data_shape"]), meta["sigma_max"], device)
+    setup = build(config, tuple(meta["data_shape"]), meta["sigma_max"], device, precision, compile)
     setup.model.load_state_dict(ckpt.state["ema" if use_ema else "model"])
     setup.model.eval().requires_grad_(False)
     scaler = Standardizer.from_state_dict(ckpt.state["scaler"])

@@ -16,6 +16,8 @@ warm-up, gradient clipping, an EMA of the weights used for sampling); this modul
 ``config.toml``, ``metrics.jsonl``, a tqdm bar, periodic checkpoints, resuming from the newest good
 one (refused when the config's model or data differ), and SIGINT/SIGTERM, which write a checkpoint
 and stop.
+``train.precision`` and ``train.compile`` set how the network runs (bfloat16 autocast, ``torch.compile``:
+``nets.accelerated``); the weights, the optimiser's moments, the EMA and the checkpoints stay float32.
 
 Determinism: nothing random carries state from one step to the next. Step ``k`` reads the data
 order from a permutation seeded by ``(seed, epoch)`` and draws its noise from a generator seeded by
@@ -340,7 +342,7 @@ def _train(
     raw, columns, labels, classes, fingerprint, scaler, sigma_max = _training_data(config, ckpt, run_dir)
     data = scaler.transform(raw).to(device)
     labels = None if labels is None else labels.to(device)
-    setup = build(config, tuple(raw.shape[1:]), sigma_max, device)
+    setup = build(config, tuple(raw.shape[1:]), sigma_max, device, t.precision, t.compile)
     trainer = _trainer(setup.model, config, ckpt)
     start = trainer.step_count
     if d.main:  # every check has passed: only now is the run directory created or cleared
