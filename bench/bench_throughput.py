@@ -15,12 +15,21 @@ interleaved (``interleaved_times``), and quoted as a ratio (library rate / minim
   evaluations per second.
 - Exact divergence (``likelihood.divergence``, one batched vector-Jacobian product over all basis
   vectors) against a Python loop of one autograd call per dimension, at d = 2, 16, 64.
+- Network settings (``nets.accelerated``): the networks of the digits and CIFAR-10 presets (and the
+  estimators' MLPs) in eager float32, bfloat16 autocast, compiled, and both, each against eager float32
+  in the same interleaved rounds: training steps/s (the preset's objective, AdamW, clipping, EMA, on
+  random inputs of the preset's shape) and samples/s (DPM-Solver++2M at a fixed NFE), with the seconds
+  of the first two steps (``torch.compile``'s warm-up). ``SCOREFIELD_BENCH_DEVICE=cuda`` runs it on a GPU
+  (``bench/device_check.sh``). Compiling the CIFAR-10 U-Net is left out on the CPU: its warm-up alone
+  exceeds the benchmark's budget on 2 cores.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -30,8 +39,9 @@ from scorefield.fit import EMA
 from scorefield.keyed import KeyedNoise
 from scorefield.likelihood import divergence
 from scorefield.multistep import sample_multistep
+from scorefield.nets import accelerated
 from scorefield.nets.mlp import MLP
-from scorefield.run.build import build
+from scorefield.run.build import OBJECTIVES, build
 from scorefield.run.config import load_config
 from scorefield.run.train import prepare_data, train
 from scorefield.samplers import sample_ode, sample_pc
@@ -40,7 +50,8 @@ from scorefield.sde import VPSDE
 
 from .common import interleaved_times, markdown_table, median, one_thread, write_results
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy_vp.toml"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIG = CONFIGS / "toy_vp.toml"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,15 +282,200 @@ def divergence_section(quick: bool) -> tuple[str, dict]:
     return markdown_table(header, rows) + "\n\n" + note, speedups
 
 
+# --------------------------------------------------------------------------------------------------
+# network settings: bfloat16 and torch.compile
+
+SETTINGS = {  # name: (precision, compile, channels_last)
+    "eager fp32": ("fp32", False, False),
+    "eager bf16": ("bf16", False, False),
+    "eager bf16, channels-last": ("bf16", False, True),
+    "compiled fp32": ("fp32", True, False),
+    "compiled bf16": ("bf16", True, False),
+}
+
+
+def preset_setup(name: str, overrides: list[str], device: torch.device, setting: tuple) -> tuple:
+    """The preset's model built in ``setting`` on ``device``, with its config and data shape; the data
+    are never read (CIFAR-10's shape is fixed, the digits' is 8x8)."""
+    config = load_config(CONFIGS / f"{name}.toml", overrides)
+    shape = (3, 32, 32) if config.data.name == "cifar10" else (1, 8, 8)
+    precision, compiled, channels_last = setting
+    setup = build(config, shape, None, device, precision, compiled)
+    setup.model.net.channels_last = channels_last
+    return config, shape, setup
+
+
+def training_loop(name: str, overrides: list[str], device, setting, batch: int, steps: int):
+    """``steps`` training steps of the preset's network per call, on random inputs in [-1, 1] (and random
+    labels for a conditional preset), returning the mean loss of each call."""
+    config, shape, setup = preset_setup(name, overrides, device, setting)
+    model, t = setup.model, config.train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr)
+    ema, params = EMA(model, t.ema_decay), list(model.parameters())
+    generator = torch.Generator(device).manual_seed(0)
+    k = config.model.num_classes
+    objective = OBJECTIVES[config.objective.kind]
+    losses_seen: list[float] = []
+
+    def run():
+        total = torch.zeros((), device=device)
+        for step in range(steps):
+            x = torch.rand(batch, *shape, generator=generator, device=device) * 2 - 1
+            y = torch.randint(k, (batch,), generator=generator, device=device) if k else None
+            extra = {"y": y} if k else {}
+            loss = objective(model, x, setup, generator, **extra).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+            optimizer.step()
+            ema.update(step)
+            total += loss.detach()
+        losses_seen.append(float(total) / steps)
+
+    return run, losses_seen
+
+
+def sampling_loop(name: str, overrides: list[str], device, setting, batch: int, nfe: int):
+    _, shape, setup = preset_setup(name, overrides, device, setting)
+    setup.model.eval().requires_grad_(False)
+    x_T = torch.randn(batch, *shape, generator=torch.Generator(device).manual_seed(1), device=device)
+
+    return synchronized(
+        lambda: sample_multistep(
+            setup.score_t, setup.sde, x_T, noise.time_grid(nfe - 1), solver="dpm++", order=2, corrector=False
+        ),
+        device,
+    )
+
+
+def synchronized(fn, device):
+    def run():
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+def settings_rows(name, overrides, device, settings, train_batch, sample_batch, steps, nfe, repeats):
+    """One row per setting: training steps/s and samples/s, their ratios to eager fp32 (medians over
+    interleaved rounds), the warm-up seconds and the mean loss of the timed steps."""
+    trainers, samplers, warmups, curves = {}, {}, {}, {}
+    for label in settings:
+        run, curve = training_loop(name, overrides, device, SETTINGS[label], train_batch, steps)
+        trainers[label], curves[label] = synchronized(run, device), curve
+        start = time.perf_counter()
+        trainers[label]()  # the first call: compilation, oneDNN's kernel choice
+        warmups[label] = time.perf_counter() - start
+        samplers[label] = sampling_loop(name, overrides, device, SETTINGS[label], sample_batch, nfe)
+        samplers[label]()
+    train_times = interleaved_times(trainers, repeats=repeats, warmup=0)
+    sample_times = interleaved_times(samplers, repeats=repeats, warmup=0)
+    base = settings[0]
+    rows = []
+    for label in settings:
+        train_ratio = median([b / a for a, b in zip(train_times[label], train_times[base], strict=True)])
+        sample_ratio = median([b / a for a, b in zip(sample_times[label], sample_times[base], strict=True)])
+        rows.append(
+            [
+                label,
+                steps / median(train_times[label]),
+                train_ratio,
+                sample_batch / median(sample_times[label]),
+                sample_ratio,
+                warmups[label],
+                " ".join(f"{v:.3f}" for v in curves[label]),
+            ]
+        )
+    return rows
+
+
+def estimator_rows(device, repeats: int, quick: bool) -> list[list]:
+    """The estimators' MLPs (128 and 256 wide, 3 hidden layers, batch 256, 8 features): training steps/s
+    under each setting, against eager fp32."""
+    rows = []
+    for hidden in (128,) if quick else (128, 256):
+        candidates = {}
+        for label in ("eager fp32", "eager bf16", "compiled fp32", "compiled bf16"):
+            precision, compiled, _ = SETTINGS[label]
+            torch.manual_seed(0)
+            net = MLP(8, hidden=hidden, depth=3).to(device).accelerate(precision, compiled)
+            model, sde = ScoreModel(net, VPSDE()), VPSDE()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            x = torch.randn(256, 8, generator=torch.Generator(device).manual_seed(0), device=device)
+
+            def run(model=model, optimizer=optimizer, x=x, sde=sde):
+                for _ in range(20):
+                    loss = losses.sde_dsm(model, sde, x).mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+
+            candidates[label] = synchronized(run, device)
+            candidates[label]()
+        times = interleaved_times(candidates, repeats=repeats, warmup=0)
+        for label in candidates:
+            ratio = median([b / a for a, b in zip(times[label], times["eager fp32"], strict=True)])
+            rows.append([f"MLP {hidden} x 3", label, 20 / median(times[label]), ratio])
+    return rows
+
+
+def settings_section(quick: bool) -> tuple[str, dict]:
+    device = torch.device(os.environ.get("SCOREFIELD_BENCH_DEVICE", "cpu"))
+    cpu = device.type == "cpu"
+    usable = [s for s in SETTINGS if SETTINGS[s][0] == "fp32" or accelerated.bf16_unsupported(device) is None]
+    repeats = 3 if quick else 5
+    header = [
+        "setting",
+        "train steps/s",
+        "x eager fp32",
+        "samples/s",
+        "x eager fp32",
+        "first call s (warm-up)",
+        "mean loss per round",
+    ]
+    digits_settings = [s for s in usable if not (quick and "compiled" in s)]
+    digits = settings_rows(
+        "digits_vp", [], device, digits_settings, train_batch=64, sample_batch=500,
+        steps=5 if quick else 20, nfe=10, repeats=repeats,
+    )  # fmt: skip
+    cifar_settings = [s for s in usable if not (cpu and "compiled" in s)]
+    cifar_batch = 8 if cpu else 128  # the preset's 128 on a GPU; a CPU step of 128 takes minutes
+    cifar = settings_rows(
+        "cifar10_vp", ['data.path="unused"'], device, cifar_settings, train_batch=cifar_batch,
+        sample_batch=cifar_batch, steps=1 if cpu else 20, nfe=2 if cpu else 10, repeats=2 if quick else 3,
+    )  # fmt: skip
+    estimators = estimator_rows(device, repeats, quick)
+    text = (
+        f"Device: {device}. Digits: the preset's U-Net (32 channels, 40 classes), training batch 64, "
+        f"sampling 500 at 10 NFE. CIFAR-10: the preset's U-Net (DDPM layout, 35.7M parameters), batch "
+        f"{cifar_batch}{' (not the preset 128: CPU)' if cpu else ''}. Ratios: medians over {repeats} "
+        "interleaved rounds of the per-round ratio to eager fp32. The loss column: the mean loss of each "
+        "timed round (random inputs: it shows the settings train alike, not a learning curve)."
+    )
+    tables = [
+        ("digits_vp network", markdown_table(header, digits)),
+        ("cifar10_vp network", markdown_table(header, cifar)),
+        (
+            "the estimators' MLPs (8 features, batch 256; steps/s of 20-step rounds)",
+            markdown_table(["network", "setting", "train steps/s", "x eager fp32"], estimators),
+        ),
+    ]
+    body = text + "\n\n" + "\n\n".join(f"**{title}**\n\n{table}" for title, table in tables)
+    return body, {"digits": digits, "cifar": cifar, "estimators": estimators}
+
+
 @one_thread
 def main(quick: bool = False) -> None:
     train_md, _ = training_section(quick)
     sample_md, _ = sampling_section(quick)
     div_md, _ = divergence_section(quick)
+    settings_md, _ = settings_section(quick)
     sections = [
         ("Training steps/s: trainer vs minimal loop", train_md),
         ("Sampling score evaluations/s: library vs minimal loop", sample_md),
         ("Exact divergence: batched vector-Jacobian products vs a per-dimension loop", div_md),
+        ("Network settings: bfloat16 and torch.compile against eager float32", settings_md),
     ]
     write_results(
         "throughput",
