@@ -5,6 +5,10 @@
   to the same test split: what fresh draws of the data score). As many samples are drawn as the
   training split holds, because the distance's upward bias depends on the sample count. The goal
   is a ratio within 1.5x of the floor, and all ten digits in the class histogram.
+- A second, independent judge: the same distance in the features of the hidden layer of a
+  scikit-learn ``MLPClassifier`` fitted to the training split's labels (``MLPJudge``), which shares
+  neither architecture nor training with the project's classifier, against its own floor. A
+  generator can match one judge's features without matching the data; agreement of both is the claim.
 - Few-step sampling: the same distance for ``sample_fast`` (on its default grid and on the grid
   ``tune_grid`` fits to the run) and DPM-Solver++(2M) at 5, 8, 10 and 20 score evaluations, the mean over
   three sampling seeds (up to 8 evaluations ``sample_fast`` starts each sample from its cluster's
@@ -27,6 +31,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench import common
@@ -44,6 +49,7 @@ from scorefield.eval.classifier import (
     scale_digits,
     to_levels,
 )
+from scorefield.metrics import frechet_distance
 from scorefield.run.config import load_config
 from scorefield.run.finished import GRIDS_FILE, load_run
 from scorefield.run.train import train
@@ -71,6 +77,29 @@ def trained_run(quick: bool) -> tuple[Path, float | None]:
             "start); move it away and run the benchmark again to retrain it"
         )
     return run_dir, time.perf_counter() - start
+
+
+class MLPJudge:
+    """Fréchet distances in the features of an independent judge: the ReLU hidden layer (128 units) of
+    scikit-learn's ``MLPClassifier`` fitted (seeded, deterministic) to the training split's images in
+    ``[-1, 1]`` and their digit labels. Its ``floor`` is the training split's distance to the test split."""
+
+    def __init__(self, split, hidden: int = 128, seed: int = 0):
+        from sklearn.neural_network import MLPClassifier
+
+        x = scale_digits(split.x_train).flatten(1).numpy()
+        self.model = MLPClassifier((hidden,), max_iter=400, random_state=seed).fit(x, split.y_train.numpy())
+        self.accuracy = float(self.model.score(scale_digits(split.x_test).flatten(1).numpy(), split.y_test))
+        self.x_test = scale_digits(split.x_test)
+        self.floor = self.distance(scale_digits(split.x_train))
+
+    def features(self, x: torch.Tensor):
+        flat = x.flatten(1).double().numpy()
+        return np.maximum(flat @ self.model.coefs_[0] + self.model.intercepts_[0], 0.0)
+
+    def distance(self, x: torch.Tensor) -> float:
+        """The distance of images ``x`` in ``[-1, 1]`` (``scale_digits``) to the test split."""
+        return frechet_distance(self.features(x), self.features(self.x_test))
 
 
 def seen_in_training(x_test: torch.Tensor, training_data: torch.Tensor) -> float:
@@ -159,6 +188,8 @@ def main(quick: bool = False) -> None:
     fd = frechet_digits_distance(x_samples, x_test, classifier, allow_small=quick)
     fd_raw = frechet_digits_distance(scale_digits(samples), x_test, classifier, allow_small=quick)
     hist = class_histogram(x_samples, classifier)
+    judge = MLPJudge(split)
+    fd_judge = judge.distance(x_samples)
 
     few_rows = few_step_rows(run, quick, n_samples, dequantized, x_test, classifier, floor_fd, timings)
     few = markdown_table(
@@ -198,6 +229,12 @@ def main(quick: bool = False) -> None:
             [f"floor: training split ({split.x_train.shape[0]}) vs test split", floor_fd],
             ["ratio (goal <= 1.5)", fd / floor_fd],
             ["Fréchet distance of the samples as drawn (not put on the levels)", fd_raw],
+            [
+                f"independent judge (MLPClassifier hidden layer, test accuracy {judge.accuracy:.3f}): distance",
+                fd_judge,
+            ],
+            ["independent judge: floor (training split vs test split)", judge.floor],
+            ["independent judge: ratio (goal <= 1.5)", fd_judge / judge.floor],
             ["digits present in the samples", int((hist > 0).sum())],
         ],
     )
