@@ -1,7 +1,7 @@
 """``python -m bench [--quick] [--all] [NAME ...]``: run the benchmarks ``bench/bench_NAME.py``.
 
-By default every benchmark except those in ``LONG``, which train a model from scratch (digits and
-guidance: a U-Net, minutes of training and of evaluation on 2 cores); ``--all`` or naming one runs them too."""
+By default every benchmark except those in ``LONG``, which train a model from scratch (digits, guidance
+and precision: U-Nets, minutes of training and of evaluation on 2 cores); ``--all`` or naming one runs them too."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import common
 
-LONG = ("digits", "guidance")
+LONG = ("digits", "guidance", "precision")
 
 
 def available() -> list[str]:
