@@ -467,6 +467,14 @@ def settings_section(quick: bool) -> tuple[str, dict]:
 
 @one_thread
 def main(quick: bool = False) -> None:
+    device = os.environ.get("SCOREFIELD_BENCH_DEVICE", "cpu")
+    if device != "cpu":  # the minimal-loop sections are the CPU's; on a GPU only the settings table
+        settings_md, _ = settings_section(quick)
+        title = "Network settings: bfloat16 and torch.compile against eager float32"
+        write_results(
+            f"throughput_{torch.device(device).type}", f"Throughput on {device}", [(title, settings_md)]
+        )
+        return
     train_md, _ = training_section(quick)
     sample_md, _ = sampling_section(quick)
     div_md, _ = divergence_section(quick)

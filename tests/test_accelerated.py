@@ -20,6 +20,11 @@ from scorefield.run.train import train
 
 BF16 = accelerated.bf16_unsupported("cpu") is None
 needs_bf16 = pytest.mark.skipif(not BF16, reason="this CPU has no native bfloat16 (AVX-512-BF16 or AMX)")
+# the CUDA cases exist where a GPU with bfloat16 does (bench/device_check.sh runs them)
+ON_CUDA = pytest.mark.skipif(
+    not (torch.cuda.is_available() and accelerated.bf16_unsupported("cuda") is None),
+    reason="no CUDA GPU with bfloat16",
+)
 
 TOY = [
     "data.n=2000",
@@ -74,11 +79,18 @@ def no_compile_failure(monkeypatch):
     monkeypatch.setattr(accelerated, "_COMPILE_FAILED", [])
 
 
-@needs_bf16
-@pytest.mark.parametrize(("base", "steps"), [(TOY, 20), (DIGITS, 6)], ids=["mlp", "unet"])
-def test_a_bf16_run_resumes_bitwise_with_float32_checkpoints(tmp_path, base, steps):
-    config = load_config(None, [*base, f"train.steps={steps}", 'train.precision="bf16"'])
-    half = load_config(None, [*base, f"train.steps={steps // 2}", 'train.precision="bf16"'])
+CASES = [
+    pytest.param(TOY, 20, "cpu", id="mlp", marks=needs_bf16),
+    pytest.param(DIGITS, 6, "cpu", id="unet", marks=needs_bf16),
+    pytest.param(TOY, 20, "cuda", id="mlp-cuda", marks=ON_CUDA),
+]
+
+
+@pytest.mark.parametrize(("base", "steps", "device"), CASES)
+def test_a_bf16_run_resumes_bitwise_with_float32_checkpoints(tmp_path, base, steps, device):
+    on = [f'train.device="{device}"', 'train.precision="bf16"']
+    config = load_config(None, [*base, f"train.steps={steps}", *on])
+    half = load_config(None, [*base, f"train.steps={steps // 2}", *on])
     train(config, tmp_path / "straight", progress=False)
     train(half, tmp_path / "resumed", progress=False)
     train(config, tmp_path / "resumed", resume=True, progress=False)
@@ -86,7 +98,11 @@ def test_a_bf16_run_resumes_bitwise_with_float32_checkpoints(tmp_path, base, ste
     assert_bitwise(straight, states(tmp_path / "resumed"))
     assert {v.dtype for v in straight.values()} == {torch.float32}
     # bf16 is engaged: the same run in float32 ends elsewhere, but nearby
-    train(load_config(None, [*base, f"train.steps={steps}"]), tmp_path / "fp32", progress=False)
+    train(
+        load_config(None, [*base, f"train.steps={steps}", f'train.device="{device}"']),
+        tmp_path / "fp32",
+        progress=False,
+    )
     fp32 = states(tmp_path / "fp32")
     differs = [k for k in fp32 if k.startswith("model.") and not torch.equal(fp32[k], straight[k])]
     assert differs
