@@ -232,3 +232,13 @@ def test_a_compiled_run_resumes_bitwise_and_stays_near_eager(tmp_path, precision
     for key in straight:  # fused kernels round differently; Adam's steps are at most 3.2 lr each
         if key.startswith("model."):
             assert (straight[key] - eager[key]).abs().max() <= 2 * 3.2 * 20 * config.train.lr, key
+
+
+@pytest.mark.slow
+def test_a_compiled_network_refuses_a_label_out_of_range_as_eager_does(no_compile_failure):
+    net = UNet(1, 8, channels=8, channel_mults=[1], embed_dim=16, num_classes=3).accelerate(compile=True)
+    x, c = torch.randn(4, 1, 8, 8), torch.rand(4)
+    assert net(x, c, torch.tensor([0, 1, 2, 3])).shape == x.shape  # 3: the null label
+    with pytest.raises(ValueError, match=r"labels must lie in 0 \.\. 2"):
+        net(x, c, torch.tensor([0, 1, 2, 7]))
+    assert accelerated.compile_failed() is None
