@@ -250,7 +250,7 @@ class TrainConfig(_Section):
     # -- speed: how the network runs; the weights, checkpoints and all other arithmetic stay float32 --
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
-        description="the network's arithmetic: bf16 autocast is 1.3-4x faster on AMX CPUs and recent GPUs",
+        description="the network's arithmetic: bf16 autocast is faster on CPUs with AMX and GPUs since Ampere",
     )
     compile: bool = Field(
         False, description="torch.compile the network: faster steps after a warm-up of seconds to minutes"
