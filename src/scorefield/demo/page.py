@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..files import atomic_write
 from ..viz import GIF_DPI
 from .mathml import tex
 from .settings import PNG_DPI, Budget
@@ -94,8 +96,7 @@ class Page:
             self._embed(drawn, "image/gif", caption, alt)
             return
         path = self.out / f"{name}.png"
-        drawn.savefig(path, format="png", dpi=PNG_DPI)
-        _palette(path)
+        _write_png(path, drawn)
         self._embed(path, "image/png", caption, alt)
 
     def _embed(self, path: Path, mime: str, caption: str, alt: str) -> None:
@@ -127,12 +128,19 @@ class Page:
         )
 
 
-def _palette(path: Path) -> None:
-    """Rewrite the PNG at ``path`` with a palette of 256 colours (median cut, no dithering): a third
-    of the bytes for a plot, no visible change but slight steps in long smooth colour bars."""
-    with Image.open(path) as image:
+def _write_png(path: Path, figure: Figure) -> None:
+    """``figure`` as a PNG with a palette of 256 colours (median cut, no dithering: a third of the bytes
+    for a plot, no visible change but slight steps in long smooth colour bars), written atomically."""
+    drawn = io.BytesIO()
+    figure.savefig(drawn, format="png", dpi=PNG_DPI)
+    drawn.seek(0)
+    with Image.open(drawn) as image:
         rgb = image.convert("RGB")
-    rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+    out = io.BytesIO()
+    rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        out, "PNG", optimize=True
+    )
+    atomic_write(path, out.getvalue())
 
 
 def _numeric(value) -> bool:

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from PIL import Image
 
+from ..files import atomic_output
 from .base import ArrayLike, _numpy
 
 __all__ = ["BORDER_VALUE", "GRID_MAX_SIDE", "GRID_MIN_SIDE", "grid_scale", "image_grid", "image_grid_size"]
@@ -89,7 +90,8 @@ def image_grid(
     grid = Image.fromarray(pixels[..., 0] if c == 1 else pixels, mode="L" if c == 1 else "RGB")
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        grid.save(path)
+        with atomic_output(path) as tmp:  # Pillow picks the format by the temporary's suffix
+            grid.save(tmp)
     return grid
 
 
