@@ -144,11 +144,14 @@ def test_unreadable_metadata_and_nothing_at_all(tmp_path):
     meta.write_text("{not json")
     with pytest.raises(CheckpointError, match="unreadable"):
         load_checkpoint(meta)
-    meta.write_text('{"format": "something else"}')
+    meta.write_text("[1, 2]")
     with pytest.raises(CheckpointError, match="is not a scorefield checkpoint"):
         load_checkpoint(meta)
+    meta.write_text('{"format": "something else"}')
+    with pytest.raises(CheckpointError, match="of format 'something else'; this version reads format 2 only"):
+        load_checkpoint(meta)
     with pytest.raises(
-        CheckpointError, match=r"no checkpoint in .* verifies; the newest \(step 5\): .*not a scorefield"
+        CheckpointError, match=r"no checkpoint in .* verifies; the newest \(step 5\): .*of format"
     ):
         latest_good(tmp_path)
 
