@@ -12,7 +12,8 @@ for all of them.
 - ``tables``: ``read_table`` / ``load_table``: a ``.npy`` or ``.csv`` file of numbers, one example per
   row, with (``read_table``) the CSV header's column names; a row holding NaN or Inf is refused, named
   by its file line in a CSV and by its 0-based index in a ``.npy`` file. ``read_labelled_table`` takes a
-  CSV's column of class labels apart.
+  CSV's column of class labels apart; ``read_npy`` checks a ``.npy`` file's claimed shape against its
+  size before reading it; ``csv_header`` reads a CSV's header alone.
 - ``images``: images ``[N, C, H, W]`` in pixel units (float32 holding integers): ``digits(images=True)``,
   MNIST idx files (``read_idx``, ``mnist``), the CIFAR-10 binary batches (``read_cifar10``, ``cifar10``)
   and a folder of PNG/JPEG files (``image_folder``). ``IMAGE_LEVELS`` names the image data sets and
@@ -58,7 +59,15 @@ from .images import (
     read_idx,
 )
 from .images import IMAGE_SUFFIXES as IMAGE_SUFFIXES
-from .tables import default_columns, load_table, read_labelled_table, read_table
+from .tables import (
+    MAX_CSV_BYTES,
+    csv_header,
+    default_columns,
+    load_table,
+    read_labelled_table,
+    read_npy,
+    read_table,
+)
 from .toys import (
     TOY,
     banana,
@@ -77,11 +86,13 @@ __all__ = [
     "BUNDLED_LABELS",
     "IMAGE_FILES",
     "IMAGE_LEVELS",
+    "MAX_CSV_BYTES",
     "TOY",
     "Standardizer",
     "breast_cancer",
     "checkerboard",
     "cifar10",
+    "csv_header",
     "digit_labels",
     "digits",
     "banana",
@@ -96,6 +107,7 @@ __all__ = [
     "read_data",
     "read_labelled_data",
     "read_labelled_table",
+    "read_npy",
     "read_table",
     "mnist",
     "moons",
@@ -115,7 +127,7 @@ class DataSpec(Protocol):
     name: str | None
     path: str | None
     n: int
-    seed: int
+    seed: int  # (it may also have a ``header``: whether a CSV's first line names the columns)
 
 
 def read_labelled_data(
@@ -130,7 +142,7 @@ def read_labelled_data(
             raise ValueError(
                 f"labels are read from a column of a CSV file: set data.path to one ({label_column!r})"
             )
-        x, names, y, classes = read_labelled_table(spec.path, label_column)
+        x, names, y, classes = read_labelled_table(spec.path, label_column, getattr(spec, "header", None))
         return x, names, y, classes
     x, names = read_data(spec)
     if spec.path is None and spec.name in BUNDLED_LABELS:
@@ -150,7 +162,7 @@ def read_data(spec: DataSpec) -> tuple[torch.Tensor, tuple[str, ...]]:
             raise ValueError(f"data set {spec.name!r} is read from files: set data.path to them")
         x = IMAGE_FILES[spec.name](spec.path)
     elif spec.path is not None:
-        x, names = read_table(spec.path)
+        x, names = read_table(spec.path, getattr(spec, "header", None))
     elif spec.name in TOY:
         generator = torch.Generator().manual_seed(spec.seed)
         x = TOY[spec.name](spec.n, generator=generator)
