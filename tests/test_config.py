@@ -138,21 +138,6 @@ def test_every_field_states_its_reason():
             assert field.description, name
 
 
-def test_a_stored_config_drops_the_keys_retired_since_it_was_written(tmp_path):
-    raw = {"sde": {"kind": "ve"}, "sample": {"use_ema": False, "steps": 7}}
-    config = parse_config(raw, stored=True)
-    assert config.sde.kind == "ve" and config.sample.steps == 7
-    text = to_toml(config).replace(
-        "[sample]", "[sample]\nuse_ema = true", 1
-    )  # as an earlier version wrote it
-    (tmp_path / "config.toml").write_text(text)
-    assert load_config(tmp_path / "config.toml", stored=True) == config
-    with pytest.raises(ConfigError, match="unknown key 'sample.use_ema'"):
-        load_config(tmp_path / "config.toml")
-    with pytest.raises(ConfigError, match="unknown key 'sample.use_ema'"):
-        load_config(tmp_path / "config.toml", ["sample.use_ema=false"], stored=True)
-
-
 def test_the_kinds_a_config_accepts_are_those_the_builder_knows():
     from typing import get_args
 

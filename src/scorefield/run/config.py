@@ -7,10 +7,9 @@ is one sentence naming the key. Files and overrides become a ``Config`` here and
 ``run.build`` turns a ``Config`` into the objects it describes.
 
 The kinds a config may name (``sde.kind``, ``objective.kind``) and what they mean come from the
-table in ``run.kinds``. A run's own stored config (its ``config.toml``, its checkpoints' metadata)
-may hold keys retired since it was written (``RETIRED``): ``parse_config(raw, stored=True)`` and
-``load_config(..., stored=True)`` drop them, while a user's config that sets one is refused like
-any unknown key.
+table in ``run.kinds``. Every number the SDE, the objective and the sampler compute with must be
+finite in float32 (``FLOAT32_MAX``), where the model computes: a value beyond it would train and
+write rows of NaN.
 """
 
 from __future__ import annotations
@@ -61,8 +60,9 @@ __all__ = [
 SDEKindName = Literal[tuple(SDE_KINDS)]  # the names of kinds.SDE_KINDS, as pydantic checks them
 ObjectiveKindName = Literal[OBJECTIVE_KINDS]
 
-# keys of earlier versions that a stored run's config may hold, by section; dropped when read back
-RETIRED: dict[str, tuple[str, ...]] = {"sample": ("use_ema",)}  # use_ema: the CLI's --last chooses
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
+# the schedule's rates enter exp(-integral of beta) and beta * x; beyond this the products overflow
+MAX_RATE = 1e6  # (scores near t = 0 reach ~1/(beta_min eps); their product with it stays far from 3.4e38)
 
 
 class ConfigError(ValueError):
@@ -71,6 +71,13 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _finite_in_float32(cls, value: Any) -> Any:
+        if isinstance(value, float) and not abs(value) <= FLOAT32_MAX:
+            raise ValueError(f"expected a number finite in float32 (at most ±3.4e38), got {value}")
+        return value
 
 
 class DataConfig(_Section):
@@ -99,6 +106,11 @@ class DataConfig(_Section):
         "data",
         description="class labels: the data's own, or model.num_classes k-means clusters of the training data",
     )
+    header: bool | None = Field(
+        None,
+        description="a CSV's first line names the columns (true), is data (false); unset: a header when "
+        "it is not all numbers",
+    )
 
     @property
     def images(self) -> bool:
@@ -116,6 +128,10 @@ class DataConfig(_Section):
                     f"unknown data set {self.name!r}; choose one of {', '.join(known)}, "
                     f"or {', '.join(sorted(IMAGE_FILES))} with path, or set path to a table"
                 )
+        if self.header is not None and not (self.path or "").lower().endswith(".csv"):
+            raise ValueError("header applies to a CSV file: set data.path to a .csv file")
+        if self.label_column is not None and self.header is False:
+            raise ValueError("label_column names a column of the header: drop header = false")
         if self.label_column is not None and not (self.path or "").lower().endswith(".csv"):
             raise ValueError("label_column names a column of a CSV file: set data.path to a .csv file")
         if (self.hflip or self.dequantize) and not self.images:
@@ -172,13 +188,15 @@ class ModelConfig(_Section):
 class SDEConfig(_Section):
     kind: SDEKindName = Field("vp", description="forward SDE, or ncsn for a discrete ladder of noise levels")
     sigma_min: float = Field(
-        0.01, gt=0, description="smallest noise level (ve, ncsn): below the data's spacing"
+        0.01, gt=0, le=FLOAT32_MAX, description="smallest noise level (ve, ncsn): below the data's spacing"
     )
     sigma_max: float | str = Field(
         50.0, description='largest noise level (ve, ncsn), or "auto" = largest pairwise data distance'
     )
-    beta_min: float = Field(0.1, gt=0, description="noise rate at t=0 (vp, subvp)")
-    beta_max: float = Field(20.0, gt=0, description="noise rate at t=1 (vp, subvp): m(1) close to 0")
+    beta_min: float = Field(0.1, gt=0, le=MAX_RATE, description="noise rate at t=0 (vp, subvp)")
+    beta_max: float = Field(
+        20.0, gt=0, le=MAX_RATE, description="noise rate at t=1 (vp, subvp): m(1) close to 0"
+    )
     n_levels: int = Field(10, ge=2, description="number of geometric noise levels (ncsn)")
     eps: float = Field(
         1e-5, gt=0, lt=1, description="smallest time in training and sampling (t=0 is singular)"
@@ -189,8 +207,10 @@ class SDEConfig(_Section):
     def _number_or_auto(cls, value: float | str) -> float | str:
         if isinstance(value, str) and value != "auto":
             raise ValueError(f'sigma_max must be a positive number or "auto", got {value!r}')
-        if not isinstance(value, str) and not (math.isfinite(value) and value > 0):
-            raise ValueError(f'sigma_max must be a positive number or "auto", got {value}')
+        if not isinstance(value, str) and not (0 < value <= FLOAT32_MAX):
+            raise ValueError(
+                f'sigma_max must be a positive number finite in float32 (at most 3.4e38) or "auto", got {value}'
+            )
         return value
 
     @model_validator(mode="after")
@@ -375,7 +395,13 @@ def _error_sentence(error: ValidationError) -> str:
         where = f"[{'.'.join(loc[:-1])}]" if len(loc) > 1 else "the top level"
         return f"unknown key {key!r}; {where} accepts: {known}"
     message = first["msg"].removeprefix("Value error, ")
-    if first["type"].endswith("_type") or first["type"] in ("literal_error", "greater_than", "less_than"):
+    if first["type"].endswith("_type") or first["type"] in (
+        "literal_error",
+        "greater_than",
+        "less_than",
+        "greater_than_equal",
+        "less_than_equal",
+    ):
         message += f", got {first['input']!r}"
     return f"{key}: {message}" if key else message
 
@@ -392,20 +418,10 @@ def _section_model(loc: list[str]) -> type[BaseModel] | None:
     return model
 
 
-def _drop_retired(raw: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``raw`` without the ``RETIRED`` keys that a run written by an earlier version may hold."""
-    raw = dict(raw)
-    for section, keys in RETIRED.items():
-        if isinstance(raw.get(section), dict):
-            raw[section] = {k: v for k, v in raw[section].items() if k not in keys}
-    return raw
-
-
-def parse_config(raw: dict[str, Any], stored: bool = False) -> Config:
-    """A ``Config`` from a plain nested dict (a parsed TOML file), or ``ConfigError``. ``stored``: ``raw``
-    is a run's own config, written by this or an earlier version, whose ``RETIRED`` keys are dropped."""
+def parse_config(raw: dict[str, Any]) -> Config:
+    """A ``Config`` from a plain nested dict (a parsed TOML file), or ``ConfigError``."""
     try:
-        return Config.model_validate(_drop_retired(raw) if stored else raw)
+        return Config.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_error_sentence(error)) from None
 
@@ -435,12 +451,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
     return raw
 
 
-def load_config(
-    path: str | Path | None = None, overrides: Iterable[str] = (), stored: bool = False
-) -> Config:
-    """Read a TOML file (or start from the defaults when ``path`` is None), apply overrides, validate.
-    ``stored``: the file is a run's own ``config.toml``, whose ``RETIRED`` keys are dropped before the
-    overrides apply (an override that sets one is refused)."""
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read a TOML file (or start from the defaults when ``path`` is None), apply overrides, validate."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -452,8 +464,6 @@ def load_config(
             raise ConfigError(f"config file {path} cannot be read ({error})") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"config file {path} is not valid TOML ({error})") from None
-    if stored:
-        raw = _drop_retired(raw)
     return parse_config(apply_overrides(raw, overrides))
 
 
