@@ -1,14 +1,12 @@
 """Class-conditional score models and classifier-free guidance: label embeddings in the nets (none when
 num_classes = 0, so unconditional models are bitwise what they were), labels from the data, label
 dropout, the guided score's algebra and cost, a conditional run that samples the class asked for, the
-config's and the command line's refusals, and runs written before labels existed."""
+config's and the command line's refusals."""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
-import json
 import math
 import re
 import shutil
@@ -23,7 +21,7 @@ from scorefield.keyed import KeyedNoise
 from scorefield.multistep import sample_fast, sample_multistep
 from scorefield.nets import MLP, UNet
 from scorefield.run.build import OBJECTIVES, build
-from scorefield.run.checkpoint import checkpoint_dir, latest_good
+from scorefield.run.checkpoint import latest_good
 from scorefield.run.config import ConfigError, load_config
 from scorefield.run.finished import RunError, load_run
 from scorefield.run.train import drop_labels, prepare_data, train
@@ -372,31 +370,6 @@ def test_a_label_on_an_unconditional_run_is_refused(capsys, tmp_path):
         load_run(tmp_path / "run").sample(3, label=0)
 
 
-def test_a_run_written_before_labels_existed_samples_and_resumes(capsys, tmp_path):
-    """Strip the keys that labels added from a run's stored config: it is then what an earlier version
-    wrote (its weights have no label tensors either), and it loads, samples and resumes unchanged."""
-    overrides = ["data.n=64", "model.hidden=8", "model.depth=1", "model.embed_dim=8", "train.batch_size=32"]
-    config = load_config(None, [*overrides, "train.steps=4", "train.ckpt_every=2", "train.device=cpu"])
-    train(config, tmp_path / "run", progress=False)
-    new = {("data", "label_column"), ("model", "num_classes"), ("train", "label_dropout")}
-    for path in checkpoint_dir(tmp_path / "run").glob("*.json"):
-        sidecar = json.loads(path.read_text())
-        for section, key in new:
-            sidecar["meta"]["config"][section].pop(key, None)
-        path.write_text(json.dumps(sidecar))
-    text = (tmp_path / "run" / "config.toml").read_text()
-    (tmp_path / "run" / "config.toml").write_text(
-        "\n".join(line for line in text.splitlines() if not line.startswith(("num_classes", "label_dropout")))
-    )
-    run = load_run(tmp_path / "run")
-    assert run.config == config and run.classes == ()
-    assert run.sample(3, sampler="dpm", steps=5).shape == (3, 2)
-    code, out, err = run_cli(
-        capsys, "train", "--out", tmp_path / "run", "--resume", "--set", "train.steps=6", "--quiet"
-    )
-    assert code == 0 and "to step 6" in out, err
-
-
 def test_the_conditional_digits_preset_takes_a_labelled_training_step(tmp_path):
     from pathlib import Path
 
@@ -503,7 +476,7 @@ def test_inpaint_without_a_label_completes_each_row_as_its_most_probable_class(c
     probably came from: Bayes' rule under the class Gaussians it keeps. With b observed, the classes'
     b ~ N(0, 0.3) and N(1, 0.3) with equal shares divide at b = 0.5. The rows are then those of the
     chosen labels given per row (bit for bit), with guidance too; choose=False keeps the null label's
-    p(x), and a run saved before class Gaussians were kept warns and uses it."""
+    p(x)."""
     run = load_run(cond_run)
     torch.testing.assert_close(run.class_weights, torch.tensor([0.5, 0.5], dtype=torch.float64))
     b = torch.linspace(-0.5, 1.5, 41)
@@ -533,11 +506,6 @@ def test_inpaint_without_a_label_completes_each_row_as_its_most_probable_class(c
     blank[0, 1] = True  # every other row observes nothing: a draw of the model, its class by the shares
     right = float((run.inpaint(torch.zeros(n + 1, 2), blank)[1:, 0] > 0).float().mean())
     assert 0.4 <= right <= 0.6  # half of each: stratified, 20 of 40 up to O(log n)
-    old = dataclasses.replace(run, component_moments=None, class_weights=None)
-    with pytest.warns(UserWarning, match="saved before runs kept their class Gaussians"):
-        assert torch.equal(old.inpaint(middle, mask), null)
-    with pytest.raises(RunError, match="keeps no class Gaussians"):
-        old.most_probable_class(z, mask.expand_as(z))
 
 
 def test_scorefield_inpaint_chooses_each_rows_class_or_takes_the_null_label(capsys, cond_run, tmp_path):

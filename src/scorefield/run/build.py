@@ -12,6 +12,7 @@ into independent streams (weights, data order, noise, ``"auto"``).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,7 +36,11 @@ __all__ = [
     "build",
     "build_net",
     "build_sde",
+    "check_memory",
+    "check_training_memory",
+    "count_parameters",
     "derive_seed",
+    "machine_memory",
     "initial_sigma_max",
     "noise_levels",
 ]
@@ -164,6 +169,73 @@ def build(
     return Setup(
         config, tuple(data_shape), sigma_max, sde, None if sigmas is None else sigmas.to(device), model
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# what a config asks to allocate, estimated before anything is allocated
+
+STATE_COPIES = 5  # training holds weights, gradients, EMA weights and Adam's two moments
+ACTIVATION_FACTOR = 6  # float32 activations kept per layer for the backward pass, generously
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory of this machine (the bound a run's allocations are checked against)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError  # unreachable
+
+
+def check_memory(need: float, what: str, advice: str) -> None:
+    """``ConfigError`` when ``need`` bytes exceed this machine's memory: one sentence saying ``what``
+    needs them and ``advice``."""
+    have = machine_memory()
+    if need > have:
+        raise ConfigError(
+            f"{what} need {_bytes(need)} of memory, more than this machine's {_bytes(have)}; {advice}"
+        )
+
+
+def count_parameters(config: Config, data_shape: tuple[int, ...]) -> int:
+    """The parameters of ``build_net(config, data_shape)``, counted on PyTorch's meta device, which
+    allocates nothing, so that a config of 10^18 parameters is refused rather than attempted."""
+    with torch.device("meta"):
+        net = build_net(config, data_shape)
+    return sum(p.numel() for p in net.parameters())
+
+
+def _activations_per_example(config: Config, data_shape: tuple[int, ...]) -> float:
+    """A generous estimate of the float32 values a training step keeps per example."""
+    m, numel = config.model, math.prod(data_shape)
+    if m.kind == "mlp":
+        return ACTIVATION_FACTOR * (numel + m.hidden * m.depth)
+    height_width = math.prod(data_shape[1:])
+    levels = sum(m.channels * mult * height_width / 4**i for i, mult in enumerate(m.channel_mults))
+    return ACTIVATION_FACTOR * (numel + levels * (3 * m.n_res_blocks + 2))
+
+
+def check_training_memory(config: Config, data_shape: tuple[int, ...], n: int) -> None:
+    """Refuse, before anything is built, a run whose network, batch or data cannot fit in this machine's
+    memory (``ConfigError``, one sentence naming the setting)."""
+    params = count_parameters(config, data_shape)
+    check_memory(
+        4.0 * STATE_COPIES * params,
+        f"the network ({params:.3g} parameters; model.hidden = {config.model.hidden}, model.depth = "
+        f"{config.model.depth}) and its optimizer state",
+        "choose a smaller model",
+    )
+    batch = config.train.batch_size
+    check_memory(
+        4.0 * batch * _activations_per_example(config, data_shape),
+        f"the activations of a batch of train.batch_size = {batch}",
+        "choose a smaller train.batch_size",
+    )
+    check_memory(4.0 * 3 * n * math.prod(data_shape), f"{n} training examples", "use fewer examples")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """A finished run, read back from its newest good checkpoint: sampling and log-densities in data units.
 
 ``load_run(run_dir)`` rebuilds the model (EMA weights, or the last ones), SDE, noise levels, scaler
-and config from the newest checkpoint that verifies, and nothing else; a config stored by an earlier
-version is read with its retired keys dropped. ``Run.sample`` dispatches to the plain dict ``SAMPLERS``
+and config from the newest checkpoint that verifies (``train.check_run_checkpoint``), and nothing else.
+``Run.sample`` dispatches to the plain dict ``SAMPLERS``
 of ``sampling.py`` (probability-flow ODE, DPM-Solver++, the few-step ``sample_fast``, predictor-corrector,
 Euler-Maruyama, annealed Langevin), for a class-conditional run of one class with classifier-free
 guidance on request (``score.guided``); ``Run.inpaint`` fills the entries of data rows a mask leaves out
@@ -43,7 +43,7 @@ from .config import Config, parse_config
 from .distributed import blocks, gather
 from .labels import Labels
 from .sampling import SAMPLERS, Scores, rows_score
-from .train import RunError
+from .train import RunError, check_run_checkpoint
 
 __all__ = ["GRIDS_FILE", "SAMPLERS", "Run", "Scores", "load_run"]
 
@@ -58,11 +58,10 @@ class Run(Labels):
     class-conditional run (``model.num_classes > 0``; label ``k`` is ``classes[k]``), else empty;
     ``clusters``, for a run conditioned on k-means clusters (``data.labels = clusters``), their centroids
     in model units and their shares of the training data, else None; ``moments``, the training data's
-    mean and covariance in model units (``gaussian.data_moments``; None in runs saved before they were
-    kept), which give ``sample_fast`` its Gaussian start; ``component_moments``, one Gaussian per class or
+    mean and covariance in model units (``gaussian.data_moments``), which give ``sample_fast`` its Gaussian start; ``component_moments``, one Gaussian per class or
     cluster of a conditional run (``gaussian.component_moments``), the start of their samples and the
     choice of the class or cluster a row is inpainted from; ``class_weights``, each class's share of
-    a class-conditional run's training data (``[k]``; None in runs saved before they were kept). The label
+    a class-conditional run's training data (``[k]``, else None). The label
     methods (``label_index``, ``row_labels``, ``most_probable_class``, ``most_probable_cluster``, ...) are
     ``labels.Labels``'s."""
 
@@ -75,7 +74,7 @@ class Run(Labels):
     columns: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
     clusters: dict[str, torch.Tensor] | None = None  # data.labels = clusters: centroids [k, D], weights [k]
-    moments: DataMoments | None = None
+    moments: DataMoments | None = None  # None only for a Run built by hand
     component_moments: DataMoments | None = None
     class_weights: torch.Tensor | None = None  # class-conditional runs: each class's share of the data
 
@@ -179,7 +178,8 @@ class Run(Labels):
         choose: bool = True,
     ) -> torch.Tensor:
         """``x`` (data units, ``[N, *data_shape]``) with the entries where ``mask`` is False filled by draws of
-        ``p(x_missing | x_observed)``, the observed entries (``mask`` True) returned exactly as given.
+        ``p(x_missing | x_observed)``, the observed entries (``mask`` True) returned exactly as given, in
+        ``x``'s dtype (the model computes in float32).
 
         ``sample_conditional`` runs on the run's SDE and model with its defaults: sequential Monte Carlo
         with 16 particles and 51 score evaluations (about 800 network evaluations per row;
@@ -222,7 +222,7 @@ class Run(Labels):
         rows_labels, chosen_by = self.row_labels(label, x.shape[0]), self._chooser(label, choose, guidance)
         if rows_labels is None and chosen_by is None:
             score = self.score_functions(label, guidance).t
-        x = x.to(self.device, torch.float32)
+        given, x = x, x.to(self.device, torch.float32)
         z_obs = self.scaler.transform(x)
         out = torch.zeros_like(z_obs)
         for start, stop in tqdm(
@@ -244,7 +244,9 @@ class Run(Labels):
                 particles=particles, t_end=self.config.sample.t_end, generator=noise, allow_unobserved=True,
             )  # fmt: skip
         filled = self.scaler.inverse_transform(gather(out).cpu())
-        return torch.where(mask.cpu(), x.cpu(), filled)
+        # the observed entries as given, in the caller's dtype: no float32 round trip (30.2 stays 30.2)
+        dtype = given.dtype if given.is_floating_point() else torch.float32
+        return torch.where(mask.cpu(), given.cpu().to(dtype), filled.to(dtype))
 
     def _grid(self, sampler: str, steps: int, score: Scores) -> int | torch.Tensor:
         """What a sampler of ``SAMPLERS`` runs on: annealed Langevin the run's noise levels; ``fast`` the grid
@@ -399,27 +401,24 @@ def load_run(
         raise RunError(f"run directory {run_dir} does not exist")
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is a file, not a run directory written by `scorefield train`")
-    ckpt = latest_good(run_dir)
+    ckpt = latest_good(run_dir, check_run_checkpoint)
     if ckpt is None:
         raise CheckpointError(f"run directory {run_dir} holds no checkpoint; train it first")
-    meta = ckpt.meta
-    missing = [key for key in ("config", "data_shape", "sigma_max") if key not in meta]
-    if missing:
-        raise CheckpointError(
-            f"checkpoint {ckpt.path} lacks {', '.join(missing)}: it is not one of a trained run"
-        )
-    config = parse_config(meta["config"], stored=True)
+    meta, state = ckpt.meta, ckpt.state
+    config = parse_config(meta["config"])
     device = default_device(device)
     setup = build(config, tuple(meta["data_shape"]), meta["sigma_max"], device, precision, compile)
-    setup.model.load_state_dict(ckpt.state["ema" if use_ema else "model"])
+    try:  # tensors that verify against their hash but do not fit the config: a file made by hand
+        setup.model.load_state_dict(state["ema" if use_ema else "model"])
+        scaler = Standardizer.from_state_dict(state["scaler"])
+        moments = DataMoments(**state["moments"])
+        components = DataMoments(**state["component_moments"]) if "component_moments" in state else None
+    except (RuntimeError, TypeError, ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"checkpoint {ckpt.path} does not fit its own config ({first})") from None
     setup.model.eval().requires_grad_(False)
-    scaler = Standardizer.from_state_dict(ckpt.state["scaler"])
-    columns = tuple(meta.get("columns") or ())  # runs written before names were stored: x0, x1, ...
-    classes = tuple(meta.get("classes") or ())
-    moments = [
-        DataMoments(**ckpt.state[k]) if k in ckpt.state else None for k in ("moments", "component_moments")
-    ]
-    kept = [ckpt.state.get(k) for k in ("clusters", "class_weights")]  # None where not kept (older runs)
+    kept = [state.get(k) for k in ("clusters", "class_weights")]  # conditional runs only
     return Run(
-        run_dir, config, setup, scaler, ckpt.step, device, columns, classes, kept[0], *moments, kept[1]
-    )
+        run_dir, config, setup, scaler, ckpt.step, device, tuple(meta["columns"]), tuple(meta["classes"]),
+        kept[0], moments, components, kept[1],
+    )  # fmt: skip

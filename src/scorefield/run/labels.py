@@ -6,7 +6,6 @@ docs/math.md#cluster-conditional-models). ``Run`` (``finished.py``) takes these 
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
@@ -80,11 +79,8 @@ class Labels:
     def most_probable_cluster(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The cluster each example of ``z`` (model units) most probably came from given the entries ``mask``
         observes: the largest ``log w_k + log N(z_obs; μ_k, Σ_k)`` under the clusters' Gaussians
-        (``component_moments``, marginal on the observed entries; ``gaussian.component_log_probs``);
-        ``nearest_cluster`` for a run saved before they were kept. ``[N]``."""
+        (``component_moments``, marginal on the observed entries; ``gaussian.component_log_probs``). ``[N]``."""
         clusters = self._clusters()
-        if self.component_moments is None:
-            return self.nearest_cluster(z, mask)
         log_p = component_log_probs(self.component_moments, z, mask) + clusters["weights"].log()
         return log_p.argmax(1).to(z.device)
 
@@ -92,27 +88,24 @@ class Labels:
         """The class of a class-conditional run each example of ``z`` (model units) most probably belongs to
         given the entries ``mask`` observes: Bayes' rule under the class Gaussians, the largest
         ``log π_y + log N(z_obs; μ_y, Σ_y)`` (``component_moments`` marginal on the observed entries,
-        ``π`` the ``class_weights``, equal in runs saved before they were kept;
-        docs/math.md#choosing-the-class-of-a-partly-observed-row). ``[N]`` class indices."""
+        ``π`` the ``class_weights``; docs/math.md#choosing-the-class-of-a-partly-observed-row). ``[N]`` class indices."""
         k = self.config.model.num_classes
         if not k or self.clusters is not None or self.component_moments is None:
             raise RunError(
                 f"the run in {self.run_dir} keeps no class Gaussians to choose a class with: it is not "
-                "class-conditional, or was saved before runs kept them (retrain it)"
+                "class-conditional"
             )
         log_p = component_log_probs(self.component_moments, z, mask) + self.label_shares.log()
         return log_p.argmax(1).to(z.device)
 
     @property
     def label_shares(self) -> torch.Tensor:
-        """``[k]`` float64: the shares of the training data of a conditional run's clusters or classes (equal
-        shares of the classes in runs saved before they were kept)."""
+        """``[k]`` float64: the shares of the training data of a conditional run's clusters or classes."""
         if self.clusters is not None:
             return self.clusters["weights"].double()
-        if self.class_weights is not None:
-            return self.class_weights.double()
-        k = self.config.model.num_classes
-        return torch.full((k,), 1 / k, dtype=torch.float64)
+        if self.class_weights is None:
+            raise RunError(f"the run in {self.run_dir} is unconditional: it has no classes or clusters")
+        return self.class_weights.double()
 
     def _chooser(self, label, choose: bool, guidance: float):
         """What ``inpaint`` chooses each row's class or cluster with when no label is given, else None."""
@@ -125,16 +118,7 @@ class Labels:
                     "it has no unconditional model (choose=False) and no guidance without a label"
                 )
             return self.most_probable_cluster
-        if not choose:
-            return None
-        if self.component_moments is None:
-            warnings.warn(
-                f"the run in {self.run_dir} was saved before runs kept their class Gaussians: it cannot "
-                "choose each row's class, so it fills them from its null label (p(x)); retrain it to choose",
-                stacklevel=3,
-            )
-            return None
-        return self.most_probable_class
+        return self.most_probable_class if choose else None
 
     def _clusters(self) -> dict[str, torch.Tensor]:
         if self.clusters is None:
