@@ -280,8 +280,8 @@ def test_a_corrupt_newest_checkpoint_warns_in_one_line_and_falls_back(capsys, tm
     code, _, err = run_cli(capsys, "sample", "--run", copy, "--n", 4, "--quiet", "--out", tmp_path / "s.npy")
     assert code == 0
     assert err.strip().splitlines() == [
-        f"scorefield: warning: skipping checkpoint of step 20: checkpoint {newest} is corrupt: its size or "
-        "SHA-256 differs from the one recorded in step-0000020.json"
+        f"scorefield: warning: skipping checkpoint of step 20: checkpoint {newest} is corrupt: it holds "
+        f"{newest.stat().st_size} bytes, step-0000020.json records {newest.stat().st_size + 4}"
     ]
     assert torch.from_numpy(np.load(tmp_path / "s.npy")).shape == (4, 2)
 
@@ -420,23 +420,6 @@ def test_sample_csv_has_the_runs_column_names(capsys, named_run, tmp_path):
     assert (tmp_path / "s.csv").read_text().splitlines()[0] == "eruptions,waiting"
 
 
-def strip_columns(run):
-    """Rewrite a run's checkpoint sidecars as a scorefield without column names wrote them."""
-    for path in checkpoint_dir(run).glob("*.json"):
-        sidecar = json.loads(path.read_text())
-        del sidecar["meta"]["columns"]
-        path.write_text(json.dumps(sidecar))
-
-
-def test_a_checkpoint_without_column_names_loads_with_default_names(capsys, named_run, tmp_path):
-    old = copy_run(named_run / "run", tmp_path / "old")
-    strip_columns(old)
-    assert load_run(old, device="cpu").columns == ("x0", "x1")
-    np.savetxt(tmp_path / "any.csv", np.ones((3, 2)), delimiter=",", header="p,q", comments="")
-    code, _, err = run_cli(capsys, "likelihood", "--run", old, "--data", tmp_path / "any.csv")
-    assert code == 0, err
-
-
 def test_resume_refuses_the_same_values_under_other_names(capsys, tmp_path):
     data = np.random.default_rng(3).normal(size=(40, 2))
     np.savetxt(tmp_path / "data.csv", data, delimiter=",", header="eruptions,waiting", comments="")
@@ -475,37 +458,6 @@ def test_a_relative_data_path_is_stored_absolute_and_resumes_from_elsewhere(
         capsys, "train", "--set", "train.steps=30", "--out", tmp_path / "run", "--resume", "--quiet"
     )
     assert code == 0 and "to step 30" in out, err
-
-
-def test_a_run_stored_with_a_relative_path_resumes_with_the_absolute_one(capsys, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    np.savetxt(tmp_path / "data.csv", np.random.default_rng(2).normal(size=(40, 2)), delimiter=",")
-    run = tmp_path / "run"
-    assert run_cli(capsys, "train", *sets("data.path=data.csv"), "--out", run, "--quiet")[0] == 0
-    for path in checkpoint_dir(run).glob("*.json"):  # as scorefield wrote it before paths were resolved
-        sidecar = json.loads(path.read_text())
-        sidecar["meta"]["config"]["data"]["path"] = "data.csv"
-        path.write_text(json.dumps(sidecar))
-    args = [*sets(f"data.path={tmp_path / 'data.csv'}", "train.steps=30"), "--out", run, "--resume"]
-    code, out, err = run_cli(capsys, "train", *args, "--quiet")
-    assert code == 0 and "to step 30" in out, err
-
-
-def test_a_run_stored_with_a_retired_key_samples_and_resumes(capsys, tmp_path, run_dir):
-    run = copy_run(run_dir, tmp_path / "old")
-    config = (run / "config.toml").read_text()  # as scorefield wrote it when sample.use_ema existed
-    (run / "config.toml").write_text(config.replace("[sample]", "[sample]\nuse_ema = true", 1))
-    for path in checkpoint_dir(run).glob("*.json"):
-        sidecar = json.loads(path.read_text())
-        sidecar["meta"]["config"]["sample"]["use_ema"] = True
-        path.write_text(json.dumps(sidecar))
-    code, _, err = run_cli(capsys, "sample", "--run", run, "--n", 5, "--out", tmp_path / "s.npy")
-    assert code == 0, err
-    code, out, err = run_cli(capsys, "train", "--out", run, "--resume", "--set", "train.steps=30", "--quiet")
-    assert code == 0 and "to step 30" in out, err
-    assert "use_ema" not in (run / "config.toml").read_text()
-    code, _, err = run_cli(capsys, "train", *sets("sample.use_ema=true"), "--out", tmp_path / "new")
-    assert code == 2 and "unknown key 'sample.use_ema'" in err
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,17 +13,23 @@ torchrun every subcommand splits its work over the processes and only process 0 
 abbreviations of its options (``--run-path``, ``--nnodes``, ...) anywhere on the line.
 
 This module holds the parser and ``main`` (which turns every user error into that one line);
-``commands`` the subcommands train, sample, inpaint, likelihood, anomaly, tune and demo; ``plots`` the plot command
+``--threads`` (every subcommand) sets PyTorch's CPU threads, by default ``OMP_NUM_THREADS`` or the
+physical cores (hyper-threads slow PyTorch's kernels down rather than up). A full disk ends as one line
+too, with exit status 2. ``commands`` the subcommands train, sample, inpaint, likelihood, anomaly, tune and demo; ``plots`` the plot command
 and the image grids; ``io`` flag values, output checks, and the writing of arrays and figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.metadata
+import os
 import sys
 import warnings
 from pathlib import Path
+
+import torch
 
 from ..run.checkpoint import CheckpointError
 from ..run.config import ConfigError
@@ -62,6 +68,50 @@ def _version() -> str:
         return importlib.metadata.version(PROG)
     except importlib.metadata.PackageNotFoundError:
         return getattr(sys.modules[__package__], "__version__", "unknown")
+
+
+def physical_cores() -> int:
+    """The physical CPU cores this process may run on (hyper-threads of one core counted once), from
+    Linux's CPU topology; the logical CPUs where that is not readable."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
+        except OSError:
+            return len(cpus)
+    return max(1, len(cores))
+
+
+def default_threads() -> int:
+    """``--threads`` unless given: ``OMP_NUM_THREADS`` if set to a positive integer, else the physical cores."""
+    try:
+        value = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        value = 0
+    return value if value > 0 else physical_cores()
+
+
+def _subcommand(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand's parser with the options every subcommand has (``--threads``)."""
+    p = sub.add_parser(name, **kwargs)
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        help="CPU threads PyTorch computes with (torch.set_num_threads); default: OMP_NUM_THREADS if set, "
+        "else the machine's physical cores",
+    )
+    return p
+
+
+def _add_header(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"whether the first line of {what} (a CSV) names the columns; default: when it is not all numbers",
+    )
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -109,7 +159,8 @@ def _add_label_args(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_inpaint(sub) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "inpaint",
         help="fill the cells of data rows that a mask marks 0, given the cells it marks 1",
         description="Fill the missing cells of data rows by conditional sampling from a trained run (the "
@@ -127,6 +178,7 @@ def _add_inpaint(sub) -> None:
         required=True,
         help="FILE.npy or FILE.csv, one example per row (image runs: flat rows, or images in a .npy)",
     )
+    _add_header(p, "--data")
     p.add_argument(
         "--mask",
         type=Path,
@@ -190,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a score model from a TOML config")
+    p = _subcommand(sub, "train", help="train a score model from a TOML config")
     p.add_argument("--config", type=Path, help="TOML config (presets in configs/); default: the defaults")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=500"
@@ -200,9 +252,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="start over, deleting the run directory's run")
     p.add_argument("--device", type=device_flag, help='"cpu", "cuda[:k]"; overrides train.device')
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_header(p, "data.path")
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("sample", help="draw samples from a trained run")
+    p = _subcommand(sub, "sample", help="draw samples from a trained run")
     _add_run_args(p)
     p.add_argument(
         "--n", "--num-samples", dest="n", type=positive_int, required=True, help="number of samples"
@@ -239,9 +292,10 @@ def _parser() -> argparse.ArgumentParser:
         ("likelihood", "exact log-likelihoods of data rows (nats, data units)", cmd_likelihood),
         ("anomaly", "anomaly scores -log p of data rows", cmd_anomaly),
     ):
-        p = sub.add_parser(name, help=help_text)
+        p = _subcommand(sub, name, help=help_text)
         _add_run_args(p)
         p.add_argument("--data", type=Path, required=True, help="FILE.npy or FILE.csv, one example per row")
+        _add_header(p, "--data")
         p.add_argument("--divergence", choices=("exact", "hutchinson"), default="exact")
         p.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes per example")
         p.add_argument("--seed", type=int, default=0)
@@ -261,7 +315,7 @@ def _parser() -> argparse.ArgumentParser:
             )
         p.set_defaults(handler=handler)
 
-    p = sub.add_parser("tune", help="fit sample_fast's time grid for a budget to a trained run")
+    p = _subcommand(sub, "tune", help="fit sample_fast's time grid for a budget to a trained run")
     _add_run_args(p)
     p.add_argument("--nfe", type=positive_int, required=True, help="the budget of score evaluations")
     p.add_argument("--n", type=positive_int, default=256, help="prior draws the grid is fitted on")
@@ -274,7 +328,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_tune)
 
-    p = sub.add_parser("plot", help="figures of a trained run")
+    p = _subcommand(sub, "plot", help="figures of a trained run")
     _add_run_args(p)
     p.add_argument(
         "--what",
@@ -292,7 +346,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for the figures")
     p.set_defaults(handler=cmd_plot)
 
-    p = sub.add_parser("demo", help="the tutorials' story end to end: report.html, figures, numbers")
+    p = _subcommand(sub, "demo", help="the tutorials' story end to end: report.html, figures, numbers")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--quick", action="store_true", help="a smaller, faster version (under a minute)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
@@ -316,11 +370,20 @@ def main(argv: list[str] | None = None) -> int:
                 parser.print_help()
                 return 0
             args = parser.parse_args(argv)
+            torch.set_num_threads(args.threads or default_threads())
             return args.handler(args)
         except _Exit as done:
             return done.status
         except USER_ERRORS as error:
             say(f"{PROG}: error: {error}", sys.stderr)
+            return 2
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            say(
+                f"{PROG}: error: no room left to write {error.filename or 'the output'} ({error.strerror}); free some space",
+                sys.stderr,
+            )
             return 2
         except TrainingError as error:
             say(f"{PROG}: error: {error}", sys.stderr)

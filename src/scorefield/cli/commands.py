@@ -5,6 +5,7 @@ library (``scorefield.run``) and writes its results; ``plot`` is in ``cli.plots`
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 
@@ -12,10 +13,12 @@ import numpy as np
 import torch
 
 from ..conditional import inpaint_settings
+from ..datasets import csv_header
+from ..run.build import check_memory
 from ..run.config import load_config
 from ..run.distributed import distributed
 from ..run.finished import GRIDS_FILE, load_run
-from ..run.train import train
+from ..run.train import run_lock, train
 from .io import (
     PROG,
     UsageError,
@@ -25,6 +28,7 @@ from .io import (
     read_data,
     read_labels,
     read_mask,
+    refuse_non_finite,
     say,
     write_array,
 )
@@ -34,11 +38,13 @@ __all__ = ["cmd_anomaly", "cmd_demo", "cmd_inpaint", "cmd_likelihood", "cmd_samp
 
 
 def cmd_train(args) -> int:
-    config_file, stored = args.config, False  # else: the run's own config when resuming, the defaults
+    config_file = args.config  # else: the run's own config when resuming, the defaults
     if config_file is None and args.resume and (args.out / "config.toml").is_file():
-        config_file, stored = args.out / "config.toml", True
-    overrides = [*args.set, f'train.device="{args.device}"'] if args.device else args.set
-    config = load_config(config_file, overrides, stored=stored)
+        config_file = args.out / "config.toml"
+    overrides = [*args.set, f'train.device="{args.device}"'] if args.device else list(args.set)
+    if args.header is not None:
+        overrides.append(f"data.header={str(args.header).lower()}")
+    config = load_config(config_file, overrides)
     device_flag(config.train.device)
     check_writable(args.out, folder=True)
     result = train(config, args.out, resume=args.resume, force=args.force, progress=not args.quiet)
@@ -50,8 +56,18 @@ def cmd_train(args) -> int:
             sys.stderr,
         )
         return 128 + result.interrupted
-    say(f"trained {args.out} to step {result.step}; checkpoint {result.checkpoint}")
+    path = config.data.path
+    data = f" on {result.examples} rows" + (f" of {_table(path, config.data.header)}" if path else "")
+    say(f"trained {args.out} to step {result.step}{data}; checkpoint {result.checkpoint}")
     return 0
+
+
+def _table(path, header: bool | None, names: tuple[str, ...] | None = None) -> str:
+    """``path`` and, for a CSV, whether a header was read and what it named."""
+    if not str(path).lower().endswith(".csv"):
+        return str(path)
+    names = csv_header(path, header) if names is None and header is not False else names
+    return f"{path} ({'header: ' + ', '.join(names) if names else 'no header line'})"
 
 
 def _budget(args) -> None:
@@ -112,11 +128,15 @@ def cmd_sample(args) -> int:
             check_writable(array_path.with_suffix(".png"))
         scale = grid_scale(run, args.n, args.grid_scale)
         label = _label(args, run)
+        check_memory(
+            4.0 * 3 * args.n * math.prod(run.data_shape), f"--n {args.n} samples", "pass a smaller --n"
+        )
         x = run.sample(
             args.n, args.sampler, args.steps, args.seed, args.batch_size, progress=not args.quiet,
             label=label, guidance=args.guidance,
         )  # fmt: skip
         written = [array_path]
+        refuse_non_finite(x.numpy(), "samples")
         if d.main:
             write_array(array_path, x.numpy(), run.columns)
             if len(run.data_shape) == 3:  # images: a grid next to the array
@@ -150,7 +170,8 @@ def cmd_inpaint(args) -> int:
         images = len(run.data_shape) == 3
         if images:
             check_writable(args.out.with_suffix(".png"))
-        x, names = read_data(args.data, run.data_shape)
+        # float64, so that the observed cells come back exactly as the file gives them
+        x, names = read_data(args.data, run.data_shape, args.header, torch.float64)
         run.check_columns(names, args.data)
         run.check_data(x)
         mask, mask_names = read_mask(args.mask, x)
@@ -176,6 +197,7 @@ def cmd_inpaint(args) -> int:
             label=label, guidance=args.guidance, particles=args.particles, choose=not args.null_label,
         )  # fmt: skip
         written = [args.out]
+        refuse_non_finite(filled.numpy(), "completed rows")
         if d.main:
             write_array(args.out, filled.numpy(), run.columns)
             if images:
@@ -185,32 +207,35 @@ def cmd_inpaint(args) -> int:
     used = (args.nfe - 1) // args.resample * args.resample + 1 if bool(missing.any()) else 0
     say(
         f"filled {int(missing.sum())} of {missing.numel()} cells in {int(missing.any(1).sum())} of "
-        f"{missing.shape[0]} rows of {args.data} ({used} score evaluations per row, "
+        f"{missing.shape[0]} rows of {_table(args.data, args.header, names)} ({used} score evaluations per row, "
         + (f"{args.particles} particles" if args.particles > 1 else f"resample {args.resample}")
         + f"{_describe_label(args, run, label, chosen)}); wrote {' and '.join(str(p) for p in written)}"
     )
     return 0
 
 
-def _log_likelihoods(args) -> tuple[torch.Tensor, object]:
-    """Log-likelihoods of the rows of ``--data`` under the run, once the data and ``--out`` are checked."""
+def _log_likelihoods(args) -> tuple[torch.Tensor, object, str]:
+    """Log-likelihoods of the rows of ``--data`` under the run, once the data and ``--out`` are checked
+    (refused when one is not finite), the run, and the data file described."""
     if args.out is not None:
         check_writable(args.out)
     with distributed(args.device or "auto") as (_, device):
         run = load_run(args.run, device=device, precision=args.precision, compile=args.compile)
-        x, names = read_data(args.data, run.data_shape)
+        x, names = read_data(args.data, run.data_shape, args.header)
         run.check_columns(names, args.data)
         run.check_data(x)
-        return run.log_prob(x, args.divergence, args.probes, args.seed, args.batch_size, args.clusters), run
+        logp = run.log_prob(x, args.divergence, args.probes, args.seed, args.batch_size, args.clusters)
+    refuse_non_finite(logp.numpy(), "log-likelihoods")
+    return logp, run, _table(args.data, args.header, names)
 
 
 def cmd_likelihood(args) -> int:
-    logp, run = _log_likelihoods(args)
+    logp, run, table = _log_likelihoods(args)
     dims = int(np.prod(run.data_shape))
     mean = float(logp.mean())
     say(
         f"mean log-likelihood {mean:.4f} nats per example ({-mean / (dims * np.log(2)):.4f} bits/dim) "
-        f"over {logp.shape[0]} rows of {args.data}"
+        f"over {logp.shape[0]} rows of {table}"
     )
     if args.out is not None and is_main_process():
         write_array(args.out, {"log_likelihood": logp.numpy()})
@@ -218,11 +243,11 @@ def cmd_likelihood(args) -> int:
 
 
 def cmd_anomaly(args) -> int:
-    logp, _ = _log_likelihoods(args)
+    logp, _, table = _log_likelihoods(args)
     score = -logp.numpy()
     top = np.argsort(-score)[: args.top]
     say(
-        f"anomaly score (-log p) mean {score.mean():.4f} over {score.shape[0]} rows; highest: "
+        f"anomaly score (-log p) mean {score.mean():.4f} over {score.shape[0]} rows of {table}; highest: "
         + ", ".join(f"row {i} ({score[i]:.3f})" for i in top)
     )
     if args.out is not None and is_main_process():
@@ -246,7 +271,10 @@ def cmd_tune(args) -> int:
         raise UsageError(f"--nfe must be at least 2 score evaluations, got {args.nfe}")
     run = load_run(args.run, device=args.device)
     check_writable(run.run_dir / GRIDS_FILE)
-    info = run.tune_grid(args.nfe, n=args.n, seed=args.seed, max_iter=args.iterations, n_starts=args.starts)
+    with run_lock(run.run_dir):  # it writes into the run directory: not while a train of it runs
+        info = run.tune_grid(
+            args.nfe, n=args.n, seed=args.seed, max_iter=args.iterations, n_starts=args.starts
+        )
     say(
         f"tuned the grid for {args.nfe} score evaluations: RMS distance to the converged ODE "
         f"{info['rms_default']:.4g} -> {info['rms']:.4g} over {args.n} prior draws; stored in {info['path']} "

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..datasets import default_columns, read_table
+from ..datasets import default_columns, read_npy, read_table
 from ..files import atomic_write
+from ..run.train import RunError
 
 __all__ = [
     "ARRAY_SUFFIXES",
@@ -32,6 +33,7 @@ __all__ = [
     "is_main_process",
     "output_path",
     "positive_int",
+    "refuse_non_finite",
     "read_data",
     "read_mask",
     "say",
@@ -104,6 +106,11 @@ def check_writable(path: Path, folder: bool = False) -> None:
     to create and delete a temporary file in the nearest folder that exists.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise UsageError(
+            f"cannot write {path}: it is a symbolic link to {os.readlink(path)}, which does not exist; "
+            "name another path"
+        )
     if path.exists() and path.is_dir() != folder:
         raise UsageError(f"cannot write {path}: it is a {'file' if folder else 'folder'}; name another path")
     ancestor = path if path.is_dir() else path.parent
@@ -125,17 +132,19 @@ def check_writable(path: Path, folder: bool = False) -> None:
 # reading and writing arrays and figures
 
 
-def read_data(path: Path, data_shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[str, ...] | None]:
-    """A data file as ``[N, *data_shape]`` (a flat row is reshaped to an image of the run's shape; a
-    ``.npy`` file may also hold images ``[N, *data_shape]``, as ``sample`` writes them) and its column
-    names (a CSV's header, else None)."""
+def read_data(
+    path: Path, data_shape: tuple[int, ...], header: bool | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, tuple[str, ...] | None]:
+    """A data file as ``[N, *data_shape]`` of ``dtype`` (a flat row is reshaped to an image of the run's
+    shape; a ``.npy`` file may also hold images ``[N, *data_shape]``, as ``sample`` writes them) and its
+    column names (a CSV's header, as ``header`` says; else None)."""
     try:
-        x, names = read_table(path)
+        x, names = read_table(path, header, dtype)
     except (OSError, ValueError) as error:
         images = _read_images(path, data_shape)
         if images is None:
             raise UsageError(str(error)) from None
-        return images, None
+        return images.to(dtype), None
     numel = int(np.prod(data_shape))
     if len(data_shape) > 1 and x.shape[1] == numel:
         x = x.reshape(-1, *data_shape)
@@ -148,8 +157,8 @@ def _read_images(path: Path, data_shape: tuple[int, ...]) -> torch.Tensor | None
     if Path(path).suffix.lower() != ".npy" or len(data_shape) < 2 or not Path(path).is_file():
         return None
     try:
-        values = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, OSError):
+        values = read_npy(path)
+    except (ValueError, OSError):
         return None
     if values.shape[1:] != tuple(data_shape) or not values.shape[0]:
         return None
@@ -185,9 +194,9 @@ def read_mask(path: Path, x: torch.Tensor) -> tuple[torch.Tensor, tuple[str, ...
         values = table.numpy()
     else:
         try:
-            values = np.load(path, allow_pickle=False)
-        except (ValueError, EOFError, OSError) as error:
-            raise UsageError(f"mask {path}: not a .npy array ({error})") from None
+            values = read_npy(path)
+        except (ValueError, OSError) as error:
+            raise UsageError(f"mask {error}") from None
         real = np.issubdtype(values.dtype, np.number) and not np.iscomplexobj(values)
         if values.dtype != np.bool_ and not real:
             raise UsageError(f"mask {path}: expected 0 and 1 or booleans, found dtype {values.dtype}")
@@ -218,9 +227,9 @@ def read_labels(path: Path, n: int) -> list[str]:
         raise UsageError(f"labels file {path} does not exist")
     if path.suffix.lower() == ".npy":
         try:
-            values = np.load(path, allow_pickle=False)
-        except (ValueError, EOFError, OSError) as error:
-            raise UsageError(f"labels {path}: not a .npy array ({error})") from None
+            values = read_npy(path)
+        except (ValueError, OSError) as error:
+            raise UsageError(f"labels {error}") from None
         if values.ndim != 1 or not (np.issubdtype(values.dtype, np.integer) or values.dtype.kind == "U"):
             raise UsageError(
                 f"labels {path}: expected a 1-D array of integers or strings, found {values.dtype} of "
@@ -237,12 +246,28 @@ def read_labels(path: Path, n: int) -> list[str]:
     return labels
 
 
+def refuse_non_finite(values: np.ndarray | torch.Tensor, what: str) -> None:
+    """``RunError`` naming the first row of ``values`` (``[N, ...]``) that holds NaN or Inf: a result that
+    is not finite is never written or reported as one (the model or its settings diverged)."""
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating) or not values.size:
+        return
+    bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(1)
+    if bad.any():
+        raise RunError(
+            f"{int(bad.sum())} of {values.shape[0]} {what} hold NaN or infinite values (the first: row "
+            f"{int(np.argmax(bad))}, 0-based); nothing was written: the run's model or its settings diverge"
+        )
+
+
 def write_array(
     path: Path, columns: dict[str, np.ndarray] | np.ndarray, names: tuple[str, ...] | None = None
 ) -> None:
     """``.npy``: the array (a dict's columns side by side); ``.csv``: a header line (the dict's keys, else
     ``names``, else ``x0, x1, ...``) and one row per example, integer columns written as integers.
-    Written atomically."""
+    Written atomically; refused (``refuse_non_finite``) when a value is NaN or infinite."""
+    for name, values in columns.items() if isinstance(columns, dict) else [("", columns)]:
+        refuse_non_finite(values, f"rows ({name})" if name else "rows")
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".npy":
         array = np.stack(list(columns.values()), axis=1) if isinstance(columns, dict) else columns
