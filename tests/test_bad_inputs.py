@@ -9,6 +9,7 @@ on disk unchanged."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +23,7 @@ from test_cli import TINY
 
 from scorefield.cli import main
 from scorefield.estimator import ScoreAnomalyDetector, ScoreDensityEstimator
-from scorefield.run.checkpoint import checkpoint_dir
+from scorefield.run.checkpoint import checkpoint_dir, load_checkpoint, save_checkpoint
 
 
 def sets(*overrides: str) -> list[str]:
@@ -48,6 +49,35 @@ def write_inputs(folder: Path) -> None:
     (folder / "garbage.npy").write_bytes(b"\x93NUMPY but not really")
     (folder / "bad.toml").write_text("[train\nsteps = \n")
     (folder / "file").write_text("a regular file, not a folder\n")
+    # numbers NumPy's reader refuses though Python's float() takes them
+    (folder / "underscore.csv").write_text("eruptions,waiting\n3.6,1_000\n1.8,54\n")
+    (folder / "arabic.csv").write_text("eruptions,waiting\n3.6,\u0667\u0669\n1.8,54\n", encoding="utf-8")
+    (folder / "fullwidth.csv").write_text("eruptions,waiting\n\uff13.6,79\n1.8,54\n", encoding="utf-8")
+    (folder / "years.csv").write_text("2019,2020\n3.6,79\n1.8,54\n")  # a header of numbers
+    with open(folder / "claims.npy", "wb") as f:  # 300 bytes claiming 10^12 rows
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 2)}
+        )
+        f.write(bytes(300 - f.tell()))
+    (folder / "dangling").symlink_to(folder / "nowhere" / "run")
+    (folder / "dangling.npy").symlink_to(folder / "nowhere" / "s.npy")
+
+
+def rewrite_sidecars(run: Path, change) -> None:
+    """Apply ``change`` to the parsed JSON sidecar of every checkpoint of ``run`` (the weights stay)."""
+    for path in checkpoint_dir(run).glob("*.json"):
+        sidecar = json.loads(path.read_text())
+        change(sidecar)
+        path.write_text(json.dumps(sidecar))
+
+
+def nan_weights(run: Path) -> None:
+    """Every checkpoint of ``run`` rewritten, hashes and all, with NaN in its weights."""
+    for path in checkpoint_dir(run).glob("*.safetensors"):
+        ckpt = load_checkpoint(path)
+        for key in ("model", "ema"):
+            ckpt.state[key] = {name: torch.full_like(v, float("nan")) for name, v in ckpt.state[key].items()}
+        save_checkpoint(run, ckpt.step, ckpt.state, ckpt.meta)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +95,17 @@ def world(tmp_path_factory) -> SimpleNamespace:
         path.write_bytes(path.read_bytes()[:-8])
     (base / "empty_run").mkdir()
     (base / "taken.npy").mkdir()  # a folder where a file would go
-    return SimpleNamespace(base=base, i=inputs, run=run, corrupt=corrupt, out=base / "out")
+    w = SimpleNamespace(base=base, i=inputs, run=run, corrupt=corrupt, out=base / "out")
+    for name in ("old_format", "huge_shape", "bad_state", "linked", "nan_run"):
+        shutil.copytree(run, base / name)
+        setattr(w, name, base / name)
+    rewrite_sidecars(w.old_format, lambda sidecar: sidecar.update(format=1))
+    rewrite_sidecars(w.huge_shape, lambda sidecar: sidecar["meta"].update(data_shape=[10**12]))
+    rewrite_sidecars(w.bad_state, lambda sidecar: sidecar.update(state=[]))
+    shutil.move(checkpoint_dir(w.linked), base / "elsewhere")  # checkpoints/ a link out of the run
+    checkpoint_dir(w.linked).symlink_to(base / "elsewhere")
+    nan_weights(w.nan_run)
+    return w
 
 
 def train(w, *overrides: str) -> list:
@@ -243,6 +283,131 @@ CASES = {
         "must end in .npy or .csv",
     ),
     "unknown-command": (lambda w: ["frobnicate"], "invalid choice: 'frobnicate'"),
+    # values finite in float64 but not where the model computes
+    "train-beta-max-1e308": (
+        lambda w: [*train(w, "sde.beta_max=1e308"), "--out", w.out],
+        "sde.beta_max: Input should be less than or equal to 1000000, got 1e+308",
+    ),
+    "train-sigma-max-beyond-float32": (
+        lambda w: [*train(w, "sde.kind=ve", "sde.sigma_max=1e39"), "--out", w.out],
+        "sde.sigma_max: expected a number finite in float32",
+    ),
+    "train-lr-inf": (
+        lambda w: [*train(w, "train.lr=inf"), "--out", w.out],
+        "train.lr: expected a number finite",
+    ),
+    # allocation bombs, refused before anything is allocated
+    "train-hidden-1e9": (
+        lambda w: [*train(w, "model.hidden=1000000000"), "--out", w.out],
+        "and its optimizer state need",
+    ),
+    "train-toy-n-1e12": (
+        lambda w: ["train", *sets("data.n=1000000000000"), "--out", w.out],
+        "data.n = 1000000000000 toy examples need",
+    ),
+    "train-batch-1e9": (
+        lambda w: [*train(w, "train.batch_size=1000000000"), "--out", w.out],
+        "train.batch_size = 1000000000 exceeds the 64 training examples",
+    ),
+    "train-batch-over-the-data": (
+        lambda w: [*train(w, "train.batch_size=65"), "--out", w.out],
+        "train.batch_size = 65 exceeds the 64 training examples",
+    ),
+    "sample-n-1e15": (
+        lambda w: ["sample", "--run", w.run, "--n", 10**15, "--out", w.out / "s.npy"],
+        "--n 1000000000000000 samples need",
+    ),
+    # numbers as NumPy reads them, and headers
+    "train-underscore-digits": (
+        lambda w: [*train(w, f"data.path={w.i / 'underscore.csv'}"), "--out", w.out],
+        "'1_000' in column 'waiting' is not a number",
+    ),
+    "likelihood-arabic-indic-digits": (
+        lambda w: score("likelihood", w, "arabic.csv"),
+        "'\u0667\u0669' in column 'waiting' is not a number",
+    ),
+    "anomaly-full-width-digits": (
+        lambda w: score("anomaly", w, "fullwidth.csv"),
+        "'\uff13.6' in column 'eruptions' is not a number",
+    ),
+    "train-no-header-on-a-header": (
+        lambda w: [*train(w), "--no-header", "--out", w.out],
+        "line 1: 'eruptions' in column 1 is not a number; if it is a header, say so",
+    ),
+    "train-header-of-a-npy": (
+        lambda w: [*train(w, f"data.path={w.i / 'wide.npy'}", "data.header=true"), "--out", w.out],
+        "header applies to a CSV file",
+    ),
+    "likelihood-a-header-of-numbers": (
+        lambda w: score("likelihood", w, "years.csv", "--header"),
+        "has columns (2019, 2020) but the run",
+    ),
+    # sizes claimed by files
+    "likelihood-npy-claiming-1e12-rows": (
+        lambda w: score("likelihood", w, "claims.npy"),
+        "claims shape (1000000000000, 2) of float64 (16000000000000 bytes) but the file holds",
+    ),
+    "inpaint-mask-claiming-1e12-rows": (
+        lambda w: [
+            "inpaint",
+            "--run",
+            w.run,
+            "--data",
+            w.i / "data.csv",
+            "--mask",
+            w.i / "claims.npy",
+            "--out",
+            w.out / "f.csv",
+        ],
+        "claims shape (1000000000000, 2)",
+    ),
+    "sample-sidecar-claiming-1e12-features": (
+        lambda w: ["sample", "--run", w.huge_shape, "--n", 5, "--out", w.out / "s.npy"],
+        "its data_shape [1000000000000] is not 1 to 3 positive sizes",
+    ),
+    "sample-sidecar-of-the-wrong-structure": (
+        lambda w: ["sample", "--run", w.bad_state, "--n", 5, "--out", w.out / "s.npy"],
+        "is malformed: its 'state' is not a dict",
+    ),
+    "sample-checkpoint-of-another-format": (
+        lambda w: ["sample", "--run", w.old_format, "--n", 5, "--out", w.out / "s.npy"],
+        "is a checkpoint of format 1; this version reads format 2 only",
+    ),
+    "train-resume-checkpoint-of-another-format": (
+        lambda w: [*train(w, "train.steps=30"), "--out", w.old_format, "--resume"],
+        "is a checkpoint of format 1; this version reads format 2 only",
+    ),
+    # symbolic links
+    "train-out-dangling-symlink": (
+        lambda w: [*train(w), "--out", w.i / "dangling"],
+        "is a symbolic link to",
+    ),
+    "sample-out-dangling-symlink": (
+        lambda w: sample(w, "--out", w.i / "dangling.npy"),
+        "is a symbolic link to",
+    ),
+    "train-force-over-symlinked-checkpoints": (
+        lambda w: [*train(w), "--out", w.linked, "--force"],
+        "--force deletes a run's own files, but",
+    ),
+    # results that are not finite are never written
+    "sample-nan-model": (
+        lambda w: [
+            "sample",
+            "--run",
+            w.nan_run,
+            "--n",
+            5,
+            "--sampler",
+            "em",
+            "--steps",
+            5,
+            "--quiet",
+            "--out",
+            w.out / "s.csv",
+        ],
+        "5 of 5 samples hold NaN or infinite values",
+    ),
 }
 
 
