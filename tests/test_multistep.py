@@ -237,3 +237,10 @@ def test_the_noise_level_grid_beats_the_time_grid_off_vp(name):
         _, t_min, rho = FAST_GRIDS[nfe]
         in_time = noise.time_grid(nfe - 1, kind="power", t_end=t_min, rho=rho, dtype=torch.float64)
         assert rms(fast_grid(nfe, sde, dtype=torch.float64)) < 0.7 * rms(in_time), nfe
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_fast_grid_starts_at_one_exactly_without_moments(name):
+    for nfe in (2, 5, 7, 12, 20, 35):
+        grid = fast_grid(nfe, SDES[name])
+        assert float(grid[0]) == 1.0 and len(grid) == nfe and bool((grid.diff() < 0).all())

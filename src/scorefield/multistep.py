@@ -291,7 +291,8 @@ def fast_grid(
     log_sigma = noise.noise_level(REFERENCE, reference).log()
     top = float(noise.noise_level(sde, torch.tensor(1.0, dtype=torch.float64)).log())
     end = float(log_sigma[-1])
-    if start == 1.0 or float(log_sigma[0]) > top:  # keep the shares of the log-SNR range from sde's t = 1
+    from_top = start == 1.0 or float(log_sigma[0]) >= top
+    if from_top:  # keep the shares of the log-SNR range from sde's t = 1
         if not top > end:
             raise ValueError(
                 f"the SDE's noise level at t = 1 ({math.exp(top):.3g}) is below the level where few-step "
@@ -299,7 +300,8 @@ def fast_grid(
             )
         log_sigma = end + (log_sigma - end) * (top - end) / (float(log_sigma[0]) - end)
     times = noise.time_at_noise_level(sde, log_sigma.exp(), 0.0, 1.0)
-    times[0] = min(1.0, float(times[0])) if float(log_sigma[0]) < top else 1.0
+    if from_top:
+        times[0] = 1.0
     if not (bool((times.diff() < 0).all()) and float(times[-1]) > 0):
         raise ValueError(
             "the SDE's noise levels do not reach those of few-step sampling "
