@@ -244,3 +244,15 @@ def test_fast_grid_starts_at_one_exactly_without_moments(name):
     for nfe in (2, 5, 7, 12, 20, 35):
         grid = fast_grid(nfe, SDES[name])
         assert float(grid[0]) == 1.0 and len(grid) == nfe and bool((grid.diff() < 0).all())
+
+
+def test_the_default_takes_bh1_at_five_evaluations_without_moments():
+    sde, mix = VPSDE(), held_apart_mixture()
+    score = exact_score(mix, sde)
+    x_T = sde.prior_sample((64, 2), generator=gen(9), dtype=torch.float64)
+    x, info = sample_fast(score, sde, x_T, 5)
+    assert info["variant"] == "bh1" and sample_fast(score, sde, x_T, 8)[1]["variant"] == "bh2"
+    expected, _ = sample_multistep(
+        score, sde, x_T, fast_grid(5, sde, dtype=torch.float64), order=2, variant="bh1"
+    )
+    torch.testing.assert_close(x, expected)
