@@ -119,3 +119,26 @@ def test_exact_divergence_in_chunks_is_the_jacobian_trace(shape, rows, monkeypat
     jacobian = torch.func.vmap(torch.func.jacrev(lambda yi, ti: fn(yi[None], ti[None])[0].flatten()))(x, t)
     trace = jacobian.reshape(shape[0], d, d).diagonal(dim1=1, dim2=2).sum(-1)
     torch.testing.assert_close(likelihood.divergence(fn, x, t), trace, rtol=1e-12, atol=1e-12)
+
+
+def test_the_run_dpm_sampler_is_lu_et_al_time_uniform_dpm_solver_2m():
+    """``steps`` steps on the uniform grid from 1 to 1 / (steps + 1), each with D extrapolated as
+    (1 + 1/(2r)) D_i - D_{i-1} / (2r) (Lu et al. 2022b, Alg. 2), then the denoised state: written out here."""
+    from scorefield.run.sampling import SAMPLERS, Scores
+    from scorefield.score import posterior_mean
+
+    sde, mix = VPSDE(), held_apart_mixture()
+    score = exact_score(mix, sde)
+    x_T = sde.prior_sample((50, 2), generator=gen(6), dtype=torch.float64)
+    x = SAMPLERS["dpm"](sde, None, 7, x_T, Scores(score, None), None)
+    grid = noise.time_grid(7, t_end=1 / 8, dtype=torch.float64)
+    scale, std = sde.marginal(grid)
+    h = (scale.log() - std.log()).diff()
+    y, previous = x_T, None
+    for i in range(7):
+        d = posterior_mean(y, score(y, grid[i].expand(50)), float(scale[i]), float(std[i]))
+        d_hat = d if previous is None else d + (d - previous) * float(h[i] / (2 * h[i - 1]))
+        y = float(std[i + 1] / std[i]) * y - float(scale[i + 1]) * math.expm1(-float(h[i])) * d_hat
+        previous = d
+    y = posterior_mean(y, score(y, grid[-1].expand(50)), float(scale[-1]), float(std[-1]))
+    torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import noise
 from ..gaussian import DataMoments
 from ..langevin import annealed_langevin
 from ..multistep import sample_fast, sample_multistep
@@ -56,11 +57,12 @@ def _sample_ode(sde: SDE, s: SampleConfig, grid: Budget, x_T: torch.Tensor, scor
 
 
 def _sample_dpm(sde: SDE, s: SampleConfig, grid: Budget, x_T: torch.Tensor, score: Scores, generator):
-    """DPM-Solver++(2M) on ``grid`` (or ``steps`` steps and the last denoising evaluation)."""
-    budget = grid if isinstance(grid, torch.Tensor) else grid + 1
-    x, _ = sample_multistep(
-        score.t, sde, sde.prior_std * x_T, budget, solver="dpm++", order=2, corrector=False
-    )
+    """DPM-Solver++(2M) (Lu et al. 2022b) on ``grid``, or ``steps`` steps of Lu et al.'s time-uniform grid:
+    ``steps + 1`` times from 1 to ``1 / (steps + 1)``, the last evaluation's denoising the step to 0."""
+    if not isinstance(grid, torch.Tensor):
+        grid = noise.time_grid(grid, t_end=1 / (grid + 1), dtype=x_T.dtype, device=x_T.device)
+    options = {"solver": "dpm++", "order": 2, "corrector": False, "lower_order_final": False}
+    x, _ = sample_multistep(score.t, sde, sde.prior_std * x_T, grid, **options)
     return x
 
 
