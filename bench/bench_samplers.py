@@ -133,7 +133,10 @@ def load_k_diffusion() -> types.ModuleType | str:
     need only ``utils.append_dims``, supplied here, so the file is loaded by itself."""
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None or not spec.submodule_search_locations:
-        return "k-diffusion not installed (pip install --no-deps -c constraints.txt k-diffusion)"
+        return (
+            "k-diffusion not installed (pip install -c constraints.txt torchsde, then "
+            "pip install --no-deps -c constraints.txt k-diffusion)"
+        )
     package = types.ModuleType("k_diffusion")
     package.__path__ = list(spec.submodule_search_locations)
     utils = types.ModuleType("k_diffusion.utils")
