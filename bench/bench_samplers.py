@@ -351,7 +351,9 @@ and Tweedie's step at t = 1e-3 (float64). RMS over draws of the distance to it; 
 counted. "best peer": the smallest RMS of the {len(PEERS)} peer configurations at that budget and
 problem, chosen after the fact. sample_fast's tables were chosen on the VP three-mode problem before
 this benchmark had its other problems; the tuning group holds the problems used since, the
-confirmation group those never looked at while choosing. Peers skipped: {", ".join(skipped) or "none"}.
+confirmation group those never looked at while choosing, but for one thing: the Gaussian start's table
+(multistep.GAUSSIAN_STARTS) was chosen by a rule that the four-mode VP mixture had shaped, so its
+"moments" column there is not a clean confirmation. Peers skipped: {", ".join(skipped) or "none"}.
 k-diffusion: installed with -c constraints.txt; its package imports torchvision, which does not load
 beside the CPU torch, so only k_diffusion/sampling.py is loaded (its one helper, utils.append_dims,
 supplied). Heun spends 2 evaluations a step and 1 on the last, so a budget B runs (B + 1) // 2 steps.
