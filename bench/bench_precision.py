@@ -153,8 +153,8 @@ def write(rows, curves, judges, quick, steps) -> None:
         "FD / floor, MLPClassifier judge (seeds 0/1/2)",
         "bits/dim (fp32 network) ± s.e.",
     ]
-    steps = sorted({s for c in curves.values() for s in c if quick or s in CURVE_AT or s % 500 == 0})
-    loss_rows = [[step, *[f"{c[step]:.4f}" if step in c else "" for c in curves.values()]] for step in steps]
+    at = sorted({s for c in curves.values() for s in c if quick or s in CURVE_AT or s % 500 == 0})
+    loss_rows = [[step, *[f"{c[step]:.4f}" if step in c else "" for c in curves.values()]] for step in at]
     preset = load_config(CONFIG)
     notes = (
         f"Floors: project judge {floor_fd:.3f}, MLPClassifier judge {judge.floor:.3f} (its test accuracy "
@@ -203,6 +203,8 @@ def main(quick: bool = False) -> None:
         write(rows, curves, judges, quick, steps)
     # the steps that fp32's time buys at bf16's speed (steps/s: medians over the same interleaved chunks)
     longer = int(round(steps * rates["eager bf16"] / rates["eager fp32"], -1 if quick else -2))
+    if longer <= steps:  # bf16 was not faster here: there is nothing to spend
+        return
     name = f"{LONGER} ({longer} steps)"
     CONTINUES[name] = "eager bf16"
     train_interleaved({name: [*BF16]}, longer, quick)
