@@ -25,8 +25,8 @@ check-report: $(STAMP)
 	$(BIN)/python tools/check_report.py runs/demo/report.html
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench tools docs/hooks
-	$(BIN)/ruff format --check src tests bench tools docs/hooks
+	$(BIN)/ruff check src tests bench tools docs/hooks examples
+	$(BIN)/ruff format --check src tests bench tools docs/hooks examples
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = ROOT / "src" / "scorefield"
-OTHER_HOOKS = {"api-index", "bench-index"}  # markers that api_pages.py and bench_pages.py fill
+OTHER_HOOKS = {"api-index", "bench-index", "gallery-index", "demo-figures"}  # markers the other hooks fill
 MARKER = re.compile(r"^<!-- scorefield:([a-z-]+)(?: (\S+))? -->$", re.M)
 log = logging.getLogger("mkdocs.hooks.reference")
 
