@@ -133,6 +133,22 @@ def log_likelihood(
     ``n_probes`` probe sets are integrated jointly along the one shared path (each gives an
     independent unbiased estimate of the same integral), ``logp`` is their mean and ``stderr`` their
     standard deviation over ``sqrt(n_probes)`` (NaN for a single probe, where it cannot be estimated).
+
+    Examples:
+        With the exact score of a Gaussian diffused by the VP SDE, the ODE returns its log-density
+        up to the prior's error: ``N(0, I)`` stands in for ``p_1``, whose mean is the data's mean
+        shrunk by ``m(1) = 0.0066``, which costs 0.005 nats here.
+
+        >>> from scorefield.distributions import Gaussian
+        >>> from scorefield.sde import VPSDE
+        >>> sde = VPSDE()
+        >>> data = Gaussian(torch.tensor([1.0, -1.0]).double(), torch.diag(torch.tensor([0.5, 2.0])).double())
+        >>> def score(x, t):
+        ...     return data.diffuse(sde, float(t[0])).score(x)
+        >>> x = torch.tensor([[1.0, 0.0], [0.0, -2.0]]).double()
+        >>> logp, info = log_likelihood(score, sde, x)
+        >>> logp, data.log_prob(x)
+        (tensor([-2.0831, -3.0830], dtype=torch.float64), tensor([-2.0879, -3.0879], dtype=torch.float64))
     """
     _check_kind(divergence)
     if not 0 < eps < 1:

@@ -100,6 +100,14 @@ def ism(
     Equals ESM up to a constant independent of θ. ``trace="exact"`` builds the Jacobian with
     ``torch.func`` (d rows, vectorised); ``"hutchinson"`` (Hutchinson 1989) averages
     ``vᵀ (∇_x s) v`` over ``n_probes`` probes ``v`` (``"rademacher"`` or ``"gaussian"``).
+
+    Examples:
+        The exact score of ``N(0, I)`` in two dimensions is ``s(x) = -x``, whose trace is ``-2``, so
+        the loss is ``½ ||x||² - 2`` per example:
+
+        >>> x = torch.tensor([[0.5, -1.0], [2.0, 0.0]])
+        >>> ism(lambda x: -x, x)
+        tensor([-1.3750,  0.0000])
     """
     _check_choice("trace kind", trace, TRACES)
     _check_choice("probe", probe, PROBES)

@@ -134,6 +134,14 @@ class VESDE(SDE):
     As in Song et al., ``std(0) = sigma_min``: the distribution at ``t = 0`` is the data smoothed by
     ``N(0, sigma_min² I)`` (the forward SDE adds variance ``std(t)² - sigma_min²`` to it), so VE
     likelihoods refer to that slightly smoothed density.
+
+    Examples:
+        The noise grows geometrically from ``sigma_min`` to ``sigma_max``; the data are never scaled:
+
+        >>> sde = VESDE(sigma_min=0.1, sigma_max=10.0)
+        >>> scale, std = sde.marginal(torch.tensor([0.0, 0.5, 1.0]))
+        >>> scale, std
+        (tensor([1., 1., 1.]), tensor([ 0.1000,  1.0000, 10.0000]))
     """
 
     explodes: ClassVar[bool] = True  # its noise grows to sigma_max, which the data decide ("auto")
@@ -215,6 +223,17 @@ class VPSDE(_LinearBeta):
     """Variance-preserving SDE (DDPM in continuous time; Song et al. 2021, eq. 32).
 
     ``f = -½ β(t) x``, ``g = sqrt(β(t))``, ``m(t) = exp(-½ B(t))``, ``std(t)² = 1 - m(t)²``; prior ``N(0, I)``.
+
+    Examples:
+        The data shrink by ``m(t)`` while noise of standard deviation ``std(t)`` is added, so that
+        ``m² + std² = 1``: a standard normal stays one at every time.
+
+        >>> sde = VPSDE()
+        >>> scale, std = sde.marginal(torch.tensor([0.0, 0.5, 1.0]))
+        >>> scale, std
+        (tensor([1.0000, 0.2812, 0.0066]), tensor([0.0000, 0.9597, 1.0000]))
+        >>> torch.allclose(scale**2 + std**2, torch.ones(3))
+        True
     """
 
     def _scale_and_std(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
