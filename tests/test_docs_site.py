@@ -18,6 +18,8 @@ HOOKS = ROOT / "docs" / "hooks"
 
 
 def _hook(name: str):
+    if str(HOOKS) not in sys.path:  # as MkDocs loads them: a hook may import its siblings
+        sys.path.insert(0, str(HOOKS))
     spec = importlib.util.spec_from_file_location(f"scorefield_docs_{name}", HOOKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -96,3 +98,21 @@ def test_the_tutorial_runs():
     code = "\n".join(re.findall(r"```python\n(.*?)```", page, flags=re.S))
     assert "import scorefield" in code
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=1800)
+
+
+def test_the_demo_page_lists_every_figure_of_the_report(tmp_path, monkeypatch):
+    demo_page = _hook("demo_page")
+    monkeypatch.setattr(demo_page, "CACHE", tmp_path)
+    (tmp_path / "score_field.png").write_bytes(b"png")
+    (tmp_path / "langevin.gif").write_bytes(b"gif")
+    report = (
+        '<figure id="fig-score_field"><div class="frame"><img src="data:image/png;base64,AA" width="4" '
+        'height="4" alt="the score field of the mixture"></div></figure>'
+        '<figure id="fig-langevin"><div class="frame"><img src="data:image/gif;base64,AA" alt="animation: '
+        'Langevin | particles"></div></figure>'
+    )
+    rows = demo_page.figure_table(report).splitlines()[2:]
+    assert rows == [
+        "| [Figure 1](report.html#fig-score_field) | the score field of the mixture | [score_field.png](score_field.png) |",
+        "| [Figure 2](report.html#fig-langevin) | animation: Langevin \\| particles | [langevin.gif](langevin.gif) |",
+    ]

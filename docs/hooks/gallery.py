@@ -89,15 +89,22 @@ def split(path: Path) -> tuple[str, str, str]:
     return title.strip(), prose.strip(), code
 
 
-def key(path: Path) -> str:
-    """The hash of what an example's run depends on: the script, the package's sources, this runner."""
-    digest = hashlib.sha256(RUNNER.encode())
-    digest.update(path.read_bytes())
-    for folder in SOURCES:
+def sources_key(*extra: bytes, folders: tuple[Path, ...] | None = None) -> str:
+    """A hash of ``extra`` and of every Python file under ``folders`` (default ``SOURCES``, the package):
+    what a run made from the package depends on."""
+    digest = hashlib.sha256()
+    for part in extra:
+        digest.update(part)
+    for folder in SOURCES if folders is None else folders:
         for source in sorted(folder.rglob("*.py")):
             digest.update(str(source.relative_to(folder)).encode())
             digest.update(source.read_bytes())
     return digest.hexdigest()
+
+
+def key(path: Path) -> str:
+    """The hash of what an example's run depends on: the script, the package's sources, this runner."""
+    return sources_key(RUNNER.encode(), path.read_bytes())
 
 
 def run(path: Path, out: Path, timeout: float = TIMEOUT) -> Result:
