@@ -100,6 +100,14 @@ def test_the_tutorial_runs():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=1800)
 
 
+def test_search_ranks_the_application_below_the_library():
+    api_pages = _hook("api_pages")
+    assert api_pages.front_matter("scorefield.langevin") == []
+    assert "  exclude: true" in api_pages.front_matter("scorefield.demo.settings")
+    viz = api_pages.page_markdown("scorefield.viz.fields", ["plot_score_field"], [], {})
+    assert viz.startswith("---\nsearch:\n  boost: 0.2\n---\n\n::: scorefield.viz.fields")
+
+
 def test_the_demo_page_lists_every_figure_of_the_report(tmp_path, monkeypatch):
     demo_page = _hook("demo_page")
     monkeypatch.setattr(demo_page, "CACHE", tmp_path)

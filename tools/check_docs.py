@@ -6,7 +6,8 @@ For each page in ``PAGES`` and each width in ``WIDTHS`` it loads the page, waits
 script, and checks that nothing overflows horizontally (no element reaches past the window's right edge
 unless a scrolling box holds it) and that every MathML formula was laid out. It then types
 ``ScoreDensityEstimator`` into the search box of the home page and checks that the results link to
-its API page, and that no page asked for anything outside the file system. Screenshots of every page
+its API page, that ``langevin`` lists ``scorefield.langevin`` before any page of the application (the
+demo, figures, command line), and that no page asked for anything outside the file system. Screenshots of every page
 and width go to ``--screenshots``. Exit status 0 when every check passes, 1 otherwise.
 
 Chromium is driven through its DevTools protocol over a pipe (``--remote-debugging-pipe``), with
@@ -35,7 +36,8 @@ PAGES = (
 )
 WIDTHS = (1280, 400)
 HEIGHT = 900
-QUERY = "ScoreDensityEstimator"
+# query: the part of a URL that one of its first results must hold, and how many results may come before it
+QUERIES = {"ScoreDensityEstimator": ("scorefield.estimator", 10), "langevin": ("scorefield.langevin", 1)}
 LOCAL = ("file:", "data:", "about:", "blob:")  # URL schemes that reach nothing outside the machine
 
 # elements reaching past the right edge of the window, unless a box that scrolls or clips holds them
@@ -72,6 +74,8 @@ new Promise((resolve) => {
   const input = document.querySelector("[data-md-component=search-query]");
   if (!input) return resolve({error: "no search box"});
   input.focus();
+  input.value = "";
+  for (const type of ["focus", "input", "keyup"]) input.dispatchEvent(new Event(type, {bubbles: true}));
   input.value = QUERY;
   for (const type of ["focus", "input", "keyup"]) input.dispatchEvent(new Event(type, {bubbles: true}));
   const start = Date.now();
@@ -84,7 +88,7 @@ new Promise((resolve) => {
   };
   poll();
 })
-""".replace("QUERY", json.dumps(QUERY))
+"""
 
 
 class Page(Chromium):
@@ -168,18 +172,23 @@ def main(argv: list[str] | None = None) -> int:
                     browser.screenshot(args.screenshots / f"{page.replace('/', '_')}-{width}.png")
                 outside.update(browser.requests())
 
-        browser.open((args.site / "index.html").resolve().as_uri(), 1280)
-        found = browser.evaluate(SEARCH_JS)
-        if args.screenshots:
-            browser.screenshot(args.screenshots / "search-1280.png")
-        outside.update(browser.requests())
-        hits = [href for href, _ in found.get("results", []) if href and "scorefield.estimator" in href]
-        meta = found.get("meta", "").strip()
-        print(f"{'ok  ' if hits else 'FAIL'} search for {QUERY} from file://: {meta}")
-        for href, text in found.get("results", [])[:5]:
-            print(f"       {href}  {text}")
-        if not hits:
-            failures.append(f"search for {QUERY}: {found.get('error') or 'no result on its API page'}")
+        for query, (expected, within) in QUERIES.items():
+            browser.open((args.site / "index.html").resolve().as_uri(), 1280)
+            found = browser.evaluate(SEARCH_JS.replace("QUERY", json.dumps(query)))
+            if args.screenshots:
+                browser.screenshot(args.screenshots / f"search-{query}-1280.png")
+            outside.update(browser.requests())
+            hits = [href for href, _ in found.get("results", [])[:within] if href and expected in href]
+            meta = found.get("meta", "").strip()
+            print(
+                f"{'ok  ' if hits else 'FAIL'} search for {query} from file://, {expected} in the first {within}: {meta}"
+            )
+            for href, text in found.get("results", [])[:5]:
+                print(f"       {href}  {text}")
+            if not hits:
+                failures.append(
+                    f"search for {query}: {found.get('error') or f'{expected} not in the first {within}'}"
+                )
     finally:
         browser.close()
 

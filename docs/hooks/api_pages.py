@@ -34,6 +34,11 @@ GROUPS = [
     ("Application", ["cli", "demo", "viz", "eval"]),
 ]  # fmt: skip
 
+# search ranking (Material's front matter ``search``): the pages of the application's modules rank below
+# the library's, so a query such as "langevin" finds ``scorefield.langevin`` before a demo setting; the
+# demo's own modules (its settings, prose and page layout) are left out of the index
+SEARCH = {"demo": {"exclude": True}, "viz": {"boost": 0.2}, "cli": {"boost": 0.2}, "report": {"boost": 0.2}}
+
 # griffe messages about docstrings that are known and reported, by (file, start of the message): logged
 # as INFO instead of failing the build. An entry that no longer matches anything does no harm; delete it.
 KNOWN_DOCSTRING_ISSUES: list[tuple[str, str]] = []  # (path, message start) of griffe warnings to accept
@@ -104,9 +109,18 @@ def page_path(module: str) -> str:
     return f"api/{module}.md"
 
 
+def front_matter(module: str) -> list[str]:
+    """The page's YAML front matter: its ``search`` settings from ``SEARCH``, if any."""
+    top = module.split(".")[1] if "." in module else ""
+    settings = SEARCH.get(top)
+    if not settings:
+        return []
+    return ["---", "search:", *(f"  {k}: {str(v).lower()}" for k, v in settings.items()), "---", ""]
+
+
 def page_markdown(module: str, own: list[str], reexported: list[tuple[str, str]], documented) -> str:
     members = "[" + ", ".join(own) + "]" if own else "false"
-    lines = [f"::: {module}", "    options:", f"      members: {members}", ""]
+    lines = [*front_matter(module), f"::: {module}", "    options:", f"      members: {members}", ""]
     subs = [m for m in documented if m.rpartition(".")[0] == module]
     if subs:
         lines += ["## Modules", "", "| module | |", "| --- | --- |"]
