@@ -5,6 +5,7 @@ one sentence, and fall back to eager execution with one warning where ``torch.co
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,11 +14,13 @@ from scorefield.cli import main
 from scorefield.datasets import load_data
 from scorefield.metrics import energy_distance
 from scorefield.nets import MLP, UNet, accelerated
+from scorefield.run.build import build
 from scorefield.run.checkpoint import latest_good
 from scorefield.run.config import ConfigError, load_config
 from scorefield.run.finished import load_run
 from scorefield.run.train import train
 
+ROOT = Path(__file__).resolve().parent.parent
 BF16 = accelerated.bf16_unsupported("cpu") is None
 needs_bf16 = pytest.mark.skipif(not BF16, reason="this CPU has no native bfloat16 (AVX-512-BF16 or AMX)")
 # the CUDA cases exist where a GPU with bfloat16 does (bench/device_check.sh runs them)
@@ -206,6 +209,35 @@ def test_the_switches_reach_the_network_from_config_and_run(tmp_path):
     net = run.setup.model.net
     assert net.compiled and net.precision == "fp32"
     assert not load_run(tmp_path).setup.model.net.compiled
+
+
+@pytest.mark.parametrize(
+    ("shape", "precision", "expected"),
+    [((3, 32, 32), "bf16", True), ((3, 32, 32), "fp32", False), ((1, 8, 8), "bf16", False)],
+)
+def test_bf16_unets_on_large_images_run_channels_last(shape, precision, expected):
+    config = load_config(
+        ROOT / "configs" / "cifar10_vp.toml",
+        [
+            'data.path="unused"',
+            "model.channels=8",
+            "model.channel_mults=[1]",
+            "model.attention_resolutions=[]",
+        ],
+    )
+    if precision == "bf16" and not BF16:
+        pytest.skip("this CPU has no native bfloat16")
+    net = build(config, shape, None, "cpu", precision).model.net
+    assert net.channels_last is expected
+    x, c = torch.randn(2, *shape), torch.rand(2)
+    with torch.no_grad():
+        net.conv_out.weight.normal_()  # a fresh U-Net returns zeros
+        out = net(x, c)
+        net.channels_last = not expected
+        other = net(x, c)
+    assert out.is_contiguous()  # the output is in the input's format whatever the feature maps'
+    # the same arithmetic in another memory layout: equal up to the order of bf16 sums
+    torch.testing.assert_close(out, other, rtol=0.05, atol=0.05 * float(other.abs().max()))
 
 
 @pytest.mark.slow

@@ -233,4 +233,5 @@ class UNet(Network):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
             if "up" in stage:
                 h = stage["up"](h, skips[-1].shape[-2:])
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return out.contiguous() if self.channels_last else out  # the caller's format, whatever the maps
