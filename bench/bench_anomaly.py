@@ -27,7 +27,7 @@ from sklearn.svm import OneClassSVM
 
 from bench.bench_density import BANDWIDTHS, KDE_RTOL, Standardised, fit_gmm
 from bench.common import markdown_table, one_thread, write_results
-from scorefield.estimator import ScoreAnomalyDetector
+from scorefield.estimators import ScoreAnomalyDetector
 from scorefield.metrics import auroc
 
 OURS = "ScoreAnomalyDetector"
@@ -73,7 +73,7 @@ def detectors(quick: bool) -> tuple[dict, list[str]]:
     """The detectors (name -> fit(train) -> score function) and notes on peers that are missing."""
 
     def ours(train):
-        det = ScoreAnomalyDetector(seed=0, steps=100 if quick else None).fit(train)
+        det = ScoreAnomalyDetector(random_state=0, steps=100 if quick else None).fit(train)
         return lambda x: -det.score_samples(x)
 
     found = {

@@ -25,7 +25,7 @@ from sklearn.neighbors import KernelDensity
 
 from bench.common import markdown_table, one_thread, write_results
 from scorefield.datasets import TOY, breast_cancer, digits
-from scorefield.estimator import ScoreDensityEstimator
+from scorefield.estimators import ScoreDensityEstimator
 
 # Tuned on: the recipe's numbers were chosen looking at these rows.
 TUNED = ("moons", "rings", "checkerboard", "pinwheel", "swiss_roll", "breast_cancer", "digits")
@@ -65,7 +65,7 @@ def truth(name: str):
 def dequantise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Lattice columns (integers, rounded readings, codes) plus uniform noise over their cell,
     ``U(-q/2, q/2)`` for a lattice step ``q``: a density on R^d that no peer can spike on."""
-    from scorefield.estimator_recipe import lattice_steps
+    from scorefield.estimators.recipe import lattice_steps
 
     steps = lattice_steps(torch.from_numpy(x)).numpy()
     steps[x.std(0) == 0] = 1.0  # a constant column (digits' blank border pixels): integer-valued here
@@ -136,9 +136,9 @@ def fit_gmm(train: np.ndarray) -> tuple[callable, str]:
 
 
 def fit_score(train: np.ndarray, quick: bool, **kwargs) -> tuple[callable, str]:
-    est = ScoreDensityEstimator(seed=0, steps=100 if quick else None, **kwargs).fit(train)
+    est = ScoreDensityEstimator(random_state=0, steps=100 if quick else None, **kwargs).fit(train)
     kept = "+ network" if est.correction_ else "alone"
-    return est.score_samples, f"base {est.base_} {kept}, {est.n_steps_} steps, eps={est.eval_eps_:.0e}"
+    return est.score_samples, f"base {est.base_} {kept}, {est.n_steps_} steps, t={est.t_eval_:.0e}"
 
 
 PEERS = {"ScoreDensityEstimator": fit_score, "KDE (CV)": fit_kde, "GMM (BIC)": fit_gmm}

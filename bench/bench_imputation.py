@@ -35,7 +35,7 @@ from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
 
 from bench.common import markdown_table, one_thread, write_results
 from scorefield.datasets import TOY
-from scorefield.imputer import ScoreImputer, draw_interval
+from scorefield.estimators.imputer import ScoreImputer, draw_interval
 
 DATA = ("breast_cancer", "diabetes", "digits", "moons", "rings")
 MISSING = 0.2  # share of hidden cells

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from scorefield.estimator import ScoreDensityEstimator
+from scorefield.estimators import ScoreDensityEstimator
 
-FAST = {"steps": 60, "hidden": 16, "eval_eps": 1e-2}
+FAST = {"steps": 60, "hidden": 16, "t_eval": 1e-2, "random_state": 0}
 COLUMNS = ["a", "b", "c"]
 
 

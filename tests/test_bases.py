@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import scorefield as sf
-from scorefield.bases import MixtureBase
 from scorefield.distributions import GaussianMixture, Parzen
+from scorefield.estimators.bases import MixtureBase
 from scorefield.nets.mlp import MLP
 from scorefield.score import ScoreModel, posterior_mean
 

@@ -6,9 +6,8 @@ import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from scorefield import estimator_recipe as recipe
 from scorefield.distributions import Gaussian
-from scorefield.estimator import ScoreAnomalyDetector, ScoreDensityEstimator
+from scorefield.estimators import ScoreAnomalyDetector, ScoreDensityEstimator, recipe
 from scorefield.nets import Squashed
 from scorefield.scalers import Whitener
 
@@ -24,7 +23,7 @@ def fitted():
     p = Gaussian(MEAN, COV)
     g = torch.Generator().manual_seed(0)
     train, test = p.sample(1500, g).numpy(), p.sample(400, g).numpy()
-    est = ScoreDensityEstimator(steps=1500, seed=0).fit(train)
+    est = ScoreDensityEstimator(steps=1500, random_state=0).fit(train)
     return p, est, train, test
 
 
@@ -48,7 +47,7 @@ def test_grad_log_prob_is_the_data_unit_score(fitted):
 
 def test_samples_have_the_data_moments(fitted):
     p, est, _, _ = fitted
-    x = est.sample(2000, seed=1)
+    x = est.sample(2000, random_state=1)
     assert x.shape == (2000, 2)
     sd = np.sqrt(np.diag(COV.numpy()))
     assert (np.abs(x.mean(0) - MEAN.numpy()) < 0.1 * sd).all()
@@ -56,7 +55,7 @@ def test_samples_have_the_data_moments(fitted):
     assert (np.abs(x.std(0) / sd - 1) < 0.12).all()
     corr = np.corrcoef(x.T)[0, 1]
     assert abs(corr - 0.4) < 0.1
-    assert np.array_equal(est.sample(5, seed=3), est.sample(5, seed=3))
+    assert np.array_equal(est.sample(5, random_state=3), est.sample(5, random_state=3))
 
 
 def test_save_and_load_round_trip(fitted, tmp_path):
@@ -89,7 +88,7 @@ def test_anomaly_detector_flags_the_far_points():
     g = torch.Generator().manual_seed(5)
     normal = torch.randn(800, 3, generator=g, dtype=torch.float64).numpy()
     outliers = (6 + torch.randn(40, 3, generator=g, dtype=torch.float64)).numpy()
-    det = ScoreAnomalyDetector(contamination=0.05, steps=800, seed=0).fit(normal)
+    det = ScoreAnomalyDetector(contamination=0.05, steps=800, random_state=0).fit(normal)
     assert det.predict(outliers).tolist().count(-1) == len(outliers)
     flagged = (det.predict(normal) == -1).mean()
     assert 0.0 < flagged < 0.15  # about the contamination share of the training rows
@@ -118,7 +117,7 @@ def test_whitener_is_an_invertible_affine_map_with_its_log_determinant():
 def test_a_zero_network_is_the_whitened_gaussian_in_data_units():
     g = torch.Generator().manual_seed(2)
     x = Gaussian(MEAN, COV).sample(300, g).numpy()
-    est = ScoreDensityEstimator(steps=1, eval_eps=1e-3, seed=0).fit(x)
+    est = ScoreDensityEstimator(steps=1, t_eval=1e-3, random_state=0).fit(x)
     output = est.model_.net.net.output
     torch.nn.init.zeros_(output.weight), torch.nn.init.zeros_(output.bias)
     # denoiser preconditioning: F = 0 is the score of N(0, I) diffused, which VP leaves N(0, I) at every t,
@@ -140,7 +139,7 @@ def test_far_outliers_get_a_finite_log_density_below_the_data(fitted):
 def test_a_run_shorter_than_one_held_out_check_keeps_its_training():
     """The held-out loss is also evaluated at the last step, so 60 steps are kept, not the initial net."""
     x = Gaussian(MEAN, COV).sample(300, torch.Generator().manual_seed(1)).numpy()
-    est = ScoreDensityEstimator(steps=60, hidden=16, seed=0).fit(x)
+    est = ScoreDensityEstimator(steps=60, hidden=16, random_state=0).fit(x)
     # the initial network of the same seed (the builder seeds it: no global seed needed)
     initial = dict(est._build(torch.ones(2), None).named_parameters())
     assert est.n_steps_ == 60 and np.isfinite(est.validation_loss_)
@@ -152,7 +151,7 @@ def test_a_run_shorter_than_one_held_out_check_keeps_its_training():
 @pytest.mark.parametrize("sde", ["vp", "ve"])
 def test_fit_and_load_leave_the_global_random_state_alone(sde, tmp_path):
     x = Gaussian(MEAN, COV).sample(200, torch.Generator().manual_seed(3)).numpy()
-    params = {"sde": sde, "steps": 20, "hidden": 8, "eval_eps": 1e-2, "seed": 4}
+    params = {"sde": sde, "steps": 20, "hidden": 8, "t_eval": 1e-2, "random_state": 4}
     torch.manual_seed(123)
     np.random.seed(123)
     torch_state, (_, numpy_keys, numpy_pos, *_) = torch.get_rng_state(), np.random.get_state()

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from scorefield import estimator_recipe as recipe
 from scorefield.distributions import GaussianMixture
-from scorefield.estimator import ScoreDensityEstimator
+from scorefield.estimators import ScoreDensityEstimator, recipe
 
 
 def _three_blobs() -> GaussianMixture:

@@ -2,7 +2,7 @@
 ``contamination="auto"``, saving, constant columns, verbosity (the catalogue of bad inputs is in
 ``test_bad_inputs.py``).
 
-Every fit here is tiny (60 steps of a 16-wide network, a fixed ``eval_eps``): these tests check the
+Every fit here is tiny (60 steps of a 16-wide network, a fixed ``t_eval``): these tests check the
 handling of inputs, not the quality of the density.
 """
 
@@ -19,9 +19,9 @@ import torch
 from _inputs import COLUMNS, X, _fit, _with_column
 from sklearn.base import clone
 
-import scorefield.estimator_io as estimator_io
-from scorefield.estimator import ScoreAnomalyDetector, ScoreDensityEstimator
-from scorefield.estimator_io import Streams
+import scorefield.estimators.io as estimator_io
+from scorefield.estimators import ScoreAnomalyDetector, ScoreDensityEstimator
+from scorefield.estimators.io import Streams
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +133,7 @@ def test_sample_follows_kernel_density_random_state(fitted):
     )
     state = np.random.default_rng(6)  # a state passed in is drawn from, so it moves on
     assert not np.array_equal(draw(random_state=state), draw(random_state=state))
-    # the older seed keyword keeps reproducing its rows
-    np.testing.assert_array_equal(draw(seed=2), draw(seed=2))
-    np.testing.assert_array_equal(draw(seed=np.int64(2)), draw(seed=2))
-    with pytest.raises(ValueError, match=r"both seed=2 and random_state=2; pass only one"):
-        draw(seed=2, random_state=2)
+    np.testing.assert_array_equal(draw(random_state=np.int64(2)), draw(random_state=2))
 
 
 def test_predictor_corrector_samples_take_the_same_random_state(fitted):
@@ -152,7 +148,7 @@ def test_predictor_corrector_samples_take_the_same_random_state(fitted):
 def test_contamination_auto_is_tukeys_lower_fence_of_the_held_out_log_densities():
     det = _fit(X, cls=ScoreAnomalyDetector, contamination="auto")
     # the held-out split of fit: the first round(validation_fraction * n) rows of a seeded permutation
-    perm = torch.randperm(len(X), generator=Streams(det.seed).generator("split")).numpy()
+    perm = torch.randperm(len(X), generator=Streams(det.seed_).generator("split")).numpy()
     held_out = X[perm[: round(det.validation_fraction * len(X))]]
     q1, q3 = np.percentile(det.score_samples(held_out), [25, 75])
     assert det.offset_ == pytest.approx(q1 - 1.5 * (q3 - q1), abs=1e-4)
@@ -177,17 +173,17 @@ def test_save_creates_missing_folders(fitted, tmp_path):
 
 
 def test_save_writes_a_torch_device_and_numpy_scalars_as_json(tmp_path):
-    est = _fit(X, device=torch.device("cpu"), seed=np.int64(1), steps=np.int64(20))
+    est = _fit(X, device=torch.device("cpu"), random_state=np.int64(1), steps=np.int64(20))
     est.save(tmp_path / "model.safetensors")
     back = ScoreDensityEstimator.load(tmp_path / "model.safetensors")
-    assert back.get_params()["device"] == "cpu" and back.get_params()["seed"] == 1 and back.n_steps_ == 20
+    assert back.get_params()["device"] == "cpu" and back.get_params()["random_state"] == 1 and back.n_steps_ == 20
 
 
 def test_a_failed_save_leaves_the_earlier_pair_whole_and_no_temporary_file(fitted, tmp_path, monkeypatch):
     target = tmp_path / "model.safetensors"
     fitted.save(target)
     before = target.read_bytes(), (tmp_path / "model.safetensors.json").read_text()
-    other = _fit(X, seed=1)
+    other = _fit(X, random_state=1)
 
     def torn_write(tensors, filename):  # a crash half way through writing the weights
         with open(filename, "wb") as f:
@@ -247,8 +243,8 @@ def test_verbose_shows_a_progress_bar_and_a_summary(capsys):
     _fit(X, steps=250, hidden=8, verbose=1)  # one held-out check, at step 250
     out, err = capsys.readouterr()
     assert re.fullmatch(
-        r"ScoreDensityEstimator: base (gaussian|gmm|kde) \((with the network's correction|alone: no "
-        r"correction helped)\), trained \d+ steps, best held-out loss -?\d+\.\d{4}, eval_eps_=0\.01\n",
+        r"ScoreDensityEstimator: base (gaussian|gmm|kde) \((mixed with the network's correction, base "
+        r"weight [0-9.]+|alone: no correction helped)\), trained \d+ steps, best held-out loss -?\d+\.\d{4}, t_eval_=0\.01\n",
         out,
     )
     assert "fit" in err and "held_out_loss=" in err  # tqdm writes to stderr
@@ -256,7 +252,7 @@ def test_verbose_shows_a_progress_bar_and_a_summary(capsys):
     _fit(X)
     assert capsys.readouterr() == ("", "")  # verbose=0: silent
 
-    _fit(X, cls=ScoreAnomalyDetector, progress=True)  # the older switch acts as verbose=1
+    _fit(X, cls=ScoreAnomalyDetector, verbose=True)
     out, err = capsys.readouterr()
     assert out.startswith("ScoreAnomalyDetector: base ") and "trained 60 steps" in out and "fit" in err
 
@@ -270,14 +266,13 @@ NON_DEFAULT = {
     "lr": 1e-3,
     "weight_decay": 1e-4,
     "validation_fraction": 0.2,
-    "eval_eps": 1e-2,
+    "t_eval": 1e-2,
     "weighting": "std2",
     "param": "eps",
     "base": "gaussian",
-    "seed": 3,
+    "random_state": 3,
     "device": "cpu",
     "verbose": 2,
-    "progress": True,
 }
 
 
@@ -293,7 +288,7 @@ def test_every_parameter_is_in_init_validated_and_cloned(cls, params):
     assert set(cls().get_params()) == init == set(params) == set(cls._parameter_constraints)
     twin = clone(cls(**params))
     assert twin.get_params() == params
-    twin.set_params(verbose=0, progress=False, steps=10).fit(X)
+    twin.set_params(verbose=0, steps=10).fit(X)
     assert twin.n_steps_ == 10 and np.isfinite(twin.score_samples(X[:3])).all()
 
 

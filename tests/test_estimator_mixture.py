@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from scorefield import estimator_recipe as recipe
-from scorefield.estimator import ScoreDensityEstimator
+from scorefield.estimators import ScoreDensityEstimator, recipe
 
 
 def _planted_table(n: int = 300, d: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -26,7 +25,7 @@ def _planted_table(n: int = 300, d: int = 4, seed: int = 0) -> tuple[np.ndarray,
 def _base_log_density(est: ScoreDensityEstimator, x: np.ndarray) -> np.ndarray:
     """``log p_base`` of the fitted mixture's base at ``t_eval``, in data units."""
     z = est.scaler_.transform(torch.from_numpy(x).float())
-    logp = recipe.base_log_density(est._base(), est.model_.sde, z, est.eval_eps_).double()
+    logp = recipe.base_log_density(est._base(), est.model_.sde, z, est.t_eval_).double()
     return (logp + est.scaler_.log_det).numpy()
 
 
@@ -34,7 +33,7 @@ def _base_log_density(est: ScoreDensityEstimator, x: np.ndarray) -> np.ndarray:
 def corrected():
     """A fit whose correction is then kept with base weight 0.05 (the bound must hold for any weight)."""
     train, test = _planted_table()
-    est = ScoreDensityEstimator(steps=150, hidden=32, base="gaussian", seed=0).fit(train)
+    est = ScoreDensityEstimator(steps=150, hidden=32, base="gaussian", random_state=0).fit(train)
     est.correction_, est.base_weight_ = True, 0.05
     return est, test
 
@@ -51,7 +50,7 @@ def test_no_row_falls_below_log_a_plus_the_bases_log_density(corrected):
 
 def test_the_default_fit_keeps_the_guarantee_on_the_planted_outlier():
     train, test = _planted_table(seed=1)
-    est = ScoreDensityEstimator(steps=150, hidden=32, seed=1).fit(train)
+    est = ScoreDensityEstimator(steps=150, hidden=32, random_state=1).fit(train)
     assert est.base_weight_ in recipe.MIXTURE_WEIGHTS
     assert est.correction_ == (est.base_weight_ < 1)
     floor = math.log(est.base_weight_) + _base_log_density(est, test)
@@ -83,7 +82,7 @@ def test_a_correction_worse_on_every_row_is_dropped():
 @pytest.mark.parametrize("d", [4, 12])  # exact divergence, and Hutchinson's keyed probes beyond 8 features
 def test_a_rows_log_density_does_not_depend_on_the_rows_beside_it(d):
     train, test = _planted_table(n=200, d=d, seed=2)
-    est = ScoreDensityEstimator(steps=40, hidden=16, base="gaussian", seed=0).fit(train)
+    est = ScoreDensityEstimator(steps=40, hidden=16, base="gaussian", random_state=0).fit(train)
     est.correction_, est.base_weight_ = True, 0.5  # the ODE path, whatever the fit decided
     together = est.score_samples(test)
     alone = np.array([est.score_samples(row[None])[0] for row in test[:6]])

@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from torch import nn
 
 from scorefield import ScoreImputer
-from scorefield.imputer import draw_interval, gaussian_draw, gaussian_em, min_draws
+from scorefield.estimators.imputer import draw_interval, gaussian_draw, gaussian_em, min_draws
 from scorefield.score import ScoreModel
 
 MEAN = np.array([1.0, -20.0, 0.3])

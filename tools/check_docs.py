@@ -30,7 +30,7 @@ PAGES = (
     "index.html",
     "tutorial.html",
     "guides/command-line.html",
-    "api/scorefield.estimator.html",
+    "api/scorefield.estimators.density.html",
     "math.html",
     "troubleshooting.html",
 )

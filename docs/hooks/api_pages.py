@@ -29,7 +29,7 @@ GROUPS = [
         ],
     ),
     ("Networks and data", ["nets", "datasets"]),
-    ("Estimators", ["fit", "estimator", "bases", "estimator_recipe", "estimator_io", "imputer"]),
+    ("Estimators", ["fit", "estimators"]),
     ("Runs", ["run"]),
     ("Application", ["cli", "demo", "viz", "eval"]),
 ]  # fmt: skip

@@ -26,16 +26,15 @@ from .sde import SDE, VESDE, VPSDE, SubVPSDE
 _LAZY = {
     "Run": "run.finished",
     "load_run": "run.finished",
-    "ScoreDensityEstimator": "estimator",
-    "ScoreAnomalyDetector": "estimator",
-    "ScoreImputer": "imputer",
+    "ScoreDensityEstimator": "estimators",
+    "ScoreAnomalyDetector": "estimators",
+    "ScoreImputer": "estimators",
 }
 _SUBMODULES = ("datasets", "losses", "metrics", "nets")
 
 if TYPE_CHECKING:
     from . import datasets, losses, metrics, nets
-    from .estimator import ScoreAnomalyDetector, ScoreDensityEstimator
-    from .imputer import ScoreImputer
+    from .estimators import ScoreAnomalyDetector, ScoreDensityEstimator, ScoreImputer
     from .run.finished import Run, load_run
 
 

@@ -110,7 +110,7 @@ class ScoreModel(nn.Module):
       ``x/m``, whose noise level is ``std/m``:
       ``D = m x / (m^2 + std^2) + std / sqrt(m^2 + std^2) · F ≈ E[x_0 | x_t]``, and Tweedie's formula
       with scale gives ``s = (m D - x) / std^2`` (for m = 1, ``(D - x)/σ^2``; docs/math.md#score-parameterisations).
-      With a ``base`` (``bases.MixtureBase``) the skip term ``m x / (m^2 + std^2)``, which is the
+      With a ``base`` (``estimators.bases.MixtureBase``) the skip term ``m x / (m^2 + std^2)``, which is the
       posterior mean under ``N(0, I)``, becomes the base mixture's exact posterior mean, so a network
       that outputs zero is that mixture at every t (docs/math.md#a-base-density-for-the-denoiser).
 

@@ -1,4 +1,4 @@
-"""The recipe behind the scikit-learn estimators (``estimator.py``): the network they build, how they
+"""The recipe behind the scikit-learn estimators (``density``): the network they build, how they
 train it and how they evaluate its log-densities. Every number of the recipe is a named constant
 below, with the reason or the trial behind it where one is known.
 
@@ -32,13 +32,21 @@ from typing import NamedTuple
 
 import torch
 
-from .bases import MixtureBase
-from .estimator_bases import (  # noqa: F401  (part of the recipe's namespace: recipe.choose_base, ...)
+from ..fit import EMA, EarlyStopping, Trainer, fit
+from ..keyed import KeyedNoise
+from ..likelihood import log_likelihood
+from ..nets.mlp import MLP
+from ..nets.squashed import Squashed
+from ..noise import resolve_sigma_max, time_grid
+from ..score import ScoreModel
+from ..sde import KINDS, SDE
+from .bases import (  # noqa: F401  (part of the recipe's namespace: recipe.choose_base, ...)
     BASES,
     BIC_COMPONENTS,
     KDE_BANDWIDTHS,
     MAX_KERNELS,
     TIES_FRACTION,
+    MixtureBase,
     choose_base,
     dequantiser,
     fit_gmm,
@@ -46,15 +54,7 @@ from .estimator_bases import (  # noqa: F401  (part of the recipe's namespace: r
     lattice_steps,
     refit_base,
 )
-from .estimator_io import Streams
-from .fit import EMA, EarlyStopping, Trainer, fit
-from .keyed import KeyedNoise
-from .likelihood import log_likelihood
-from .nets.mlp import MLP
-from .nets.squashed import Squashed
-from .noise import resolve_sigma_max, time_grid
-from .score import ScoreModel
-from .sde import KINDS, SDE
+from .io import Streams
 
 __all__ = [
     "Phases",

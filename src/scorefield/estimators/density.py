@@ -26,15 +26,15 @@ adapts to the data instead of asking for tuning, from a few dozen rows to a hund
 - training uses the likelihood weighting ``g^2`` with importance-sampled times (Song et al. 2021b), the
   weighting under which the loss bounds the negative log-likelihood that the estimator reports;
 - a held-out split decides how long to train (early stopping on a fixed-noise validation loss, keeping
-  the best EMA weights) and the diffusion time ``eval_eps_`` at which densities are evaluated (a
+  the best EMA weights) and the diffusion time ``t_eval_`` at which densities are evaluated (a
   slightly smoothed density generalises; one evaluated at t -> 0 memorises a small training set).
 
 In scikit-learn's vocabulary ``score`` is a mean log-likelihood; the gradient of the log-density is
 ``grad_log_prob``.
 
 This module is the scikit-learn surface (parameters, ``fit``, ``score_samples``, ``sample``, ``save``);
-the recipe's numbers and steps are in ``estimator_recipe``, the checks of the input rows and the saved
-files in ``estimator_io``.
+the recipe's numbers and steps are in ``recipe``, the checks of the input rows and the saved
+files in ``io``.
 """
 
 from __future__ import annotations
@@ -49,15 +49,24 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
-from . import estimator_recipe as recipe
+from ..losses import sde_dsm
+from ..samplers import sample_ode, sample_pc
+from ..scalers import Whitener
+from ..score import ScoreModel
+from ..sde import KINDS
+from ..utils import make_generator
+from . import recipe
 from .bases import MixtureBase
-from .estimator_io import Streams, read_pair, resolve_device, row_keys, torch_seed, validate_rows, write_pair
-from .losses import sde_dsm
-from .samplers import sample_ode, sample_pc
-from .scalers import Whitener
-from .score import ScoreModel
-from .sde import KINDS
-from .utils import make_generator
+from .io import (
+    Streams,
+    read_pair,
+    resolve_device,
+    root_seed,
+    row_keys,
+    torch_seed,
+    validate_rows,
+    write_pair,
+)
 
 __all__ = ["ScoreDensityEstimator", "ScoreAnomalyDetector"]
 
@@ -70,14 +79,14 @@ class ScoreDensityEstimator(BaseEstimator):
         steps: the most optimisation steps; ``None`` is a budget of ``MAX_STEPS`` (20,000). Early
             stopping on the held-out split decides the length within it (``n_steps_``,
             ``validation_curve_``); ``fit`` warns when the budget ends a run that was still improving.
-        batch_size: ``None`` means ``min(256, n_train)`` (``estimator_recipe.BATCH``).
+        batch_size: ``None`` means ``min(256, n_train)`` (``recipe.BATCH``).
         hidden: MLP width; ``None`` means 256 beyond 8 features with at least 1,000 training rows,
-            else 128 (``estimator_recipe.width``).
+            else 128 (``recipe.width``).
         depth: MLP hidden layers.
         lr: AdamW learning rate.
         weight_decay: AdamW's decoupled weight decay (towards the whitened Gaussian, see above).
-        validation_fraction: share of rows held out for early stopping and for ``eval_eps_``.
-        eval_eps: the diffusion time at which densities are evaluated; ``None`` picks it on the
+        validation_fraction: share of rows held out for early stopping and for ``t_eval_``.
+        t_eval: the diffusion time at which densities are evaluated; ``None`` picks it on the
             held-out split from ``EPS_CANDIDATES``.
         weighting: ``"likelihood"`` (``g^2`` with importance sampling of t: the loss bounds the
             negative log-likelihood, so the best held-out log-densities) or ``"std2"`` (denoising
@@ -88,14 +97,15 @@ class ScoreDensityEstimator(BaseEstimator):
             held-out log-density among ``"gaussian"`` (the whitened Gaussian), ``"gmm"`` (full
             covariances, components by BIC) and ``"kde"`` (up to ``MAX_KERNELS`` training rows, the
             bandwidth by held-out likelihood); docs/math.md#a-base-density-for-the-denoiser.
-        seed: seeds every random choice of ``fit`` (split, initialisation, noise), a non-negative int;
-            ``fit`` draws from its own generators and leaves the global random state alone.
+        random_state: None, an int or a numpy ``RandomState``: ``fit`` takes ``seed_`` from it (an int
+            is the seed itself, None draws one from numpy's global state) and derives every random
+            choice (split, dequantisation, initialisation, batches, noise, probes) from it as named
+            streams (``io.Streams``); ``fit`` leaves torch's and numpy's global random state alone.
         device: ``None`` picks CUDA when available; a device that does not exist here (``"cuda"``
             without a GPU, an unknown name) raises ``ValueError`` at ``fit``.
         verbose: scikit-learn's convention: 0 is silent; 1 or more shows a progress bar over the
             training steps (the held-out loss in its postfix) and prints a one-line summary at the
-            end of ``fit`` (steps trained, best held-out loss, the chosen ``eval_eps_``).
-        progress: the older switch for the same output: ``progress=True`` acts as ``verbose=1``.
+            end of ``fit`` (steps trained, best held-out loss, the chosen ``t_eval_``).
 
     Parameters are checked at ``fit`` (scikit-learn's convention), so a bad value raises there with
     the parameter's name, not in the constructor.
@@ -104,14 +114,14 @@ class ScoreDensityEstimator(BaseEstimator):
     with string column names (``score_samples`` and ``grad_log_prob`` then check the names);
     ``scaler_`` (the ``Whitener``), ``model_`` (the EMA score model), ``n_steps_``,
     ``validation_loss_`` (the best held-out loss, checked every ``EVAL_EVERY`` steps and at the last),
-    ``validation_curve_`` (every ``(step, loss)`` checked), ``hidden_`` (the MLP's width), ``eval_eps_``, ``base_`` (the
+    ``validation_curve_`` (every ``(step, loss)`` checked), ``hidden_`` (the MLP's width), ``t_eval_``, ``base_`` (the
     base chosen), ``base_scores_`` (each candidate's held-out mean log-density in whitened units),
     ``base_weight_`` (``a`` of the fitted density ``(1 - a) p_corr + a p_base``: every row's log-density
     is at least ``log a`` plus the base's; 1 is the base alone), ``correction_`` (``base_weight_ < 1``:
     the network's correction is part of the density), ``cv_gain_`` (the cross-validated gain per held-out
     row that decided it, nats), ``mixture_scores_`` (``{(t, a): held-out mean log-density}``, whitened
     units; docs/math.md#a-density-that-cannot-fall-far-below-its-base), ``dequantized_`` (``{column: lattice step}``), and ``sigma_max_``
-    for ``sde="ve"``. The recipe's constants named here are ``estimator_recipe``'s.
+    for ``sde="ve"``. The recipe's constants named here are ``recipe``'s.
     """
 
     _parameter_constraints: dict = {
@@ -123,14 +133,13 @@ class ScoreDensityEstimator(BaseEstimator):
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 0.5, closed="neither")],
-        "eval_eps": [Interval(Real, 0, 1, closed="neither"), None],
+        "t_eval": [Interval(Real, 0, 1, closed="neither"), None],
         "weighting": [StrOptions({"likelihood", "std2"})],
         "param": [StrOptions({"denoiser", "eps", "score"})],
         "base": [StrOptions(set(recipe.BASES))],
-        "seed": [Interval(Integral, 0, None, closed="left")],
+        "random_state": ["random_state"],
         "device": [str, torch.device, None],
         "verbose": ["verbose"],
-        "progress": ["boolean"],
     }
 
     def __init__(
@@ -143,14 +152,13 @@ class ScoreDensityEstimator(BaseEstimator):
         lr: float = 2e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.15,
-        eval_eps: float | None = None,
+        t_eval: float | None = None,
         weighting: str = "likelihood",
         param: str = "denoiser",
         base: str = "auto",
-        seed: int = 0,
+        random_state=None,
         device: str | None = None,
         verbose: int = 0,
-        progress: bool = False,
     ):
         self.sde = sde
         self.weight_decay = weight_decay
@@ -163,24 +171,20 @@ class ScoreDensityEstimator(BaseEstimator):
         self.depth = depth
         self.lr = lr
         self.validation_fraction = validation_fraction
-        self.eval_eps = eval_eps
-        self.seed = seed
+        self.t_eval = t_eval
+        self.random_state = random_state
         self.device = device
         self.verbose = verbose
-        self.progress = progress
 
     # -- fitting ----------------------------------------------------------------------------------
-    def _verbosity(self) -> int:
-        return max(int(self.verbose), int(bool(self.progress)))
-
     def fit(self, X, y=None) -> ScoreDensityEstimator:
         """Learn the score of ``X`` ([n_samples, n_features]); ``y`` is ignored.
 
         ``X`` is any 2-D array-like of finite numbers (an array of any strides, a pandas DataFrame: its
-        string column names become ``feature_names_in_``) with at least ``estimator_io.MIN_FIT_ROWS``
+        string column names become ``feature_names_in_``) with at least ``io.MIN_FIT_ROWS``
         rows and no constant column (drop those first: a constant has no density). The constructor's
         parameters are checked here and a bad one raises ``ValueError`` naming it, as does a
-        ``device`` that does not exist on this machine. With ``verbose`` (or ``progress``) a progress
+        ``device`` that does not exist on this machine. With ``verbose`` a progress
         bar and a summary line report the training. The global random state (torch's, numpy's) is
         left as it was.
         """
@@ -192,7 +196,8 @@ class ScoreDensityEstimator(BaseEstimator):
         self._validate_params()
         device = resolve_device(self.device)
         x = validate_rows(self, X, reset=True)
-        seeds = Streams(self.seed)
+        self.seed_ = root_seed(self.random_state)
+        seeds = Streams(self.seed_)
         steps = recipe.lattice_steps(x)
         self.dequantized_ = {int(j): float(q) for j, q in enumerate(steps) if q > 0}
         self.scaler_ = Whitener().fit(x)
@@ -227,7 +232,7 @@ class ScoreDensityEstimator(BaseEstimator):
             batch_size=self.batch_size,
             steps=self.steps,
             seeds=seeds,
-            progress=bool(self._verbosity()),
+            progress=bool(self.verbose),
             jitter=None if jitter is None else (lambda n, g: jitter(n, g).to(device)),
         )
         self.model_ = model.requires_grad_(False).eval()
@@ -236,12 +241,12 @@ class ScoreDensityEstimator(BaseEstimator):
         z_all = torch.cat([z_val, z_train])  # every row (dequantised once), in the seeded random order
         x_val = x[perm[:n_val]]
         mixture = recipe.settle(
-            self.model_, self.base_, trained, z_val, row_keys(x_val.numpy()), z_all, seeds, self.eval_eps
+            self.model_, self.base_, trained, z_val, row_keys(x_val.numpy()), z_all, seeds, self.t_eval
         )
-        self.base_weight_, self.eval_eps_ = mixture.weight, mixture.t_eval
+        self.base_weight_, self.t_eval_ = mixture.weight, mixture.t_eval
         self.correction_ = mixture.weight < 1
         self.cv_gain_, self.mixture_scores_ = mixture.cv_gain, mixture.scores
-        if self._verbosity():
+        if self.verbose:
             print(
                 f"{type(self).__name__}: base {self.base_} ("
                 + (
@@ -250,7 +255,7 @@ class ScoreDensityEstimator(BaseEstimator):
                     else "alone: no correction helped"
                 )
                 + f"), trained {self.n_steps_} steps, best held-out loss {self.validation_loss_:.4f}, "
-                f"eval_eps_={self.eval_eps_:g}",
+                f"t_eval_={self.t_eval_:g}",
                 flush=True,
             )
         return x, x_val
@@ -258,9 +263,9 @@ class ScoreDensityEstimator(BaseEstimator):
     def _build(
         self, bound: torch.Tensor, sigma_max: float | None, base: MixtureBase | None = None
     ) -> ScoreModel:
-        """The untrained network for ``len(bound)`` features (``estimator_recipe.build_model``)."""
+        """The untrained network for ``len(bound)`` features (``recipe.build_model``)."""
         sde = recipe.make_sde(self.sde, sigma_max)
-        init = Streams(self.seed).seed("init")
+        init = Streams(self.seed_).seed("init")
         return recipe.build_model(sde, bound, self.hidden_, self.depth, self.param, init, base)
 
     def _loss(self, model: ScoreModel, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -288,8 +293,8 @@ class ScoreDensityEstimator(BaseEstimator):
 
     def _log_density(self, x: torch.Tensor) -> np.ndarray:
         """Log-density in data units (nats) of rows already validated: ``[N]``; each row's value depends
-        on that row alone (``estimator_recipe.log_density``)."""
-        device, a, t = self._device(), self.base_weight_, self.eval_eps_
+        on that row alone (``recipe.log_density``)."""
+        device, a, t = self._device(), self.base_weight_, self.t_eval_
 
         def log_prob_z(z: torch.Tensor) -> torch.Tensor:
             z = z.to(device)
@@ -297,7 +302,9 @@ class ScoreDensityEstimator(BaseEstimator):
             if not self.correction_:
                 return log_base.cpu()
             keys = row_keys(x.numpy())
-            log_corr = recipe.log_density(self.model_, z, t, keys, Streams(self.seed).seed("probes")).double()
+            log_corr = recipe.log_density(
+                self.model_, z, t, keys, Streams(self.seed_).seed("probes")
+            ).double()
             return torch.logaddexp(math.log1p(-a) + log_corr, math.log(a) + log_base).cpu()
 
         return self.scaler_.log_prob(log_prob_z, x).numpy()
@@ -320,7 +327,7 @@ class ScoreDensityEstimator(BaseEstimator):
         """``grad_x log p(x)`` in data units: ``[n_samples, n_features]``; ``X`` is checked as in ``score_samples``."""
         check_is_fitted(self, "model_")
         x = validate_rows(self, X, reset=False)
-        device, a, t = self._device(), self.base_weight_, self.eval_eps_
+        device, a, t = self._device(), self.base_weight_, self.t_eval_
         sde, base = self.model_.sde, self._base()
 
         def score_z(z: torch.Tensor) -> torch.Tensor:
@@ -333,7 +340,7 @@ class ScoreDensityEstimator(BaseEstimator):
                 score_corr = self.model_(z, t)
                 log_base = base.log_prob(z, scale, std)
             log_corr = recipe.log_density(
-                self.model_, z, t, row_keys(x.numpy()), Streams(self.seed).seed("probes")
+                self.model_, z, t, row_keys(x.numpy()), Streams(self.seed_).seed("probes")
             )
             # the mixture's score: each component's score weighted by its posterior share of the row
             share = torch.sigmoid(math.log1p(-a) + log_corr - math.log(a) - log_base)[:, None]
@@ -341,34 +348,25 @@ class ScoreDensityEstimator(BaseEstimator):
 
         return self.scaler_.score(score_z, x).double().numpy()
 
-    def sample(self, n: int, method: str = "ode", seed: int | None = None, random_state=None) -> np.ndarray:
+    def sample(self, n: int, method: str = "ode", random_state=None) -> np.ndarray:
         """``n`` new rows in data units by the probability-flow ODE (``"ode"``) or predictor-corrector (``"pc"``).
 
         Randomness follows ``KernelDensity.sample``: ``random_state=None`` draws fresh rows on every
         call (from numpy's global random state), an int reproduces them, and a numpy ``RandomState``
-        or ``Generator`` is drawn from (a torch seed is taken from it). ``seed`` (an int) is the older
-        way to reproduce draws and keeps its rows (``seed=est.seed`` gives what a call without
-        arguments gave before ``random_state`` existed); passing both raises ``ValueError``. ``n``
-        must be a positive int and ``method`` one of ``"ode"``, ``"pc"`` (else ``ValueError``).
+        or ``Generator`` is drawn from (a torch seed is taken from it). ``n`` must be a positive int and ``method`` one of ``"ode"``, ``"pc"`` (else ``ValueError``).
         """
         validate_parameter_constraints(
             {
                 "n": [Interval(Integral, 1, None, closed="left")],
                 "method": [StrOptions({"ode", "pc"})],
-                "seed": [Integral, None],
                 "random_state": ["random_state", np.random.Generator],
             },
-            {"n": n, "method": method, "seed": seed, "random_state": random_state},
+            {"n": n, "method": method, "random_state": random_state},
             caller_name=f"{type(self).__name__}.sample",
         )
-        if seed is not None and random_state is not None:
-            raise ValueError(
-                f"sample got both seed={seed!r} and random_state={random_state!r}; pass only one "
-                "(random_state is the scikit-learn name, seed the older one)."
-            )
         check_is_fitted(self, "model_")
-        n, device, t = int(n), self._device(), self.eval_eps_
-        g = make_generator(seed if seed is not None else torch_seed(random_state), device)
+        n, device, t = int(n), self._device(), self.t_eval_
+        g = make_generator(torch_seed(random_state), device)
         sde, d = self.model_.sde, self.n_features_in_
         scale, std = sde.marginal(torch.full((n,), float(t), device=device))
         z = self._base().sample(scale, std, g)  # the base's share of the mixture, exactly
@@ -387,8 +385,9 @@ class ScoreDensityEstimator(BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         return {
             "n_features_in_": self.n_features_in_,
+            "seed_": self.seed_,
             "feature_names_in_": None if names is None else [str(name) for name in names],
-            "eval_eps_": self.eval_eps_,
+            "t_eval_": self.t_eval_,
             "n_steps_": self.n_steps_,
             "validation_loss_": self.validation_loss_,
             "sigma_max_": getattr(self, "sigma_max_", None),
@@ -405,7 +404,7 @@ class ScoreDensityEstimator(BaseEstimator):
 
         Missing parent folders are created. Both files are first written beside their targets under
         temporary names and then renamed over them, so an interrupted save leaves any earlier pair
-        whole and no partial file under the final names (``estimator_io.write_pair``).
+        whole and no partial file under the final names (``io.write_pair``).
         """
         check_is_fitted(self, "model_")
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
@@ -481,14 +480,13 @@ class ScoreAnomalyDetector(OutlierMixin, ScoreDensityEstimator):
         lr: float = 2e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.15,
-        eval_eps: float | None = None,
+        t_eval: float | None = None,
         weighting: str = "likelihood",
         param: str = "denoiser",
         base: str = "auto",
-        seed: int = 0,
+        random_state=None,
         device: str | None = None,
         verbose: int = 0,
-        progress: bool = False,
     ):
         super().__init__(
             sde=sde,
@@ -499,14 +497,13 @@ class ScoreAnomalyDetector(OutlierMixin, ScoreDensityEstimator):
             lr=lr,
             weight_decay=weight_decay,
             validation_fraction=validation_fraction,
-            eval_eps=eval_eps,
+            t_eval=t_eval,
             weighting=weighting,
             param=param,
             base=base,
-            seed=seed,
+            random_state=random_state,
             device=device,
             verbose=verbose,
-            progress=progress,
         )
         self.contamination = contamination
 
@@ -518,7 +515,7 @@ class ScoreAnomalyDetector(OutlierMixin, ScoreDensityEstimator):
             q1, q3 = np.percentile(logp, [25, 75])
             self.offset_ = float(q1 - 1.5 * (q3 - q1))
         else:
-            rows = torch.randperm(len(x), generator=Streams(self.seed).generator("offset"))[:2000]
+            rows = torch.randperm(len(x), generator=Streams(self.seed_).generator("offset"))[:2000]
             self.offset_ = float(np.quantile(self._log_density(x[rows]), self.contamination))
         return self
 

@@ -30,13 +30,14 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted, check_random_state
+from sklearn.utils.validation import check_array, check_is_fitted
 
-from .conditional import sample_conditional
-from .estimator import ScoreDensityEstimator
-from .estimator_io import MIN_FIT_ROWS, SEED_HIGH, row_keys, validate_data
-from .keyed import KeyedNoise
-from .sde import KINDS
+from ..conditional import sample_conditional
+from ..keyed import KeyedNoise
+from ..sde import KINDS
+from ..utils import derive_seed
+from .density import ScoreDensityEstimator
+from .io import MIN_FIT_ROWS, Streams, root_seed, row_keys, validate_data
 
 __all__ = ["ScoreImputer", "draw_interval", "min_draws"]
 
@@ -88,8 +89,8 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         sde: passed to each ``ScoreDensityEstimator``.
         steps: passed to each ``ScoreDensityEstimator``.
         hidden: passed to each ``ScoreDensityEstimator``.
-        random_state: None, an int or a numpy ``RandomState``: ``fit`` draws ``seed_`` from it, which
-            seeds every fit and, keyed by row, the draws of ``transform`` and ``sample_imputations``
+        random_state: None, an int or a numpy ``RandomState``: ``fit`` takes ``seed_`` from it (an int
+            is the seed itself), whose named streams (``io.Streams``) seed every fit and, keyed by row, the draws of ``transform`` and ``sample_imputations``
             (the same rows give the same imputations, whatever the other rows of ``X``).
         device: ``None`` picks CUDA when available.
 
@@ -180,18 +181,19 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             )
         X = self._rows(X, reset=True)
         self.statistics_ = np.nanmean(X, axis=0)
-        self.seed_ = int(check_random_state(self.random_state).randint(SEED_HIGH // 4, dtype=np.int64))
+        self.seed_ = root_seed(self.random_state)
+        seeds = Streams(self.seed_)
         self.gaussian_ = gaussian_em(X)
-        filled = gaussian_draw(X, *self.gaussian_, torch.Generator().manual_seed(self.seed_))
+        filled = gaussian_draw(X, *self.gaussian_, seeds.generator("fill"))
         for k in range(self.n_rounds):
             if k:
-                filled = self._draws(X, 1, self.seed_ + 10 * k)[0]
+                filled = self._draws(X, 1, derive_seed(self.seed_, "round", k))[0]
             self.estimator_ = ScoreDensityEstimator(
                 sde=self.sde,
                 steps=self.steps,
                 hidden=self.hidden,
                 base="gaussian",  # the conditioning's baseline and control variate are this Gaussian
-                seed=self.seed_ % (2**31),
+                random_state=seeds.seed("density") % 2**32,
                 device=self.device,
             ).fit(filled)
         return self
@@ -201,7 +203,7 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """``n`` completed copies of the checked rows ``X``: ``[n, N, d]`` (float64), observed cells exact.
 
         The noise of draw ``k`` of a row is keyed by ``(seed, h * n + k)`` with ``h`` a hash of the row's
-        values (``KeyedNoise``, ``estimator_io.row_keys``), so a row's draws depend on neither the chunking nor the
+        values (``KeyedNoise``, ``io.row_keys``), so a row's draws depend on neither the chunking nor the
         other rows of ``X`` nor its position: ``transform`` is a function of each row alone. With
         ``control`` the copies are for averaging, not draws (``_chunk``).
         """
@@ -278,7 +280,7 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "estimator_")
         X = self._rows(X, reset=False)
-        imputed = self._draws(X, self.n_draws, self.seed_ + 1, control=True).mean(0)
+        imputed = self._draws(X, self.n_draws, Streams(self.seed_).seed("transform"), control=True).mean(0)
         return np.where(np.isnan(X), imputed, X)  # a mean of equal numbers may round: observed cells exact
 
     def sample_imputations(self, X, n: int) -> np.ndarray:
@@ -287,7 +289,7 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self, "estimator_")
         if not isinstance(n, Integral) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
-        return self._draws(self._rows(X, reset=False), int(n), self.seed_ + 2)
+        return self._draws(self._rows(X, reset=False), int(n), Streams(self.seed_).seed("imputations"))
 
     def predict_interval(self, X, level: float = 0.9, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Prediction intervals for the missing cells of ``X``: ``(low, high)``, each ``[N, d]``, from ``n``

@@ -1,4 +1,4 @@
-"""What goes into and comes out of the scikit-learn estimators (``estimator.py``): the rows they are
+"""What goes into and comes out of the scikit-learn estimators (``density``): the rows they are
 given, checked and converted; the device and the random seeds they are told to use; and the pair of
 files (safetensors weights, JSON parameters and fitted state) that ``save`` writes and ``load`` reads.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,8 @@ except ImportError:  # scikit-learn < 1.6: the same checks as an estimator metho
         return estimator._validate_data(X, **kwargs)
 
 
-from .files import atomic_output
-from .utils import default_device, derive_seed, make_generator
+from ..files import atomic_output
+from ..utils import default_device, derive_seed, make_generator
 
 __all__ = [
     "CONSTANT_RTOL",
@@ -32,6 +33,7 @@ __all__ = [
     "Streams",
     "read_pair",
     "resolve_device",
+    "root_seed",
     "row_keys",
     "torch_seed",
     "validate_rows",
@@ -130,6 +132,14 @@ def row_keys(X: np.ndarray) -> torch.Tensor:
         ],
         dtype=torch.int64,
     )
+
+
+def root_seed(random_state) -> int:
+    """The seed every stream of a fit derives from: an int ``random_state`` itself, else one drawn from
+    it (None: numpy's global random state; a ``RandomState``)."""
+    if isinstance(random_state, Integral):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(SEED_HIGH, dtype=np.int64))
 
 
 def torch_seed(random_state) -> int:
