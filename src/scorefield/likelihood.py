@@ -167,7 +167,16 @@ def log_likelihood(
     n_estimates = 1 if probes is None else probes.shape[0]
     delta0 = x.new_zeros(n_estimates, x.shape[0])
     with torch.no_grad():
-        xs, deltas = solve_ode(dynamics, (x.detach(), delta0), times, method, rtol, atol, t_min=eps)
+        try:
+            xs, deltas = solve_ode(dynamics, (x.detach(), delta0), times, method, rtol, atol, t_min=eps)
+        except AssertionError as err:  # torchdiffeq's way of saying that dopri5's step fell to nothing
+            if "underflow in dt" not in str(err):
+                raise
+            raise ValueError(
+                "the probability-flow ODE could not be solved: dopri5's step size underflowed, which means "
+                "the score is not finite or changes too fast at these inputs (values far outside the data "
+                "or beyond float32's range); check the inputs, or pass a fixed-step method with n_steps"
+            ) from None
     z, delta = xs[-1], deltas[-1]  # (B, ...), (P, B)
     prior = sde.prior_logp(z)
     per_estimate = prior + delta
