@@ -461,7 +461,7 @@ BAD_INPUTS = [
     pytest.param(_bad_fit(_nan(np.inf)), ValueError, "Input X contains infinity", id="inf in X"),
     pytest.param(_bad_fit(X[:, 0]), ValueError, r"X must be 2-D .*got shape \(120,\)", id="1-D X"),
     pytest.param(_bad_fit(X[:, :, None]), ValueError, r"X must be 2-D .*got shape \(120, 3, 1\)", id="3-D X"),
-    pytest.param(_bad_fit(X[:5]), ValueError, "X has 5 rows, but fit needs at least 10", id="too few rows"),
+    pytest.param(_bad_fit(X[:5]), ValueError, r"X has 5 rows \(n_samples=5\), but fit needs at least 10", id="too few rows"),
     pytest.param(_bad_fit(_with_column(2.0)), ValueError, "X has 1 constant column", id="constant column"),
     # constructor parameters, checked at fit
     pytest.param(_bad_fit(validation_fraction=0.7), ValueError, PARAM.format("validation_fraction"), id="validation_fraction=0.7"),

@@ -39,7 +39,9 @@ files in ``io``.
 
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -58,6 +60,7 @@ from ..utils import make_generator
 from . import recipe
 from .bases import MixtureBase
 from .io import (
+    LoadError,
     Streams,
     read_pair,
     resolve_device,
@@ -68,7 +71,11 @@ from .io import (
     write_pair,
 )
 
-__all__ = ["ScoreDensityEstimator", "ScoreAnomalyDetector"]
+__all__ = ["IgnoredParameterWarning", "ScoreAnomalyDetector", "ScoreDensityEstimator"]
+
+
+class IgnoredParameterWarning(UserWarning):
+    """A parameter was set that the fitted model does not use (the network's, when its correction is dropped)."""
 
 
 class ScoreDensityEstimator(BaseEstimator):
@@ -140,6 +147,23 @@ class ScoreDensityEstimator(BaseEstimator):
         "random_state": ["random_state"],
         "device": [str, torch.device, None],
         "verbose": ["verbose"],
+    }
+
+    # the fitted attributes ``save`` writes and ``load`` sets (nothing else), each with its check
+    _FITTED: dict = {
+        "n_features_in_": lambda v: isinstance(v, int) and v >= 1,
+        "seed_": lambda v: isinstance(v, int),
+        "feature_names_in_": lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+        "t_eval_": lambda v: isinstance(v, float) and 0 < v < 1,
+        "n_steps_": lambda v: isinstance(v, int) and v >= 0,
+        "validation_loss_": lambda v: isinstance(v, float),
+        "sigma_max_": lambda v: isinstance(v, float) and v > 0,
+        "hidden_": lambda v: isinstance(v, int) and v >= 1,
+        "base_": lambda v: v in recipe.BASES,
+        "base_scores_": lambda v: isinstance(v, dict),
+        "correction_": lambda v: isinstance(v, bool),
+        "base_weight_": lambda v: isinstance(v, float) and 0 < v <= 1,
+        "cv_gain_": lambda v: isinstance(v, float),
     }
 
     def __init__(
@@ -246,6 +270,8 @@ class ScoreDensityEstimator(BaseEstimator):
         self.base_weight_, self.t_eval_ = mixture.weight, mixture.t_eval
         self.correction_ = mixture.weight < 1
         self.cv_gain_, self.mixture_scores_ = mixture.cv_gain, mixture.scores
+        if not self.correction_:
+            self._warn_ignored_parameters()
         if self.verbose:
             print(
                 f"{type(self).__name__}: base {self.base_} ("
@@ -259,6 +285,25 @@ class ScoreDensityEstimator(BaseEstimator):
                 flush=True,
             )
         return x, x_val
+
+    # parameters that shape only the network's correction: without it they do not change the density
+    _NETWORK_PARAMETERS = ("steps", "batch_size", "hidden", "depth", "lr", "weight_decay", "weighting")
+
+    def _warn_ignored_parameters(self) -> None:
+        """Warn when the correction was dropped although network parameters were set: a search over them
+        (``GridSearchCV``) would otherwise compare identical models without a word."""
+        defaults = type(self)().get_params()
+        set_ = [
+            f"{k}={getattr(self, k)!r}" for k in self._NETWORK_PARAMETERS if getattr(self, k) != defaults[k]
+        ]
+        if set_:
+            warnings.warn(
+                f"the network's correction was not kept (the base {self.base_!r} alone is the fitted "
+                f"density), so {', '.join(set_)} did not change the result; a search over "
+                "them compares identical models here.",
+                IgnoredParameterWarning,
+                stacklevel=3,
+            )
 
     def _build(
         self, bound: torch.Tensor, sigma_max: float | None, base: MixtureBase | None = None
@@ -291,20 +336,29 @@ class ScoreDensityEstimator(BaseEstimator):
     def _weights(self) -> torch.Tensor:
         return next(self.model_.parameters())
 
+    def _float64_model(self) -> ScoreModel:
+        """A float64 copy of ``model_`` for scoring (made once per fitted model): float32 matrix products
+        round differently for different batch sizes, by ~1e-7 relative, which scikit-learn's checks
+        see as a row's log-density moving with the rows scored beside it; in float64 it is ~1e-15."""
+        cached = getattr(self, "_scoring_model", None)
+        if cached is None or cached[0] is not self.model_:
+            cached = (self.model_, copy.deepcopy(self.model_).double())
+            self._scoring_model = cached
+        return cached[1]
+
     def _log_density(self, x: torch.Tensor) -> np.ndarray:
         """Log-density in data units (nats) of rows already validated: ``[N]``; each row's value depends
-        on that row alone (``recipe.log_density``)."""
+        on that row alone (``recipe.log_density``, in float64)."""
         device, a, t = self._device(), self.base_weight_, self.t_eval_
+        model = self._float64_model()
 
         def log_prob_z(z: torch.Tensor) -> torch.Tensor:
-            z = z.to(device)
-            log_base = recipe.base_log_density(self._base(), self.model_.sde, z, t).double()
+            z = z.to(device, torch.float64)
+            log_base = recipe.base_log_density(self._base(), model.sde, z, t)
             if not self.correction_:
                 return log_base.cpu()
             keys = row_keys(x.numpy())
-            log_corr = recipe.log_density(
-                self.model_, z, t, keys, Streams(self.seed_).seed("probes")
-            ).double()
+            log_corr = recipe.log_density(model, z, t, keys, Streams(self.seed_).seed("probes"))
             return torch.logaddexp(math.log1p(-a) + log_corr, math.log(a) + log_base).cpu()
 
         return self.scaler_.log_prob(log_prob_z, x).numpy()
@@ -317,7 +371,7 @@ class ScoreDensityEstimator(BaseEstimator):
         the unexpected and the missing names. Raises ``NotFittedError`` before ``fit``.
         """
         check_is_fitted(self, "model_")
-        return self._log_density(validate_rows(self, X, reset=False))
+        return self._log_density(validate_rows(self, X, reset=False, dtype=torch.float64))
 
     def score(self, X, y=None) -> float:
         """Mean log-density of ``X`` in nats (scikit-learn's ``score``)."""
@@ -417,15 +471,35 @@ class ScoreDensityEstimator(BaseEstimator):
         """Rebuild an estimator written by ``save`` (no pickle involved), ``feature_names_in_`` included.
 
         ``device`` overrides the saved one (``None`` keeps it). Raises ``FileNotFoundError`` when
-        ``path`` or its JSON side file is missing, and ``ValueError`` when they hold the other
-        estimator class or when the device does not exist on this machine.
+        ``path`` or its JSON side file is missing, and ``ValueError`` naming the path for every other
+        reason it cannot load (``io.read_pair``; the other estimator class; parameters or fitted state
+        that are not this class's: only the fitted attributes ``save`` writes are set, so a file cannot
+        replace a method; weights that do not fit them) or when the device does not exist here.
         """
         meta, tensors = read_pair(path, cls.__name__)
-        target = resolve_device(device if device is not None else meta["params"].get("device"))
-        est = cls(**meta["params"])
-        for key, value in meta["state"].items():
-            if value is not None:
-                setattr(est, key, value)
+        try:
+            est = cls._from_saved(meta, tensors)
+        except Exception as err:
+            reason = f"its contents do not make a {cls.__name__} ({type(err).__name__}: {err})"
+            raise LoadError(Path(path), reason) from None
+        est.model_ = est.model_.to(resolve_device(device if device is not None else est.device))
+        return est
+
+    @classmethod
+    def _from_saved(cls, meta: dict, tensors: dict[str, torch.Tensor]):
+        """``load``'s work on a pair already read; any error means the files are not this class's."""
+        params, state = meta.get("params"), meta.get("state")
+        if not isinstance(params, dict) or set(params) != set(cls().get_params()):
+            raise ValueError("its parameters are not this class's")
+        est = cls(**params)
+        est._validate_params()
+        if not isinstance(state, dict) or set(state) != set(cls._FITTED):
+            raise ValueError(f"its fitted state must hold exactly {', '.join(cls._FITTED)}")
+        for key, check in cls._FITTED.items():
+            if state[key] is not None:
+                if not check(state[key]):
+                    raise ValueError(f"its fitted {key}={state[key]!r} is out of range")
+                setattr(est, key, state[key])
         if getattr(est, "feature_names_in_", None) is not None:
             est.feature_names_in_ = np.asarray(est.feature_names_in_, dtype=object)
         est.scaler_ = Whitener.from_state_dict(
@@ -435,9 +509,9 @@ class ScoreDensityEstimator(BaseEstimator):
         base_state = {k.removeprefix("base."): v for k, v in weights.items() if k.startswith("base.")}
         base = MixtureBase.empty_like(base_state) if base_state else None
         est.hidden_ = int(weights["net.net.output.weight"].shape[1])  # the width the weights were fitted with
-        model = est._build(weights["net.bound"], meta["state"].get("sigma_max_"), base)
+        model = est._build(weights["net.bound"], state.get("sigma_max_"), base)
         model.load_state_dict(weights)
-        est.model_ = model.to(target).eval()
+        est.model_ = model.eval()
         return est
 
 
@@ -518,6 +592,8 @@ class ScoreAnomalyDetector(OutlierMixin, ScoreDensityEstimator):
             rows = torch.randperm(len(x), generator=Streams(self.seed_).generator("offset"))[:2000]
             self.offset_ = float(np.quantile(self._log_density(x[rows]), self.contamination))
         return self
+
+    _FITTED: dict = {**ScoreDensityEstimator._FITTED, "offset_": lambda v: isinstance(v, float)}
 
     def _fitted_state(self) -> dict:
         return {**super()._fitted_state(), "offset_": self.offset_}

@@ -37,7 +37,7 @@ from ..keyed import KeyedNoise
 from ..sde import KINDS
 from ..utils import derive_seed
 from .density import ScoreDensityEstimator
-from .io import MIN_FIT_ROWS, Streams, root_seed, row_keys, validate_data
+from .io import MIN_FIT_ROWS, Streams, numeric_rows, root_seed, row_keys
 
 __all__ = ["ScoreImputer", "draw_interval", "min_draws"]
 
@@ -133,14 +133,22 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN marks the cells to fill; infinity is refused
+        return tags
+
     # -- input -------------------------------------------------------------------------------------
     def _rows(self, X, reset: bool) -> np.ndarray:
         """``X`` as float64 with NaN for missing cells, checked: 2-D, the fitted width, no infinity, no
         row (and at ``fit`` no column) without an observed cell."""
         ndim = getattr(X, "ndim", None)
         if ndim is not None and ndim != 2:
-            raise ValueError(f"X must be 2-D [n_samples, n_features], got shape {tuple(np.shape(X))}")
-        X = validate_data(self, X, reset=reset, dtype=np.float64, **{_FINITE: "allow-nan"})
+            raise ValueError(
+                f"X must be 2-D [n_samples, n_features], got shape {tuple(np.shape(X))}. Reshape your data: "
+                "X.reshape(-1, 1) for a single feature, X.reshape(1, -1) for a single row."
+            )
+        X = numeric_rows(self, X, reset, **{_FINITE: "allow-nan"})
         X = np.array(X, dtype=np.float64, copy=True)
         missing = np.isnan(X)
         empty = np.flatnonzero(missing.all(1))
@@ -152,7 +160,8 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if reset:
             if len(X) < MIN_FIT_ROWS:
                 raise ValueError(
-                    f"X has {len(X)} rows, but fit needs at least {MIN_FIT_ROWS}; pass more rows."
+                    f"X has {len(X)} rows (n_samples={len(X)}), but fit needs at least {MIN_FIT_ROWS}; "
+                    "pass more rows."
                 )
             for what, bad in (
                 ("no observed value", missing.all(0)),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_random_state
 
@@ -28,8 +28,11 @@ from ..files import atomic_output
 from ..utils import default_device, derive_seed, make_generator
 
 __all__ = [
+    "FORMAT",
+    "LoadError",
     "CONSTANT_RTOL",
     "MIN_FIT_ROWS",
+    "numeric_rows",
     "Streams",
     "read_pair",
     "resolve_device",
@@ -44,13 +47,17 @@ __all__ = [
 # standard deviation is at most CONSTANT_RTOL * (|mean| + 1) counts as constant and is refused: it has
 # no density, and the whitener's floor would turn it into a spurious ~+2 nats per row.
 MIN_FIT_ROWS, CONSTANT_RTOL = 10, 1e-12
+# the format number of the files ``write_pair`` writes; ``read_pair`` reads only this one
+FORMAT = 1
 # torch seeds drawn from a numpy random state for ``sample`` lie in [0, SEED_HIGH)
 SEED_HIGH = np.iinfo(np.int64).max
 
 
 # -- rows ------------------------------------------------------------------------------------------
-def validate_rows(estimator: BaseEstimator, X, reset: bool) -> torch.Tensor:
-    """``X`` as a float32 tensor that owns its memory; sets (``reset``, at ``fit``) or checks the
+def validate_rows(
+    estimator: BaseEstimator, X, reset: bool, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``X`` as a tensor of ``dtype`` that owns its memory; sets (``reset``, at ``fit``) or checks the
     estimator's ``n_features_in_`` and ``feature_names_in_`` through scikit-learn's ``validate_data``.
 
     At ``fit`` it also needs ``MIN_FIT_ROWS`` rows and no constant column. The copy is C-contiguous
@@ -60,18 +67,76 @@ def validate_rows(estimator: BaseEstimator, X, reset: bool) -> torch.Tensor:
     ndim = getattr(X, "ndim", None)
     if ndim is not None and ndim != 2:
         raise ValueError(
-            f"X must be 2-D [n_samples, n_features], got shape {tuple(np.shape(X))}; reshape a single "
-            "feature with X.reshape(-1, 1) or a single row with X.reshape(1, -1)."
+            f"X must be 2-D [n_samples, n_features], got shape {tuple(np.shape(X))}. Reshape your data: "
+            "X.reshape(-1, 1) for a single feature, X.reshape(1, -1) for a single row."
         )
-    X = validate_data(estimator, X, reset=reset, dtype=np.float64)
+    X = numeric_rows(estimator, X, reset)
     if reset:
         if len(X) < MIN_FIT_ROWS:
             raise ValueError(
-                f"X has {len(X)} rows, but fit needs at least {MIN_FIT_ROWS} (a held-out split of "
+                f"X has {len(X)} rows (n_samples={len(X)}), but fit needs at least {MIN_FIT_ROWS} (a held-out split of "
                 "validation_fraction is taken from them); pass more rows."
             )
         _check_no_constant_column(X, getattr(estimator, "feature_names_in_", None))
-    return torch.from_numpy(np.array(X, dtype=np.float32, order="C", copy=True))
+    return torch.from_numpy(np.array(X, dtype=np.float64, order="C", copy=True)).to(dtype)
+
+
+def numeric_rows(estimator: BaseEstimator, X, reset: bool, **checks) -> np.ndarray:
+    """``validate_data(estimator, X, reset, dtype=float64, **checks)`` with two clearer refusals: a column
+    of text (named, with the advice to drop it) and a value beyond float32's range, where the models
+    compute (it would overflow there to infinity and the solvers fail deep inside)."""
+    try:
+        X = validate_data(estimator, X, reset=reset, dtype=np.float64, **checks)
+    except ValueError as err:
+        if "could not convert" not in str(err) and "convert string" not in str(err):
+            raise
+        _refuse_text_columns(X)
+        raise
+    names = getattr(estimator, "feature_names_in_", None)
+    with np.errstate(invalid="ignore"):
+        beyond = np.flatnonzero((np.abs(X) > np.finfo(np.float32).max).any(0))
+    if beyond.size:
+        raise ValueError(
+            f"X has values beyond float32's range (about 3.4e38) in column(s) {_columns(beyond, names)}; "
+            "the model computes in float32: rescale the column(s) (other units, a log) before using them."
+        )
+    return X
+
+
+def _refuse_text_columns(X) -> None:
+    """Raise naming the columns of ``X`` that hold text (a DataFrame's or an array's)."""
+    columns = X.columns if hasattr(X, "columns") else None
+    data = np.asarray(X, dtype=object)
+    if data.ndim != 2:
+        return
+    bad, example = [], None
+    for j in range(data.shape[1]):
+        try:
+            data[:, j].astype(np.float64)
+        except (TypeError, ValueError):
+            bad.append(j)
+            if example is None:
+                example = next(v for v in data[:, j] if isinstance(v, str) and not _is_number(v))
+    if bad:
+        names = None if columns is None else np.asarray([str(c) for c in columns], dtype=object)
+        raise ValueError(
+            f"X has text in column(s) {_columns(np.asarray(bad), names)} (e.g. {example!r}), which has "
+            "no density; drop the column(s), or encode them as numbers, before passing X."
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _columns(indices: np.ndarray, names) -> str:
+    """Column indices (with their names when known) for a message, at most ten."""
+    listed = ", ".join(f"{j} ({names[j]!r})" if names is not None else str(j) for j in indices[:10])
+    return listed + (f" and {indices.size - 10} more" if indices.size > 10 else "")
 
 
 def _check_no_constant_column(X: np.ndarray, names: np.ndarray | None) -> None:
@@ -80,11 +145,8 @@ def _check_no_constant_column(X: np.ndarray, names: np.ndarray | None) -> None:
     constant = np.flatnonzero(std <= CONSTANT_RTOL * (np.abs(mean) + 1))
     if not constant.size:
         return
-    cols = ", ".join(f"{j} ({names[j]!r})" if names is not None else str(j) for j in constant[:10]) + (
-        f" and {constant.size - 10} more" if constant.size > 10 else ""
-    )
     raise ValueError(
-        f"X has {constant.size} constant column(s), index {cols}, which have no density (each would "
+        f"X has {constant.size} constant column(s), index {_columns(constant, names)}, which have no density (each would "
         "add a spurious ~2 nats per row and spread its samples); drop the column(s) before fit."
     )
 
@@ -164,26 +226,38 @@ def _meta_path(path: Path) -> Path:
 
 
 def write_pair(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write ``tensors`` to ``path`` (safetensors) and ``meta`` to ``path + '.json'``.
+    """Write ``tensors`` to ``path`` (safetensors) and ``meta`` to ``path + '.json'``, the JSON stamped
+    with ``FORMAT``, the library's version and the weights' size and SHA-256.
 
     Missing parent folders are created. Both files are first written beside their targets under
     temporary names and then renamed over them, so an interrupted write leaves any earlier pair
-    whole and no partial file under the final names.
+    whole and no partial file under the final names; a crash between the two renames leaves new
+    weights beside an old JSON, which ``read_pair`` refuses by the hash.
     """
     path = Path(path)
     meta_path = _meta_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    weights = save(tensors)
+    stamp = {
+        "format": FORMAT,
+        "library": _library_version(),
+        "weights_bytes": len(weights),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+    }
+    text = json.dumps({**stamp, **meta}, indent=2, default=_json_default)
     # both temporaries are complete before either replaces its target (the side file first)
     with atomic_output(path) as tmp, atomic_output(meta_path) as tmp_meta:
-        save_file(tensors, str(tmp))
-        tmp_meta.write_text(json.dumps(meta, indent=2, default=_json_default))
+        tmp.write_bytes(weights)
+        tmp_meta.write_text(text)
 
 
 def read_pair(path: str | Path, class_name: str) -> tuple[dict, dict[str, torch.Tensor]]:
     """The JSON side file and the tensors of a pair ``write_pair`` wrote for an estimator of class ``class_name``.
 
-    Raises ``FileNotFoundError`` when either file is missing and ``ValueError`` when they hold
-    another class.
+    Raises ``FileNotFoundError`` when either file is missing, and ``ValueError`` naming the path for
+    anything else that keeps the pair from loading: unreadable JSON, another format or class, weights
+    whose size or SHA-256 differ from what the JSON records (read only after the size matches), or
+    weights that safetensors cannot read.
     """
     path = Path(path)
     meta_path = _meta_path(path)
@@ -192,10 +266,41 @@ def read_pair(path: str | Path, class_name: str) -> tuple[dict, dict[str, torch.
             f"no saved estimator at path {str(path)!r} (expected it and {meta_path.name}); pass the "
             "file that save() wrote."
         )
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("its JSON side file is not an object")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise LoadError(path, f"its JSON side file cannot be read ({err})") from None
+    if meta.get("format") != FORMAT:
+        raise LoadError(path, f"it has format {meta.get('format')!r}, this library reads format {FORMAT}")
     if meta.get("class") != class_name:
         raise ValueError(
             f"path {str(path)!r} holds a {meta.get('class')}, not a {class_name}; load it with "
             f"{meta.get('class')}.load."
         )
-    return meta, load_file(str(path))
+    if path.stat().st_size != meta.get("weights_bytes"):
+        raise LoadError(path, "its weights are not the ones its JSON side file was written with (size)")
+    weights = path.read_bytes()
+    if hashlib.sha256(weights).hexdigest() != meta.get("weights_sha256"):
+        raise LoadError(path, "its weights are not the ones its JSON side file was written with (SHA-256)")
+    try:
+        return meta, load(weights)
+    except Exception as err:  # safetensors raises its own error types for a malformed file
+        raise LoadError(path, f"its weights cannot be read ({type(err).__name__}: {err})") from None
+
+
+class LoadError(ValueError):
+    """A saved estimator that cannot be loaded: one message naming the path and the reason."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"cannot load the estimator saved at path {str(path)!r}: {reason}.")
+
+
+def _library_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scorefield")
+    except PackageNotFoundError:
+        return "unknown"
