@@ -87,9 +87,9 @@ class ScoreDensityEstimator(BaseEstimator):
             stopping on the held-out split decides the length within it (``n_steps_``,
             ``validation_curve_``); ``fit`` warns when the budget ends a run that was still improving.
         batch_size: ``None`` means ``min(256, n_train)`` (``recipe.BATCH``).
-        hidden: MLP width; ``None`` means 256 beyond 8 features with at least 1,000 training rows,
-            else 128 (``recipe.width``).
-        depth: MLP hidden layers.
+        hidden: MLP width; ``None`` sizes it to the data (``recipe.size``: 64 below 1,000 training
+            rows, else 128, or 256 beyond 8 features).
+        depth: MLP hidden layers; ``None`` sizes it to the data (2 below 1,000 training rows, else 3).
         lr: AdamW learning rate.
         weight_decay: AdamW's decoupled weight decay (towards the whitened Gaussian, see above).
         validation_fraction: share of rows held out for early stopping and for ``t_eval_``.
@@ -121,7 +121,7 @@ class ScoreDensityEstimator(BaseEstimator):
     with string column names (``score_samples`` and ``grad_log_prob`` then check the names);
     ``scaler_`` (the ``Whitener``), ``model_`` (the EMA score model), ``n_steps_``,
     ``validation_loss_`` (the best held-out loss, checked every ``EVAL_EVERY`` steps and at the last),
-    ``validation_curve_`` (every ``(step, loss)`` checked), ``hidden_`` (the MLP's width), ``t_eval_``, ``base_`` (the
+    ``validation_curve_`` (every ``(step, loss)`` checked), ``hidden_`` and ``depth_`` (the MLP's size), ``t_eval_``, ``base_`` (the
     base chosen), ``base_scores_`` (each candidate's held-out mean log-density in whitened units),
     ``base_weight_`` (``a`` of the fitted density ``(1 - a) p_corr + a p_base``: every row's log-density
     is at least ``log a`` plus the base's; 1 is the base alone), ``correction_`` (``base_weight_ < 1``:
@@ -136,7 +136,7 @@ class ScoreDensityEstimator(BaseEstimator):
         "steps": [Interval(Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "hidden": [Interval(Integral, 1, None, closed="left"), None],
-        "depth": [Interval(Integral, 1, None, closed="left")],
+        "depth": [Interval(Integral, 1, None, closed="left"), None],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 0.5, closed="neither")],
@@ -159,6 +159,7 @@ class ScoreDensityEstimator(BaseEstimator):
         "validation_loss_": lambda v: isinstance(v, float),
         "sigma_max_": lambda v: isinstance(v, float) and v > 0,
         "hidden_": lambda v: isinstance(v, int) and v >= 1,
+        "depth_": lambda v: isinstance(v, int) and v >= 1,
         "base_": lambda v: v in recipe.BASES,
         "base_scores_": lambda v: isinstance(v, dict),
         "correction_": lambda v: isinstance(v, bool),
@@ -172,7 +173,7 @@ class ScoreDensityEstimator(BaseEstimator):
         steps: int | None = None,
         batch_size: int | None = None,
         hidden: int | None = None,
-        depth: int = 3,
+        depth: int | None = None,
         lr: float = 2e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.15,
@@ -244,7 +245,8 @@ class ScoreDensityEstimator(BaseEstimator):
             )
         which = self.base if self.param == "denoiser" else "gaussian"
         self.base_, base, self.base_scores_ = recipe.choose_base(z_train, z_val, seeds.seed("base"), which)
-        self.hidden_ = self.hidden or recipe.width(z_train.shape[1], len(z_train))
+        width, depth = recipe.size(z_train.shape[1], len(z_train))
+        self.hidden_, self.depth_ = self.hidden or width, self.depth or depth
         model = self._build(recipe.squash_bound(z_train), sigma_max, base).to(device)
         trained = recipe.train(
             model,
@@ -311,7 +313,7 @@ class ScoreDensityEstimator(BaseEstimator):
         """The untrained network for ``len(bound)`` features (``recipe.build_model``)."""
         sde = recipe.make_sde(self.sde, sigma_max)
         init = Streams(self.seed_).seed("init")
-        return recipe.build_model(sde, bound, self.hidden_, self.depth, self.param, init, base)
+        return recipe.build_model(sde, bound, self.hidden_, self.depth_, self.param, init, base)
 
     def _loss(self, model: ScoreModel, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The per-row training loss: ``sde_dsm`` with ``weighting`` (importance-sampled for ``"likelihood"``)."""
@@ -446,6 +448,7 @@ class ScoreDensityEstimator(BaseEstimator):
             "validation_loss_": self.validation_loss_,
             "sigma_max_": getattr(self, "sigma_max_", None),
             "hidden_": self.hidden_,
+            "depth_": self.depth_,
             "base_": self.base_,
             "base_scores_": self.base_scores_,
             "correction_": self.correction_,
@@ -550,7 +553,7 @@ class ScoreAnomalyDetector(OutlierMixin, ScoreDensityEstimator):
         steps: int | None = None,
         batch_size: int | None = None,
         hidden: int | None = None,
-        depth: int = 3,
+        depth: int | None = None,
         lr: float = 2e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.15,
