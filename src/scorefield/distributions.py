@@ -18,9 +18,23 @@ import torch
 
 from .sde import HasMarginal
 
-__all__ = ["Banana", "Gaussian", "GaussianMixture", "Parzen", "two_gaussians"]
+__all__ = [
+    "LOG_2PI",
+    "Banana",
+    "Gaussian",
+    "GaussianMixture",
+    "Parzen",
+    "gaussian_log_density",
+    "two_gaussians",
+]
 
-_LOG_2PI = math.log(2 * math.pi)
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_log_density(sq: torch.Tensor, log_det: torch.Tensor | float, d: int) -> torch.Tensor:
+    """``log N(x; mu, Sigma) = -(sq + log det Sigma + d log 2 pi) / 2`` from the squared Mahalanobis
+    distance ``sq`` and ``log det Sigma`` (broadcast): the one place the Gaussian's normaliser is written."""
+    return -0.5 * (sq + log_det + d * LOG_2PI)
 
 
 def _marginal_floats(sde: HasMarginal, t: float) -> tuple[float, float]:
@@ -83,8 +97,9 @@ class GaussianMixture:
         self.weights = weights / weights.sum()
         self._chol = chol
         self._log_weights = torch.log(self.weights)
-        # log N normaliser per component: -d/2 log 2pi - sum log diag(L)
-        self._log_norm = -0.5 * d * _LOG_2PI - torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        # log N normaliser per component (sq = 0): -d/2 log 2pi - sum log diag(L)
+        log_det = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        self._log_norm = gaussian_log_density(torch.zeros_like(log_det), log_det, d)
 
     # -- construction helpers -------------------------------------------------------------------
     def _like(self, means: torch.Tensor, covs: torch.Tensor) -> GaussianMixture:
@@ -190,6 +205,24 @@ class Gaussian(GaussianMixture):
     def mean(self) -> torch.Tensor:  # type: ignore[override]
         return self.means[0]
 
+    def condition(self, x: torch.Tensor, missing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's ``missing`` cells given its observed ones (rows of different patterns at once): the
+        rows completed by the conditional mean ``[n, d]``, and ``[n, d, d]`` matrices equal to the
+        conditional covariance ``P_MM^-1`` (``P = cov^-1``) on the missing block and the identity on the
+        observed one (docs/math.md#gaussians-and-mixtures).
+
+        Through ``A = P o (m m^T) + diag(1 - m)`` (``m`` the row's missing indicator), whose inverse is
+        ``P_MM^-1`` on the missing block and the identity elsewhere; the missing deviations' conditional
+        mean is ``-P_MM^-1 P_MO delta_O``. The Cholesky factor of ``A`` keeps the blocks apart, so it
+        draws the missing cells with their conditional covariance.
+        """
+        mean = self.mean().to(x)
+        m = missing.to(x.dtype)
+        precision = torch.cholesky_inverse(self._chol[0].to(x))
+        delta = torch.where(missing, 0.0, x - mean)  # (n, d), 0 at the missing cells
+        a_inv = torch.linalg.inv(precision * (m[:, :, None] * m[:, None, :]) + torch.diag_embed(1 - m))
+        return mean + delta + torch.einsum("nij,nj->ni", a_inv, -m * (delta @ precision)), a_inv
+
 
 class Parzen:
     """The Parzen density ``q_sigma(x) = (1/N) sum_i N(x; x_i, sigma^2 I)``.
@@ -220,7 +253,7 @@ class Parzen:
         data = self.data.to(x)
         sq = torch.cdist(x, data).square()
         d, n_data = self.dim, data.shape[0]
-        return -0.5 * sq / self.sigma**2 - 0.5 * d * (_LOG_2PI + 2 * math.log(self.sigma)) - math.log(n_data)
+        return gaussian_log_density(sq / self.sigma**2, 2 * d * math.log(self.sigma), d) - math.log(n_data)
 
     def _chunks(self, x: torch.Tensor):
         _check_x(x, self.dim)
@@ -301,7 +334,8 @@ class Banana:
         """Exact ``log p(x)``: ``[N, 2] -> [N]``."""
         _check_x(x, 2)
         r = self._residual(x)
-        return -0.5 * ((x[:, 0] / self.s1) ** 2 + (r / self.s2) ** 2) - _LOG_2PI - math.log(self.s1 * self.s2)
+        sq = (x[:, 0] / self.s1) ** 2 + (r / self.s2) ** 2
+        return gaussian_log_density(sq, 2 * math.log(self.s1 * self.s2), 2)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Exact ``grad log p(x)``: ``[N, 2] -> [N, 2]``."""

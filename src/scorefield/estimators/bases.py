@@ -22,6 +22,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..distributions import gaussian_log_density
+
 __all__ = [
     "BASES",
     "MixtureBase",
@@ -49,9 +51,6 @@ TIES_FRACTION = 0.5
 BIC_COMPONENTS, BIC_ROWS_PER_PARAM = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32), 2.0
 MAX_KERNELS = 8192
 KDE_BANDWIDTHS = tuple(2.0 ** (k / 4) for k in range(-16, 5))
-
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 # -- the base density as a module --------------------------------------------------------------
@@ -128,12 +127,12 @@ class MixtureBase(nn.Module):
         if self.isotropic:
             var = m2[:, :, 0] * self.variances.to(x)[:, 0] + s2[:, :, 0]  # [B, K]
             sq = _sq_dist(x, mu, m)
-            log_n = -0.5 * (sq / var + x.shape[1] * (_LOG_2PI + var.log()))
+            log_n = gaussian_log_density(sq / var, x.shape[1] * var.log(), x.shape[1])
             return log_n + self.log_weights.to(x), var
         rot = self.rotations.to(x)  # [K, d, d]
         y = torch.einsum("kdj,bkd->bkj", rot, x[:, None, :] - m[:, None, None] * mu)  # U^T (x - m mu)
         var = m2 * self.variances.to(x) + s2  # [B, K, d]
-        log_n = -0.5 * (y.square() / var + _LOG_2PI + var.log()).sum(-1)
+        log_n = gaussian_log_density(y.square().div(var).sum(-1), var.log().sum(-1), y.shape[-1])
         return log_n + self.log_weights.to(x), (y, var)
 
     def log_prob(self, x: torch.Tensor, m: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -263,7 +262,7 @@ def choose_base(
     for the whitened Gaussian (the network's own skip term). A mixture by BIC with one component is
     the Gaussian and is not a separate candidate."""
     d = z_train.shape[1]
-    gaussian = float((-0.5 * (z_val.square().sum(1) + d * math.log(2 * math.pi))).mean())
+    gaussian = float(gaussian_log_density(z_val.square().sum(1), 0.0, d).mean())
     candidates: dict[str, tuple[MixtureBase | None, float]] = {"gaussian": (None, gaussian)}
     if which in ("auto", "gmm"):
         gmm = fit_gmm(z_train, seed)

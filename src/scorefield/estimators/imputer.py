@@ -33,6 +33,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ..conditional import sample_conditional
+from ..distributions import Gaussian
 from ..keyed import KeyedNoise
 from ..sde import KINDS
 from ..utils import derive_seed
@@ -356,29 +357,11 @@ def _constant_columns(X: np.ndarray, missing: np.ndarray) -> np.ndarray:
     return ~(high > low)
 
 
-def _gaussian_conditional(
-    x: torch.Tensor, missing: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Under ``N(mean, cov)``, each row's missing cells given its observed ones: the rows completed by the
-    conditional mean ``[n, d]``, and ``[n, d, d]`` matrices equal to the conditional covariance
-    ``P_MM⁻¹`` (``P = cov⁻¹``) on the missing block and to the identity on the observed one.
-
-    All rows at once through ``A = P ∘ (m mᵀ) + diag(1 - m)`` (``m`` the row's missing indicator), whose
-    inverse is ``P_MM⁻¹`` on the missing block and the identity elsewhere; the missing deviations'
-    conditional mean is ``-P_MM⁻¹ P_MO δ_O``.
-    """
-    m = missing.to(x.dtype)
-    precision = torch.linalg.inv(cov)
-    delta = torch.where(missing, 0.0, x - mean)  # (n, d), 0 at the missing cells
-    a_inv = torch.linalg.inv(precision * (m[:, :, None] * m[:, None, :]) + torch.diag_embed(1 - m))
-    return mean + delta + torch.einsum("nij,nj->ni", a_inv, -m * (delta @ precision)), a_inv
-
-
 def gaussian_em(X: np.ndarray, n_iter: int = 50, tol: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``[d]`` and covariance ``[d, d]`` (float64) of a Gaussian fitted by EM to rows with missing
     cells, NaN (Dempster, Laird & Rubin 1977; Little & Rubin 2019, section 11.2).
 
-    E-step: each row's missing cells' conditional mean and covariance (``_gaussian_conditional``).
+    E-step: each row's missing cells' conditional mean and covariance (``distributions.Gaussian.condition``).
     M-step: the mean and covariance of the completed rows plus the mean conditional covariance. The
     columns are standardised by their observed cells first, so that one ridge, ``RIDGE`` added to the
     covariance at each step, keeps it invertible whatever the units. Starts from the identity; stops
@@ -393,7 +376,7 @@ def gaussian_em(X: np.ndarray, n_iter: int = 50, tol: float = 1e-5) -> tuple[tor
     mean, cov = torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
     eye = torch.eye(d, dtype=torch.float64)
     for _ in range(n_iter):
-        filled, a_inv = _gaussian_conditional(x, missing, mean, cov)
+        filled, a_inv = Gaussian(mean, cov).condition(x, missing)
         cond_cov = a_inv - eye * (~missing)[:, :, None]  # the identity on the observed block removed
         mean = filled.mean(0)
         centred = filled - mean
@@ -411,11 +394,11 @@ def gaussian_draw(
 ) -> np.ndarray:
     """``X`` with each row's missing cells drawn from their conditional law under ``N(mean, cov)``.
 
-    The Cholesky factor of ``_gaussian_conditional``'s block matrix keeps its blocks apart (a zero
+    The Cholesky factor of ``distributions.Gaussian.condition``'s block matrix keeps its blocks apart (a zero
     ``A_ij`` between blocks stays zero in ``L``), so ``L z`` on the missing cells has their conditional
     covariance."""
     missing = torch.from_numpy(np.isnan(X))
-    filled, a_inv = _gaussian_conditional(torch.from_numpy(np.where(np.isnan(X), 0.0, X)), missing, mean, cov)
+    filled, a_inv = Gaussian(mean, cov).condition(torch.from_numpy(np.where(np.isnan(X), 0.0, X)), missing)
     z = torch.randn(filled.shape, generator=generator, dtype=torch.float64)
     noise = torch.einsum("nij,nj->ni", torch.linalg.cholesky(a_inv), z)
     return np.where(np.isnan(X), (filled + noise).numpy(), X)
