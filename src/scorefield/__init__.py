@@ -26,15 +26,16 @@ from .sde import SDE, VESDE, VPSDE, SubVPSDE
 _LAZY = {
     "Run": "run.finished",
     "load_run": "run.finished",
-    "ScoreDensityEstimator": "estimators",
-    "ScoreAnomalyDetector": "estimators",
-    "ScoreImputer": "estimators",
+    "ScoreDensityEstimator": "estimators.density",
+    "ScoreAnomalyDetector": "estimators.density",
+    "ScoreImputer": "estimators.imputer",
 }
 _SUBMODULES = ("datasets", "losses", "metrics", "nets")
 
 if TYPE_CHECKING:
     from . import datasets, losses, metrics, nets
-    from .estimators import ScoreAnomalyDetector, ScoreDensityEstimator, ScoreImputer
+    from .estimators.density import ScoreAnomalyDetector, ScoreDensityEstimator
+    from .estimators.imputer import ScoreImputer
     from .run.finished import Run, load_run
 
 
