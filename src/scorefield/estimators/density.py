@@ -289,7 +289,8 @@ class ScoreDensityEstimator(BaseEstimator):
         return x, x_val
 
     # parameters that shape only the network's correction: without it they do not change the density
-    _NETWORK_PARAMETERS = ("steps", "batch_size", "hidden", "depth", "lr", "weight_decay", "weighting")
+    # (``steps`` is left out: it is a budget, which users set to bound the time of a fit)
+    _NETWORK_PARAMETERS = ("batch_size", "hidden", "depth", "lr", "weight_decay", "weighting")
 
     def _warn_ignored_parameters(self) -> None:
         """Warn when the correction was dropped although network parameters were set: a search over them
