@@ -20,7 +20,7 @@ import scorefield as sf
 wine = load_wine()
 X_train, X_test = train_test_split(wine.data, test_size=0.3, random_state=0)
 
-model = sf.ScoreDensityEstimator(steps=1000, seed=0).fit(X_train)
+model = sf.ScoreDensityEstimator(steps=1000, random_state=0).fit(X_train)
 print(f"scorefield: held-out log-density {model.score_samples(X_test).mean():8.2f} nats per wine")
 print(f"            base density chosen: {model.base_}, network correction kept: {model.correction_}")
 

@@ -19,7 +19,7 @@ X, y = load_breast_cancer(return_X_y=True)  # y == 1: benign
 X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
 benign = X_train[y_train == 1]
 
-detector = sf.ScoreAnomalyDetector(contamination="auto", steps=1000, seed=0).fit(benign)
+detector = sf.ScoreAnomalyDetector(contamination="auto", steps=1000, random_state=0).fit(benign)
 logp = detector.score_samples(X_test)  # low means anomalous
 auroc = sf.metrics.auroc(-logp[y_test == 1], -logp[y_test == 0])  # (normal, anomalous)
 flagged = detector.predict(X_test) == -1
