@@ -38,7 +38,7 @@ from scorefield.viz import (
     tweedie_denoiser,
     write_gif,
 )
-from scorefield.viz.base import _hdr_levels
+from scorefield.viz.base import hdr_levels
 from scorefield.viz.training import _smooth
 
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
@@ -224,7 +224,7 @@ def test_highest_density_levels_of_a_standard_gaussian():
     # the region {p > c} of N(0, I_2) holds mass m when c = (1 - m) / (2 pi)
     xs = np.linspace(-6, 6, 601)
     r2 = xs[:, None] ** 2 + xs[None, :] ** 2
-    levels = _hdr_levels(np.exp(-r2 / 2) / (2 * math.pi), masses=(0.9, 0.5))
+    levels = hdr_levels(np.exp(-r2 / 2) / (2 * math.pi), masses=(0.9, 0.5))
     np.testing.assert_allclose(levels, [0.1 / (2 * math.pi), 0.5 / (2 * math.pi)], rtol=0.01)
 
 
@@ -674,9 +674,9 @@ def test_divergence_colour_scale_shows_shallow_sinks_beside_tall_sources():
 
 
 def _grid_points(extent, n):
-    from scorefield.viz.base import _grid
+    from scorefield.viz.base import plane_grid
 
-    return _grid(extent, n)
+    return plane_grid(extent, n)
 
 
 def test_smoothing_figure_sums_the_kernels_into_the_parzen_density():
@@ -769,13 +769,13 @@ def test_annealed_animation_draws_each_levels_density_in_its_own_window(tmp_path
     mixture = two_gaussians(dtype=torch.float64)
     x0 = 8 * torch.rand(50, 2, generator=make_generator(0), dtype=torch.float64) - 4
     seen = []
-    original = viz.animations._frame
+    original = viz.animations.set_window
 
     def spy(ax, extent):
         seen.append(extent)
         original(ax, extent)
 
-    monkeypatch.setattr(viz.animations, "_frame", spy)
+    monkeypatch.setattr(viz.animations, "set_window", spy)
     path = annealed_langevin_animation(
         _smoothed_score(mixture), x0, tmp_path / "a.gif", sigmas=[20.0, 5.0, 1.0], step_size=0.05, n_steps_each=10,
         n_frames=8, background_at=mixture.smooth, window="level", extent=(-9, 9, -9, 9), generator=make_generator(1),

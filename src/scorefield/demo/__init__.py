@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from ..distributions import two_gaussians
 from ..files import atomic_write
-from . import page, sections
+from . import prose, sections
 from .settings import FULL, QUICK, Budget, Streams
 
 __all__ = ["FULL", "QUICK", "SECTIONS", "Budget", "run_demo"]
@@ -124,7 +124,7 @@ def _run(out: Path, budget: Budget, progress: bool, seed: int, quick: bool) -> d
         budget
     )
     figures = {name: drawn for section in done.values() for name, drawn in section.figures.items()}
-    report = page.render(out, results, figures, budget)
+    report = prose.render(out, results, figures, budget)
     results = _clean(results)
     atomic_write(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
     atomic_write(out / "report.html", report.encode())

@@ -1,8 +1,6 @@
-"""The demo's page: ``render`` turns the sections' numbers and figures into one self-contained HTML
-file (every image embedded, every equation MathML, no script, nothing fetched), with the
-tutorials' quotations, the prose, equations and captions of each section (``prose``), the table
-of the numbers that matter and what every term in it means. It computes nothing: every number it
-prints comes from the results, and every figure from the sections; it saves each figure beside
+"""The demo's page as HTML: ``Page`` collects headings, paragraphs, equations, tables and figures into
+one self-contained file (every image embedded, every equation MathML, no script, nothing fetched),
+and ``CSS`` styles it; ``prose.render`` fills it. It computes nothing; it saves each figure beside
 the page.
 
 The page reads on a phone as on a desktop: a viewport declaration, images that shrink to the
@@ -25,9 +23,9 @@ from PIL import Image
 from ..files import atomic_write
 from ..viz import GIF_DPI
 from .mathml import tex
-from .settings import PNG_DPI, Budget
+from .settings import PNG_DPI
 
-__all__ = ["CSS", "Page", "render"]
+__all__ = ["CSS", "Page", "markup"]
 
 CSS_PX_PER_INCH = 100  # a figure of w inches is shown w * 100 CSS pixels wide (at most the column)
 NARROW = 600  # CSS pixels: a figure wider than this keeps this width on a narrow screen and scrolls
@@ -164,52 +162,3 @@ class _Html(str):
 def markup(text: str) -> _Html:
     """Mark ``text`` as HTML for a table cell (otherwise cells are escaped)."""
     return _Html(text)
-
-
-def render(out: Path, results: dict, figures: dict[str, Figure | Path], budget: Budget) -> str:
-    """The page of ``results`` (every section's numbers, ``wall_s`` and ``settings``, as in
-    ``results.json``) and the sections' ``figures`` by name, each PNG written to ``out``."""
-    from . import prose  # the prose builds on Page
-
-    page = Page(out, figures)
-    for number, (anchor, title, opening, body) in enumerate(prose.OUTLINE, start=1):
-        page.heading(f"{number}. {title}", anchor)
-        if opening is not None:
-            page.quote(*opening)
-        body(page, results, budget)
-    page.heading(f"{len(prose.OUTLINE) + 1}. The numbers", "numbers")
-    page.para(
-        "The numbers that matter, from every section, with the wall time of the work behind each "
-        "(one CPU thread). Every number on this page is also in <code>results.json</code>; the terms are "
-        'defined <a href="#terms">below</a>.'
-    )
-    page.table(["quantity", "value", "time (s)"], prose.summary(results))
-    page.heading("What the terms mean", "terms", level=3)
-    page.raw(prose.glossary(results, budget))
-    wall, settings = results["wall_s"], results["settings"]
-    contents = (
-        "".join(
-            f'<li><a href="#{anchor}">{html.escape(title)}</a></li>' for anchor, title, *_ in prose.OUTLINE
-        )
-        + '<li><a href="#numbers">The numbers</a></li>'
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>scorefield demo: score functions, denoising and diffusion</title>
-<style>{CSS}</style>
-</head>
-<body>
-<h1>Score functions, denoising and diffusion</h1>
-<p class="meta">scorefield demo{" (quick)" if settings["quick"] else ""}: seed {settings["seed"]},
-one CPU thread, torch {html.escape(settings["torch"])}, {wall["total"]:.0f} s in all.
-Every number below is also in <code>results.json</code>; the formulas are those of the project's
-<code>docs/math.md</code>.</p>
-{prose.INTRODUCTION}
-<ol>{contents}</ol>
-{"".join(page.parts)}
-</body>
-</html>
-"""

@@ -36,13 +36,13 @@ from .base import (
     Extent,
     NoiseScoreFn,
     ScoreFn,
-    _check_2d,
-    _density_grid,
-    _frame,
-    _label_plane,
-    _numpy,
-    _resolve_extent,
-    _scatter,
+    check_2d,
+    density_on_grid,
+    label_plane,
+    resolve_extent,
+    scatter_points,
+    set_window,
+    to_numpy,
 )
 
 if TYPE_CHECKING:
@@ -146,11 +146,11 @@ def write_gif(
     change the density drawn and the window from frame to frame (e.g. the smoothed density of each
     noise level). Densities are evaluated on ``device`` in ``dtype``.
     """
-    arrays = [_numpy(f) for f in frames]
+    arrays = [to_numpy(f) for f in frames]
     if not arrays:
         raise ValueError("write_gif needs at least one frame")
     for array in arrays:
-        _check_2d("each frame", array)
+        check_2d("each frame", array)
     n = len(arrays)
     if titles is None:
         titles = [f"frame {i + 1}/{n}" for i in range(n)]
@@ -158,9 +158,9 @@ def write_gif(
         if values is not None and len(values) != n:
             raise ValueError(f"got {len(values)} {name} for {n} frames")
     if data is not None:
-        extent = _resolve_extent(extent, data)  # the data's whole range, as plot_samples frames it
+        extent = resolve_extent(extent, data)  # the data's whole range, as plot_samples frames it
     first_background = background if backgrounds is None else backgrounds[0]
-    extent = _resolve_extent(extent, first_background, arrays[-1], tail=0.005, device=device)  # 99%: strays
+    extent = resolve_extent(extent, first_background, arrays[-1], tail=0.005, device=device)  # 99%: strays
     backgrounds = [background] * n if backgrounds is None else list(backgrounds)
     extents = [extent] * n if extents is None else [tuple(float(v) for v in e) for e in extents]
     fig = Figure(figsize=(size, size), dpi=dpi, layout="constrained")
@@ -172,9 +172,11 @@ def write_gif(
             np.zeros((2, 2)), origin="lower", extent=extents[0], cmap="Blues", interpolation="bilinear",
             aspect="auto",
         )  # fmt: skip
-    shown = None if data is None else _scatter(ax, _numpy(data), "data", DATA_COLOR, size=3.0, alpha=0.5)
-    points = _scatter(ax, arrays[0], "particles", SAMPLE_COLOR, size=6.0, alpha=0.8)
-    _label_plane(ax, columns)
+    shown = (
+        None if data is None else scatter_points(ax, to_numpy(data), "data", DATA_COLOR, size=3.0, alpha=0.5)
+    )
+    points = scatter_points(ax, arrays[0], "particles", SAMPLE_COLOR, size=6.0, alpha=0.8)
+    label_plane(ax, columns)
     legend = ax.legend(loc="lower right", fontsize="small", markerscale=2.5, framealpha=0.8)
     title = ax.set_title(" ", fontsize="medium")
     # what changes from frame to frame is drawn over a saved still of the rest, in this order
@@ -185,14 +187,14 @@ def write_gif(
     for i in range(n):
         title.set_text(titles[i])  # before a full redraw too: the layout makes room for it
         if extents[i] != window:  # a new window: redraw the axes, ticks and labels once
-            _frame(ax, extents[i])
+            set_window(ax, extents[i])
             canvas.draw()
             still, window, density_of = canvas.copy_from_bbox(fig.bbox), extents[i], None
         canvas.restore_region(still)
         if image is not None:
             image.set_visible(backgrounds[i] is not None)
             if backgrounds[i] is not None and density_of is not backgrounds[i]:
-                density = _density_grid(backgrounds[i], extents[i], 100, device, dtype)[2]
+                density = density_on_grid(backgrounds[i], extents[i], 100, device, dtype)[2]
                 image.set_data(density)
                 image.set_extent(extents[i])
                 image.set_clim(0.0, float(density.max()) or 1.0)
@@ -227,11 +229,11 @@ class _Recorder:
         self.to_data = to_data
         self.labels, self.states, self.levels = [], [], []
         self.add(label, x0, level)
-        _check_2d("x0", self.states[0])
+        check_2d("x0", self.states[0])
 
     def add(self, label: str, x: torch.Tensor, level: float | None = None) -> None:
         self.labels.append(label)
-        self.states.append(_numpy(x if self.to_data is None else self.to_data(x)))
+        self.states.append(to_numpy(x if self.to_data is None else self.to_data(x)))
         self.levels.append(level)
 
     def write(
@@ -255,7 +257,7 @@ class _Recorder:
             gif_kwargs["backgrounds"] = [densities[level] for level in levels]
             if window == "level":
                 extents = {
-                    level: _wider(gif_kwargs.get("extent"), _resolve_extent(None, density))
+                    level: _wider(gif_kwargs.get("extent"), resolve_extent(None, density))
                     for level, density in densities.items()
                 }
                 gif_kwargs["extents"] = [extents[level] for level in levels]

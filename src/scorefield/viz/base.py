@@ -37,15 +37,15 @@ class Density(Protocol):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
 
 
-def _is_density(obj) -> bool:
+def is_density(obj) -> bool:
     return callable(getattr(obj, "log_prob", None)) and callable(getattr(obj, "score", None))
 
 
-def _score_of(obj) -> ScoreFn:
-    return obj.score if _is_density(obj) else obj
+def score_of(obj) -> ScoreFn:
+    return obj.score if is_density(obj) else obj
 
 
-def _evaluate(
+def evaluate_on(
     fn: Callable[[torch.Tensor], torch.Tensor],
     points: np.ndarray,
     device: Device = CPU,
@@ -57,25 +57,25 @@ def _evaluate(
     return out.detach().cpu().to(torch.float64).numpy()
 
 
-def _numpy(x: ArrayLike) -> np.ndarray:
+def to_numpy(x: ArrayLike) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().to(torch.float64).numpy()
     return np.asarray(x, dtype=np.float64)
 
 
-def _check_2d(name: str, x: np.ndarray) -> None:
+def check_2d(name: str, x: np.ndarray) -> None:
     if x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"{name} must be 2-D points of shape [N, 2], got shape {x.shape}")
 
 
-def _grid(extent: Extent, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def plane_grid(extent: Extent, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An ``n x n`` grid over ``extent``: ``X, Y`` ``[n, n]`` (rows are y) and the points ``[n*n, 2]``."""
     xmin, xmax, ymin, ymax = extent
     xs, ys = np.meshgrid(np.linspace(xmin, xmax, n), np.linspace(ymin, ymax, n), indexing="xy")
     return xs, ys, np.stack([xs.ravel(), ys.ravel()], axis=1)
 
 
-def _limits(*arrays: np.ndarray, pad: float = 0.05, tail: float = 0.005) -> np.ndarray:
+def limits_of(*arrays: np.ndarray, pad: float = 0.05, tail: float = 0.005) -> np.ndarray:
     """Plotting limits ``[d, 2]`` per coordinate, each axis scaled to its own data: the span of every
     array's ``tail`` to ``1 - tail`` quantiles (finite rows of ``[N, d]`` arrays; ``tail = 0``: their
     whole range), widened by ``pad`` of it on each side."""
@@ -92,20 +92,20 @@ def _limits(*arrays: np.ndarray, pad: float = 0.05, tail: float = 0.005) -> np.n
     return np.stack([center - half, center + half], axis=1)
 
 
-def _outside(points: np.ndarray, limits: np.ndarray) -> int:
+def count_outside(points: np.ndarray, limits: np.ndarray) -> int:
     """How many rows of ``points`` lie outside the window ``limits [d, 2]`` (or are not finite)."""
     inside = (points >= limits[:, 0]) & (points <= limits[:, 1])
     return int((~inside.all(axis=1)).sum())
 
 
-def _extent_of(points: np.ndarray, tail: float = 0.005) -> Extent:
+def extent_of(points: np.ndarray, tail: float = 0.005) -> Extent:
     """The window ``(xmin, xmax, ymin, ymax)`` of 2-D ``points``, each axis scaled to its own data
-    (``_limits``)."""
-    (xmin, xmax), (ymin, ymax) = _limits(points, tail=tail)
+    (``limits_of``)."""
+    (xmin, xmax), (ymin, ymax) = limits_of(points, tail=tail)
     return (float(xmin), float(xmax), float(ymin), float(ymax))
 
 
-def _names(columns: Sequence[str] | None, d: int) -> tuple[str, ...]:
+def column_names(columns: Sequence[str] | None, d: int) -> tuple[str, ...]:
     """The names of ``d`` coordinates: ``columns``, or ``x0 .. x{d-1}``."""
     if columns is None:
         return tuple(f"x{i}" for i in range(d))
@@ -114,14 +114,14 @@ def _names(columns: Sequence[str] | None, d: int) -> tuple[str, ...]:
     return tuple(columns)
 
 
-def _label_plane(ax: Axes, columns: Sequence[str] | None) -> None:
+def label_plane(ax: Axes, columns: Sequence[str] | None) -> None:
     """Name the two axes of a plane after its coordinates."""
-    x_name, y_name = _names(columns, 2)
+    x_name, y_name = column_names(columns, 2)
     ax.set_xlabel(x_name)
     ax.set_ylabel(y_name)
 
 
-def _resolve_extent(extent: Extent | None, *sources, tail: float = 0.0, device: Device = CPU) -> Extent:
+def resolve_extent(extent: Extent | None, *sources, tail: float = 0.0, device: Device = CPU) -> Extent:
     """``extent`` if given, else one around the first source: a point cloud's whole range (with
     ``tail > 0``: its ``tail`` to ``1 - tail`` quantiles), or 99% of a distribution's samples (drawn
     with a generator on ``device``, where the distribution lives)."""
@@ -132,38 +132,38 @@ def _resolve_extent(extent: Extent | None, *sources, tail: float = 0.0, device: 
             continue
         if callable(getattr(source, "sample", None)):
             generator = torch.Generator(device=device).manual_seed(0)
-            return _extent_of(_numpy(source.sample(4000, generator=generator)))
+            return extent_of(to_numpy(source.sample(4000, generator=generator)))
         if isinstance(source, torch.Tensor | np.ndarray):
-            return _extent_of(_numpy(source), tail=tail)
+            return extent_of(to_numpy(source), tail=tail)
     raise ValueError("cannot infer the plotting window: pass extent=(xmin, xmax, ymin, ymax)")
 
 
-def _figure(nrows: int, ncols: int, size: float = PANEL_SIZE) -> tuple[Figure, np.ndarray]:
+def new_figure(nrows: int, ncols: int, size: float = PANEL_SIZE) -> tuple[Figure, np.ndarray]:
     """A grid of square panels of ``size`` inches, with room above each for its title."""
     fig = Figure(figsize=(size * ncols, (size + 0.3) * nrows), layout="constrained")
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def _density_grid(
+def density_on_grid(
     dist: Density, extent: Extent, n: int, device: Device, dtype: torch.dtype
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``dist``'s density on an ``n x n`` grid over ``extent`` (evaluated on ``device`` in ``dtype``):
     ``X, Y`` and the density, each ``[n, n]``."""
-    xs, ys, points = _grid(extent, n)
-    return xs, ys, np.exp(_evaluate(dist.log_prob, points, device, dtype)).reshape(n, n)
+    xs, ys, points = plane_grid(extent, n)
+    return xs, ys, np.exp(evaluate_on(dist.log_prob, points, device, dtype)).reshape(n, n)
 
 
-def _density_image(
+def draw_density_image(
     ax: Axes, dist: Density, extent: Extent, n: int, device: Device = CPU, dtype: torch.dtype = torch.float32
 ):
     """``dist``'s density on an ``n x n`` grid over ``extent``, as an image in ``ax``."""
-    density = _density_grid(dist, extent, n, device, dtype)[2]
+    density = density_on_grid(dist, extent, n, device, dtype)[2]
     return ax.imshow(
         density, origin="lower", extent=extent, cmap="Blues", interpolation="bilinear", aspect="auto"
     )
 
 
-def _hdr_levels(density: np.ndarray, masses: Sequence[float] = (0.99, 0.9, 0.5)) -> list[float]:
+def hdr_levels(density: np.ndarray, masses: Sequence[float] = (0.99, 0.9, 0.5)) -> list[float]:
     """Density thresholds of the highest-density regions holding each probability mass (on a grid)."""
     p = np.sort(density.ravel())[::-1]
     cumulative = np.cumsum(p) / p.sum()
@@ -171,19 +171,19 @@ def _hdr_levels(density: np.ndarray, masses: Sequence[float] = (0.99, 0.9, 0.5))
     return sorted(levels)
 
 
-def _density_contours(
+def draw_density_contours(
     ax: Axes, dist: Density, extent: Extent, n: int, device: Device = CPU, dtype: torch.dtype = torch.float32
 ):
     """The outlines of ``dist``'s highest-density regions holding 50/90/99% of the mass, in ``ax``."""
-    xs, ys, density = _density_grid(dist, extent, n, device, dtype)
-    return ax.contour(xs, ys, density, levels=_hdr_levels(density), colors="c", linewidths=0.8)
+    xs, ys, density = density_on_grid(dist, extent, n, device, dtype)
+    return ax.contour(xs, ys, density, levels=hdr_levels(density), colors="c", linewidths=0.8)
 
 
-def _scatter(ax: Axes, x: np.ndarray, label: str, color: str, size: float = 3.0, alpha: float = 0.6):
+def scatter_points(ax: Axes, x: np.ndarray, label: str, color: str, size: float = 3.0, alpha: float = 0.6):
     return ax.scatter(x[:, 0], x[:, 1], s=size, c=color, alpha=alpha, linewidths=0, label=label)
 
 
-def _frame(ax: Axes, extent: Extent) -> None:
+def set_window(ax: Axes, extent: Extent) -> None:
     """Limit ``ax`` to ``extent``; each axis keeps its own scale (no forced aspect)."""
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])

@@ -17,7 +17,7 @@ from ..distributions import GaussianMixture
 from ..samplers import sample_ode, sample_pc
 from ..sde import SDE
 from ..utils import append_dims
-from .base import DATA_COLOR, SAMPLE_COLOR, NoiseScoreFn, _limits, _numpy, _outside, _scatter
+from .base import DATA_COLOR, SAMPLE_COLOR, NoiseScoreFn, count_outside, limits_of, scatter_points, to_numpy
 
 __all__ = ["exact_time_score", "plot_denoising_chain", "plot_diffusion_1d"]
 
@@ -68,8 +68,8 @@ def plot_diffusion_1d(
     )
     sde_paths = np.stack(states, axis=1)  # (paths, times)
     _, info = sample_ode(score, sde, x_T, n_steps, method="rk4", t_end=eps, return_trajectory=True)
-    ode_paths = _numpy(info["trajectory"][:, :, 0]).T
-    ode_times = _numpy(info["times"].reshape(-1, 1))[:, 0]
+    ode_paths = to_numpy(info["trajectory"][:, :, 0]).T
+    ode_times = to_numpy(info["times"].reshape(-1, 1))[:, 0]
     reach = max(3.5, float(np.abs(sde_paths).max()), float(np.abs(ode_paths).max()))
     xs = np.linspace(-reach, reach, n_grid)
     ts = np.geomspace(eps, 1.0, n_times)
@@ -131,11 +131,11 @@ def plot_denoising_chain(
     requested = sorted(set(times))
     chain: dict[float, np.ndarray] = {}
     grid_times = [1.0]
-    states = [_numpy(x_T)]
+    states = [to_numpy(x_T)]
 
     def keep(info: dict) -> None:
         grid_times.append(info["t"])
-        states.append(_numpy(info["x"]))
+        states.append(to_numpy(info["x"]))
 
     sample_pc(score_fn, sde, x_T, n_steps, generator=generator, callback=keep)
     for t in requested:
@@ -150,10 +150,10 @@ def plot_denoising_chain(
         noisy = append_dims(scale, 2) * x0 + append_dims(std, 2) * z
         with torch.no_grad():
             jumped = denoise_fn(noisy, batch)
-        rows.append((t, float(scale[0]), float(std[0]), _numpy(noisy), _numpy(jumped), chain[t]))
-    clean = _numpy(x0)
+        rows.append((t, float(scale[0]), float(std[0]), to_numpy(noisy), to_numpy(jumped), chain[t]))
+    clean = to_numpy(x0)
     every = np.concatenate([clean] + [a for row in rows for a in row[3:]])
-    limits = _limits(every, tail=0.002)
+    limits = limits_of(every, tail=0.002)
     half = float(np.abs(limits).max())
     limits = np.array([[-half, half], [-half, half]])
     mean = clean.mean(0)
@@ -166,13 +166,13 @@ def plot_denoising_chain(
             ((noisy, "C0", "noised"), (jumped, SAMPLE_COLOR, "one jump"), (state, "C2", "chain"))
         ):
             ax = axes[i, j]
-            _scatter(ax, clean, "clean data", DATA_COLOR, size=2.0, alpha=0.35)
-            _scatter(ax, values, label, color, size=2.5, alpha=0.7)
+            scatter_points(ax, clean, "clean data", DATA_COLOR, size=2.0, alpha=0.35)
+            scatter_points(ax, values, label, color, size=2.5, alpha=0.7)
             ax.scatter(*mean, s=60, c="k", marker="+", linewidths=1.5, label="data mean", zorder=3)
             ax.set_xlim(*limits[0])
             ax.set_ylim(*limits[1])
             ax.set_aspect("equal")
-            outside = _outside(values, limits)
+            outside = count_outside(values, limits)
             note = f", {outside} outside" if outside else ""
             ax.set_title((heads[j] + "\n" if i == 0 else "") + f"t = {t:g}{note}", fontsize="small")
         axes[i, 0].set_ylabel(

@@ -28,18 +28,18 @@ from .base import (
     Device,
     Extent,
     ScoreFn,
-    _density_contours,
-    _density_image,
-    _evaluate,
-    _figure,
-    _frame,
-    _grid,
-    _is_density,
-    _label_plane,
-    _numpy,
-    _resolve_extent,
-    _scatter,
-    _score_of,
+    draw_density_contours,
+    draw_density_image,
+    evaluate_on,
+    is_density,
+    label_plane,
+    new_figure,
+    plane_grid,
+    resolve_extent,
+    scatter_points,
+    score_of,
+    set_window,
+    to_numpy,
 )
 
 ERROR_LABEL = r"$\|s_\theta(x) - \nabla_x \log p(x)\|$"
@@ -87,24 +87,24 @@ def plot_score_field(
     is drawn under both fields; ``data`` is scattered on top; ``columns`` names the axes. Both
     fields (and the density) are evaluated on ``device`` in ``dtype``.
     """
-    dist = true_dist_or_score if _is_density(true_dist_or_score) else None
-    extent = _resolve_extent(extent, dist, data, device=device)
-    xs, ys, points = _grid(extent, grid)
-    compared = _is_density(true_dist_or_score) or learned_score is not None
-    first = _evaluate(_score_of(true_dist_or_score), points, device, dtype)
+    dist = true_dist_or_score if is_density(true_dist_or_score) else None
+    extent = resolve_extent(extent, dist, data, device=device)
+    xs, ys, points = plane_grid(extent, grid)
+    compared = is_density(true_dist_or_score) or learned_score is not None
+    first = evaluate_on(score_of(true_dist_or_score), points, device, dtype)
     fields = {"true score" if compared else "score": first}
     if learned_score is not None:
-        fields["learned score"] = _evaluate(learned_score, points, device, dtype)
+        fields["learned score"] = evaluate_on(learned_score, points, device, dtype)
     cell = np.array([extent[1] - extent[0], extent[3] - extent[2]]) / max(grid - 1, 1)
 
     def in_cells(field: np.ndarray) -> np.ndarray:  # an arrow's length counted in grid cells per axis
         return np.linalg.norm(field / cell, axis=1)
 
     longest = float(in_cells(first).max()) or 1.0
-    fig, axes = _figure(1, len(fields))
+    fig, axes = new_figure(1, len(fields))
     for ax, (title, field) in zip(axes[0], fields.items(), strict=True):
         if dist is not None:
-            _density_image(ax, dist, extent, density_grid, device, dtype)
+            draw_density_image(ax, dist, extent, density_grid, device, dtype)
         if normalize:
             field = field / np.maximum(in_cells(field), 1e-12)[:, None]
             scale = 1 / 0.8
@@ -113,9 +113,9 @@ def plot_score_field(
         u, v = field[:, 0].reshape(xs.shape), field[:, 1].reshape(xs.shape)
         ax.quiver(xs, ys, u, v, angles="xy", scale_units="xy", scale=scale, width=0.004, color="k")
         if data is not None:
-            _scatter(ax, _numpy(data), "data", SAMPLE_COLOR, size=2.0, alpha=0.5)
-        _frame(ax, extent)
-        _label_plane(ax, columns)
+            scatter_points(ax, to_numpy(data), "data", SAMPLE_COLOR, size=2.0, alpha=0.5)
+        set_window(ax, extent)
+        label_plane(ax, columns)
         ax.set_title(title)
     return fig
 
@@ -138,25 +138,25 @@ def plot_score_error(
     with its plain average over the window, which the low-density regions dominate. Both scores
     and the density are evaluated on ``device`` in ``dtype``.
     """
-    extent = _resolve_extent(extent, true_dist, data, device=device)
-    _, _, points = _grid(extent, grid)
-    true = _evaluate(true_dist.score, points, device, dtype)
-    error = np.linalg.norm(_evaluate(learned_score, points, device, dtype) - true, axis=1)
-    log_p = _evaluate(true_dist.log_prob, points, device, dtype)
+    extent = resolve_extent(extent, true_dist, data, device=device)
+    _, _, points = plane_grid(extent, grid)
+    true = evaluate_on(true_dist.score, points, device, dtype)
+    error = np.linalg.norm(evaluate_on(learned_score, points, device, dtype) - true, axis=1)
+    log_p = evaluate_on(true_dist.log_prob, points, device, dtype)
     weights = np.exp(log_p - log_p.max())
     weighted = float((weights * error**2).sum() / weights.sum())
-    fig, axes = _figure(1, 2)
+    fig, axes = new_figure(1, 2)
     fig.get_layout_engine().set(wspace=0.08)
     ax_map, ax_scatter = axes[0]
     image = ax_map.imshow(
         error.reshape(grid, grid), origin="lower", extent=extent, cmap="magma", aspect="auto"
     )
     fig.colorbar(image, ax=ax_map, shrink=0.8, label=ERROR_LABEL)
-    _density_contours(ax_map, true_dist, extent, grid, device, dtype)
+    draw_density_contours(ax_map, true_dist, extent, grid, device, dtype)
     if data is not None:
-        _scatter(ax_map, _numpy(data), "data", "c", size=2.0, alpha=0.4)
-    _frame(ax_map, extent)
-    _label_plane(ax_map, None)
+        scatter_points(ax_map, to_numpy(data), "data", "c", size=2.0, alpha=0.4)
+    set_window(ax_map, extent)
+    label_plane(ax_map, None)
     ax_map.set_title("score error")
     ax_scatter.scatter(log_p, error, s=3, c="C0", alpha=0.5, linewidths=0, label="grid points")
     ax_scatter.set_xlabel(r"$\log p(x)$")
@@ -186,7 +186,7 @@ def plot_gaussian_score_line(
     lo, hi = extent if extent is not None else (mean - 4 * std, mean + 4 * std)
     x = torch.linspace(lo, hi, n, dtype=torch.float64)[:, None]
     if ax is None:
-        ax = _figure(1, 1, size=4.0)[1][0, 0]
+        ax = new_figure(1, 1, size=4.0)[1][0, 0]
     (score_line,) = ax.plot(
         x[:, 0], dist.score(x)[:, 0], color="C3", label=r"score $s(x) = -(x - \mu)/\sigma^2$"
     )
@@ -224,8 +224,8 @@ def plot_score_slice(
     Gaussians"). ``dist`` is a ``GaussianMixture`` (its components give the dashed lines); drawn into
     ``ax`` if given (its figure is returned).
     """
-    a = torch.as_tensor(_numpy(start), dtype=dtype)
-    b = torch.as_tensor(_numpy(end), dtype=dtype)
+    a = torch.as_tensor(to_numpy(start), dtype=dtype)
+    b = torch.as_tensor(to_numpy(end), dtype=dtype)
     length = float(torch.linalg.norm(b - a))
     direction = (b - a) / length
     u = torch.linspace(0.0, length, n, dtype=dtype)
@@ -234,7 +234,7 @@ def plot_score_slice(
     along = (mixture.score(x) @ direction).numpy()
     density = mixture.log_prob(x).exp().numpy()
     if ax is None:
-        ax = _figure(1, 1, size=4.0)[1][0, 0]
+        ax = new_figure(1, 1, size=4.0)[1][0, 0]
     means = getattr(mixture, "means", None)
     if means is not None:
         precisions = torch.linalg.inv(mixture.covs)
@@ -267,7 +267,7 @@ def _divergence_grid(score_fn: ScoreFn, points: np.ndarray, device: Device, dtyp
     """The exact divergence ``∇·s`` at ``points`` (the trace of the autograd Jacobian)."""
     x = torch.as_tensor(points, dtype=dtype, device=device)
     unused_time = torch.zeros(x.shape[0], dtype=dtype, device=device)
-    return _numpy(divergence(lambda y, _: score_fn(y), x, unused_time, kind="exact"))
+    return to_numpy(divergence(lambda y, _: score_fn(y), x, unused_time, kind="exact"))
 
 
 def _sink_norm(values: np.ndarray) -> colors.Normalize:
@@ -288,8 +288,8 @@ def _divergence_image(ax: Axes, values: np.ndarray, extent: Extent, norm: colors
 
 
 def _arrows(ax: Axes, score_fn: ScoreFn, extent: Extent, arrows: int, device: Device, dtype: torch.dtype):
-    ax_x, ax_y, arrow_points = _grid(extent, arrows)
-    field = _evaluate(score_fn, arrow_points, device, dtype)
+    ax_x, ax_y, arrow_points = plane_grid(extent, arrows)
+    field = evaluate_on(score_fn, arrow_points, device, dtype)
     ax.quiver(
         ax_x, ax_y, field[:, 0].reshape(ax_x.shape), field[:, 1].reshape(ax_x.shape), angles="xy",
         color="k", width=0.004,
@@ -315,11 +315,11 @@ def plot_score_divergence(
     arrows (``arrows x arrows``, 0 for none) and the ``data`` are drawn on top. The score is
     evaluated on ``device`` in ``dtype``.
     """
-    extent = _resolve_extent(extent, data, score if _is_density(score) else None, device=device)
-    score_fn = _score_of(score)
-    _, _, points = _grid(extent, grid)
+    extent = resolve_extent(extent, data, score if is_density(score) else None, device=device)
+    score_fn = score_of(score)
+    _, _, points = plane_grid(extent, grid)
     div = _divergence_grid(score_fn, points, device, dtype)
-    fig, axes = _figure(1, 1, size=4.2)
+    fig, axes = new_figure(1, 1, size=4.2)
     ax = axes[0, 0]
     image = _divergence_image(ax, div, extent, _sink_norm(div))
     bar = fig.colorbar(image, ax=ax, shrink=0.8, label=r"$\nabla \cdot s(x)$")
@@ -328,10 +328,10 @@ def plot_score_divergence(
     if arrows:
         _arrows(ax, score_fn, extent, arrows, device, dtype)
     if data is not None:
-        ax.scatter(*_numpy(data).T, s=8, c="k", edgecolors="w", linewidths=0.4, label="data")
+        ax.scatter(*to_numpy(data).T, s=8, c="k", edgecolors="w", linewidths=0.4, label="data")
         ax.legend(loc="lower right", fontsize="small", framealpha=0.9)
-    _frame(ax, extent)
-    _label_plane(ax, None)
+    set_window(ax, extent)
+    label_plane(ax, None)
     ax.set_title(r"$\nabla \cdot s$: sinks (blue), sources (red)")
     return fig
 
@@ -358,22 +358,22 @@ def plot_interfering_sinks(
     scale; the arrows are the mixture's score.
     """
     mixture = mixture.to(dtype)
-    extent = _resolve_extent(extent, mixture)
-    _, _, points = _grid(extent, grid)
+    extent = resolve_extent(extent, mixture)
+    _, _, points = plane_grid(extent, grid)
     x = torch.as_tensor(points, dtype=dtype)
     r = mixture.responsibilities(x)
     own = -torch.linalg.inv(mixture.covs).diagonal(dim1=-2, dim2=-1).sum(-1)  # -tr Σ_k^{-1}, [K]
     alone = (r * own).sum(1).numpy()
     together = _divergence_grid(mixture.score, points, CPU, dtype)
     norm = _sink_norm(np.concatenate([alone, together, own.numpy()]))  # the sinks' exact depths included
-    fig, axes = _figure(1, 2)
+    fig, axes = new_figure(1, 2)
     titles = (r"each sink alone:" "\n" r"$-\mathrm{tr}\,\Sigma_k^{-1}$ weighted by $r_k$",
               r"together: $\nabla \cdot s$" "\n" "(the sinks interfere)")  # fmt: skip
     for ax, values, title in zip(axes[0], (alone, together), titles, strict=True):
         image = _divergence_image(ax, values, extent, norm)
         _arrows(ax, mixture.score, extent, arrows, CPU, dtype)
-        ax.scatter(*_numpy(mixture.means).T, s=40, c="k", marker="+", label="component means")
-        _frame(ax, extent)
+        ax.scatter(*to_numpy(mixture.means).T, s=40, c="k", marker="+", label="component means")
+        set_window(ax, extent)
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("x0")
     axes[0, 0].set_ylabel("x1")

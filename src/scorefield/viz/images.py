@@ -14,9 +14,17 @@ from matplotlib.axes import Axes
 from PIL import Image
 
 from ..files import atomic_output
-from .base import ArrayLike, _numpy
+from .base import ArrayLike, to_numpy
 
-__all__ = ["BORDER_VALUE", "GRID_MAX_SIDE", "GRID_MIN_SIDE", "grid_scale", "image_grid", "image_grid_size"]
+__all__ = [
+    "BORDER_VALUE",
+    "GRID_MAX_SIDE",
+    "GRID_MIN_SIDE",
+    "grid_scale",
+    "image_grid",
+    "image_grid_size",
+    "show_images",
+]
 
 GRID_MIN_SIDE = 64  # pixels per side that grid_scale enlarges an image to, at least
 GRID_MAX_SIDE = 16384  # pixels per side of the largest image_grid
@@ -73,7 +81,7 @@ def image_grid(
     high, where ``ncol = min(B, nrow)`` and ``rows = ceil(B / nrow)``; with ``path`` it is also saved
     (PNG by its suffix).
     """
-    images = _numpy(x)
+    images = to_numpy(x)
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must be [B, C, H, W] with C = 1 or 3, got shape {images.shape}")
     b, c, h, w = images.shape
@@ -95,7 +103,7 @@ def image_grid(
     return grid
 
 
-def _show_images(ax: Axes, x: ArrayLike, nrow: int, value_range: tuple[float, float] | None) -> None:
+def show_images(ax: Axes, x: ArrayLike, nrow: int, value_range: tuple[float, float] | None) -> None:
     """``image_grid`` of ``x`` in ``ax``, with 1-pixel borders: matplotlib enlarges the pixels itself."""
     grid = image_grid(x, nrow=nrow, padding=1, value_range=value_range)
     ax.imshow(np.asarray(grid), cmap="gray" if grid.mode == "L" else None, vmin=0, vmax=255)

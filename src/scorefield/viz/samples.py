@@ -30,20 +30,20 @@ from .base import (
     Device,
     Extent,
     NoiseScoreFn,
-    _check_2d,
-    _density_image,
-    _extent_of,
-    _figure,
-    _frame,
-    _label_plane,
-    _limits,
-    _names,
-    _numpy,
-    _outside,
-    _resolve_extent,
-    _scatter,
+    check_2d,
+    column_names,
+    count_outside,
+    draw_density_image,
+    extent_of,
+    label_plane,
+    limits_of,
+    new_figure,
+    resolve_extent,
+    scatter_points,
+    set_window,
+    to_numpy,
 )
-from .images import _show_images
+from .images import show_images
 
 __all__ = [
     "plot_denoising_strip",
@@ -76,35 +76,35 @@ def plot_samples(
     the samples' label counts those outside that window, and the histograms are densities over all
     of a set's points, so mass outside the window is missing from them rather than spread inside.
     """
-    x = _numpy(samples)
-    ref = None if data is None else _numpy(data)
+    x = to_numpy(samples)
+    ref = None if data is None else to_numpy(data)
     if x.ndim == 4:
         shown = [("samples", x)] if ref is None else [("data", ref), ("samples", x)]
         if value_range is None:  # both grids on one scale
             value_range = (float(shown[0][1].min()), float(shown[0][1].max()))
-        fig, axes = _figure(1, len(shown), size=4.0)
+        fig, axes = new_figure(1, len(shown), size=4.0)
         for ax, (title, images) in zip(axes[0], shown, strict=True):
-            _show_images(ax, images[:max_images], nrow=nrow, value_range=value_range)
+            show_images(ax, images[:max_images], nrow=nrow, value_range=value_range)
             ax.set_title(title)
         return fig
     if x.ndim != 2:
         raise ValueError(f"samples must be [N, d] points or [B, C, H, W] images, got shape {x.shape}")
     if ref is not None and ref.shape[1:] != x.shape[1:]:
         raise ValueError(f"data have shape {ref.shape[1:]} per row but the samples {x.shape[1:]}")
-    names = _names(columns, x.shape[1])
-    limits = _limits(x) if ref is None else _limits(ref, tail=0.0)
-    outside = _outside(x, limits)
+    names = column_names(columns, x.shape[1])
+    limits = limits_of(x) if ref is None else limits_of(ref, tail=0.0)
+    outside = count_outside(x, limits)
     sets = [] if ref is None else [("data", ref, DATA_COLOR)]
     sets.append(("samples", x, SAMPLE_COLOR))
     described = {"data": f"data ({0 if ref is None else len(ref)})", "samples": f"samples ({len(x)})"}
     if outside:
         described["samples"] = f"samples ({len(x)})\n{outside} outside the window"
     if x.shape[1] == 2:
-        fig, axes = _figure(1, len(sets))
+        fig, axes = new_figure(1, len(sets))
         for ax, (name, points, color) in zip(axes[0], sets, strict=True):
-            _scatter(ax, points, name, color)
-            _frame(ax, tuple(limits.ravel()))
-            _label_plane(ax, names)
+            scatter_points(ax, points, name, color)
+            set_window(ax, tuple(limits.ravel()))
+            label_plane(ax, names)
             ax.set_title(described[name])
         return fig
     fig = _corner_plot(sets, limits, names)
@@ -178,15 +178,15 @@ def plot_naive_vs_annealed(
     of its starting points between the basins; annealing recovers the weights. The density is
     evaluated on ``device`` in ``dtype``.
     """
-    extent = _resolve_extent(extent, mixture, device=device)
+    extent = resolve_extent(extent, mixture, device=device)
     truth = _weights_text(mixture.weights.tolist())
-    fig, axes = _figure(1, 2)
+    fig, axes = new_figure(1, 2)
     for ax, (name, samples) in zip(
         axes[0], (("naive Langevin", naive), ("annealed Langevin", annealed)), strict=True
     ):
-        _density_image(ax, mixture, extent, density_grid, device, dtype)
-        _scatter(ax, _numpy(samples), "samples", SAMPLE_COLOR)
-        _frame(ax, extent)
+        draw_density_image(ax, mixture, extent, density_grid, device, dtype)
+        scatter_points(ax, to_numpy(samples), "samples", SAMPLE_COLOR)
+        set_window(ax, extent)
         ax.set_title(name)
         measured = _weights_text(mode_weights(samples, mixture).tolist())
         ax.text(
@@ -246,7 +246,7 @@ def plot_denoising_strip(
         raise ValueError(f"x0 must be [N, d] points or [B, C, H, W] images, got shape {tuple(x0.shape)}")
 
     def in_data(x: torch.Tensor) -> np.ndarray:
-        return _numpy(x if to_data is None else to_data(x))
+        return to_numpy(x if to_data is None else to_data(x))
 
     rows = []  # (title, noisy, denoised) per level, in data units
     for level in levels:
@@ -271,26 +271,26 @@ def plot_denoising_strip(
 
 
 def _denoising_plane(clean: np.ndarray, rows: list, columns: Sequence[str] | None) -> Figure:
-    fig, axes = _figure(2, len(rows), size=2.6)
+    fig, axes = new_figure(2, len(rows), size=2.6)
     for j, (title, noisy, denoised) in enumerate(rows):
-        extent = _extent_of(np.concatenate([clean, noisy, denoised]))
+        extent = extent_of(np.concatenate([clean, noisy, denoised]))
         for i, (name, values, color) in enumerate(
             (("noisy", noisy, "C0"), ("denoised", denoised, SAMPLE_COLOR))
         ):
             ax = axes[i, j]
-            _scatter(ax, clean, "clean data", DATA_COLOR, size=2.0, alpha=0.4)
-            _scatter(ax, values, name, color, size=2.0)
-            _frame(ax, extent)
-            _label_plane(ax, columns)
+            scatter_points(ax, clean, "clean data", DATA_COLOR, size=2.0, alpha=0.4)
+            scatter_points(ax, values, name, color, size=2.0)
+            set_window(ax, extent)
+            label_plane(ax, columns)
             ax.set_title(f"{name}, {title}", fontsize="small")
     return fig
 
 
 def _denoising_histograms(clean: np.ndarray, rows: list, columns: Sequence[str] | None) -> Figure:
-    names = _names(columns, clean.shape[1])
-    fig, axes = _figure(len(names), len(rows), size=2.2)
+    names = column_names(columns, clean.shape[1])
+    fig, axes = new_figure(len(names), len(rows), size=2.2)
     for j, (title, noisy, denoised) in enumerate(rows):
-        limits = _limits(clean, noisy, denoised)
+        limits = limits_of(clean, noisy, denoised)
         for i, name in enumerate(names):
             ax = axes[i, j]
             bins = np.linspace(*limits[i], 41)
@@ -320,7 +320,7 @@ def _denoising_images(clean: np.ndarray, rows: list, value_range: tuple[float, f
     for i, (title, noisy, denoised) in enumerate(rows):
         for j, (name, values) in enumerate((("clean", clean), ("noisy", noisy), ("denoised", denoised))):
             ax = axes[i, j]
-            _show_images(ax, values, nrow=nrow, value_range=value_range)
+            show_images(ax, values, nrow=nrow, value_range=value_range)
             if i == 0:
                 ax.set_title(name, fontsize="small")
         axes[i, 0].set_ylabel(title)
@@ -345,18 +345,18 @@ def plot_ode_trajectories(
     the prior is isotropic (standardised coordinates by design): without ``extent`` both axes share
     one scale (equal aspect), so the flow's directions are not distorted.
     """
-    _check_2d("x_T", _numpy(x_T))
+    check_2d("x_T", to_numpy(x_T))
     _, info = sample_ode(score_fn, sde, x_T, n_steps, method=method, t_end=eps, return_trajectory=True)
-    paths = _numpy(info["trajectory"]).transpose(1, 0, 2)  # (N, T, 2)
-    fig, axes = _figure(1, 1, size=4.2)
+    paths = to_numpy(info["trajectory"]).transpose(1, 0, 2)  # (N, T, 2)
+    fig, axes = new_figure(1, 1, size=4.2)
     ax = axes[0, 0]
     if data is not None:
-        _scatter(ax, _numpy(data), "data", DATA_COLOR, size=2.0, alpha=0.4)
+        scatter_points(ax, to_numpy(data), "data", DATA_COLOR, size=2.0, alpha=0.4)
     ax.add_collection(LineCollection(list(paths), colors="C0", linewidths=0.6, alpha=0.5, label="ODE paths"))
     ax.scatter(paths[:, 0, 0], paths[:, 0, 1], s=6, c="C0", marker="x", linewidths=0.6, label="t = 1 (prior)")
     ax.scatter(paths[:, -1, 0], paths[:, -1, 1], s=6, c=SAMPLE_COLOR, label=f"t = {eps:g} (samples)")
     if extent is not None:
-        _frame(ax, extent)
+        set_window(ax, extent)
     else:
         ax.autoscale()
         ax.set_aspect("equal", adjustable="datalim")

@@ -22,11 +22,11 @@ from .base import (
     ArrayLike,
     Extent,
     NoiseScoreFn,
-    _evaluate,
-    _frame,
-    _grid,
-    _hdr_levels,
-    _numpy,
+    evaluate_on,
+    hdr_levels,
+    plane_grid,
+    set_window,
+    to_numpy,
 )
 
 __all__ = ["plot_dsm_target", "plot_smoothed_scores", "plot_smoothing_1d"]
@@ -55,7 +55,7 @@ def plot_smoothing_1d(
     ``dist``) and ``p_σ = p * N(0, σ²)`` for each of ``sigmas``: the bumps widen, the valley between
     them fills, and the support grows.
     """
-    x_points = _numpy(points).reshape(-1)
+    x_points = to_numpy(points).reshape(-1)
     fig = Figure(figsize=(7.0, 3.3), layout="constrained")
     left, right = fig.subplots(1, 2)
     lo = min(x_points.min(), float(dist.means.min())) - 4 * max(sigma, 1.0)
@@ -114,7 +114,7 @@ def plot_dsm_target(
     score of ``p_σ``: the targets scatter, their conditional mean is the score of the smoothed
     density, which is what the regression learns.
     """
-    clean = torch.as_tensor(_numpy(points))
+    clean = torch.as_tensor(to_numpy(points))
     z = torch.randn(clean.shape[0], n_copies, 2, generator=generator, dtype=clean.dtype)
     noisy = clean[:, None, :] + sigma * z
     fig = Figure(figsize=(7.0, 3.4), layout="constrained")
@@ -187,20 +187,20 @@ def plot_smoothed_scores(
     the data are; at a large one ``p_σ`` covers the window and so does the training. ``labels`` name
     the rows (default ``σ = ...``); the window ``extent`` is the same in every row.
     """
-    xs, ys, points = _grid(extent, grid)
-    ax_x, ax_y, arrow_points = _grid(extent, arrows)
+    xs, ys, points = plane_grid(extent, grid)
+    ax_x, ax_y, arrow_points = plane_grid(extent, arrows)
     cell = np.array([extent[1] - extent[0], extent[3] - extent[2]]) / max(arrows - 1, 1)
     rows = []
     for sigma in sigmas:
         smoothed = dist.smooth(float(sigma))
-        density = np.exp(_evaluate(smoothed.log_prob, points, dtype=torch.float64)).reshape(grid, grid)
+        density = np.exp(evaluate_on(smoothed.log_prob, points, dtype=torch.float64)).reshape(grid, grid)
         level = torch.full((points.shape[0],), float(sigma), dtype=dtype)
-        true = _evaluate(smoothed.score, points, dtype=torch.float64)
-        fitted = _evaluate(lambda x, level=level: learned(x, level[: x.shape[0]]), points, dtype=dtype)
+        true = evaluate_on(smoothed.score, points, dtype=torch.float64)
+        fitted = evaluate_on(lambda x, level=level: learned(x, level[: x.shape[0]]), points, dtype=dtype)
         error = float(sigma) * np.linalg.norm(fitted - true, axis=1).reshape(grid, grid)
         level_a = torch.full((arrow_points.shape[0],), float(sigma), dtype=dtype)
-        true_arrows = _evaluate(smoothed.score, arrow_points, dtype=torch.float64)
-        learned_arrows = _evaluate(lambda x, level=level_a: learned(x, level), arrow_points, dtype=dtype)
+        true_arrows = evaluate_on(smoothed.score, arrow_points, dtype=torch.float64)
+        learned_arrows = evaluate_on(lambda x, level=level_a: learned(x, level), arrow_points, dtype=dtype)
         rows.append((density, error, true_arrows, learned_arrows))
     errors = np.concatenate([r[1].ravel() for r in rows])
     positive = errors[errors > 1e-12]
@@ -224,12 +224,12 @@ def plot_smoothed_scores(
                       scale_units="xy", scale=longest / 0.9, width=0.005, color=color)  # fmt: skip
         image = right.imshow(error, origin="lower", extent=extent, cmap="magma", norm=norm, aspect="auto",
                              interpolation="bilinear")  # fmt: skip
-        right.contour(xs, ys, density, levels=_hdr_levels(density), colors="c", linewidths=0.8)
+        right.contour(xs, ys, density, levels=hdr_levels(density), colors="c", linewidths=0.8)
         if data is not None:
-            shown = _numpy(data)
+            shown = to_numpy(data)
             left.scatter(shown[:, 0], shown[:, 1], s=1.5, c="C3", alpha=0.4, linewidths=0)
         for ax in (left, right):
-            _frame(ax, extent)
+            set_window(ax, extent)
         left.set_ylabel(f"{labels[i]}\nx1")
         if i == 0:
             left.set_title(r"$p_\sigma$ and its score $\nabla \log p_\sigma$", fontsize="medium")

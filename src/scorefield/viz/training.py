@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .base import _figure
+from .base import new_figure
 
 __all__ = ["plot_loss_curve"]
 
@@ -56,7 +56,7 @@ def plot_loss_curve(
             series[key] = points
     if not series:
         raise ValueError(f"no finite values of {', '.join(keys) or 'any loss'} in {metrics_jsonl_path}")
-    fig, axes = _figure(1, 1, size=4.2)
+    fig, axes = new_figure(1, 1, size=4.2)
     ax = axes[0, 0]
     for i, (key, points) in enumerate(series.items()):
         color = f"C{i}"

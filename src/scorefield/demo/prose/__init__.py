@@ -10,17 +10,24 @@ in ``docs/math.md``, which the text cites by section.
 
 ``basics`` writes sections 1 to 4 (the score, score matching, Langevin dynamics, noise),
 ``denoisers`` sections 5 to 8 (NCSN, diffusion, likelihood, moons), and ``common`` holds what they
-share; this module puts them in order and adds the introduction, the summary and the glossary.
+share; this module puts them in order, adds the introduction, the summary and the glossary, and
+``render`` lays the whole page out with ``page.Page``.
 """
 
 from __future__ import annotations
 
+import html
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
 from ..mathml import tex
+from ..page import CSS, Page
 from ..settings import Budget
 from . import basics, denoisers
 from .common import LABELS, Entry
 
-__all__ = ["INTRODUCTION", "LABELS", "OUTLINE", "glossary", "summary"]
+__all__ = ["INTRODUCTION", "LABELS", "OUTLINE", "glossary", "render", "summary"]
 
 INTRODUCTION = (
     "<p>The argument of the two tutorials <em>Score Functions</em> and <em>Score functions, denoising and "
@@ -120,3 +127,48 @@ def glossary(results: dict, budget: Budget) -> str:
     ]  # fmt: skip
     items = "".join(f"<dt>{term}</dt><dd>{text}</dd>" for term, text in terms)
     return f'<dl class="terms">{items}</dl>'
+
+
+def render(out: Path, results: dict, figures: dict[str, Figure | Path], budget: Budget) -> str:
+    """The page of ``results`` (every section's numbers, ``wall_s`` and ``settings``, as in
+    ``results.json``) and the sections' ``figures`` by name, each PNG written to ``out``."""
+    page = Page(out, figures)
+    for number, (anchor, title, opening, body) in enumerate(OUTLINE, start=1):
+        page.heading(f"{number}. {title}", anchor)
+        if opening is not None:
+            page.quote(*opening)
+        body(page, results, budget)
+    page.heading(f"{len(OUTLINE) + 1}. The numbers", "numbers")
+    page.para(
+        "The numbers that matter, from every section, with the wall time of the work behind each "
+        "(one CPU thread). Every number on this page is also in <code>results.json</code>; the terms are "
+        'defined <a href="#terms">below</a>.'
+    )
+    page.table(["quantity", "value", "time (s)"], summary(results))
+    page.heading("What the terms mean", "terms", level=3)
+    page.raw(glossary(results, budget))
+    wall, settings = results["wall_s"], results["settings"]
+    contents = (
+        "".join(f'<li><a href="#{anchor}">{html.escape(title)}</a></li>' for anchor, title, *_ in OUTLINE)
+        + '<li><a href="#numbers">The numbers</a></li>'
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>scorefield demo: score functions, denoising and diffusion</title>
+<style>{CSS}</style>
+</head>
+<body>
+<h1>Score functions, denoising and diffusion</h1>
+<p class="meta">scorefield demo{" (quick)" if settings["quick"] else ""}: seed {settings["seed"]},
+one CPU thread, torch {html.escape(settings["torch"])}, {wall["total"]:.0f} s in all.
+Every number below is also in <code>results.json</code>; the formulas are those of the project's
+<code>docs/math.md</code>.</p>
+{INTRODUCTION}
+<ol>{contents}</ol>
+{"".join(page.parts)}
+</body>
+</html>
+"""

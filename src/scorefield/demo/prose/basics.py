@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..page import Page
 from ..settings import Budget
-from .common import LABELS, Entry, _pct, _w, doc, m
+from .common import LABELS, Entry, doc, m, percent, weights_text
 
 __all__ = ["OUTLINE"]
 
@@ -164,10 +164,10 @@ def _score_matching(page: Page, results: dict, budget: Budget) -> None:
     if wrong > 0:
         heavy = basins["wrong_from_heavy"] >= 0.5
         where = (
-            f"From {_pct(wrong)} of the window (red), gradient ascent along the learned field ends at the other "
+            f"From {percent(wrong)} of the window (red), gradient ascent along the learned field ends at the other "
             f"mode than along the true field: a band along the boundary, no nearer than "
             f"{basins['wrong_min_distance']:.1f} to either mode, where the training data never go; "
-            f"{_pct(basins['wrong_from_heavy'] if heavy else 1 - basins['wrong_from_heavy'], 0)} of it belongs to "
+            f"{percent(basins['wrong_from_heavy'] if heavy else 1 - basins['wrong_from_heavy'], 0)} of it belongs to "
             f"the {'heavy' if heavy else 'light'} mode's basin, which the learned field hands to the "
             f"{'light' if heavy else 'heavy'} one."
         )
@@ -218,7 +218,7 @@ def _langevin(page: Page, results: dict, budget: Budget) -> None:
         f"score (ε = 0.05, {b.gif_steps} steps; the frames are log-spaced in the step, as the chains move most "
         "at first): the score-functions tutorial's animation of Langevin sampling. Each particle falls into "
         "the basin it starts in and stays there: "
-        f"{_pct(lv['gif_start_upper'], 0)} of them start on the light mode's side of the diagonal, and end in "
+        f"{percent(lv['gif_start_upper'], 0)} of them start on the light mode's side of the diagonal, and end in "
         "the light mode, which holds 20% of the mass.",
         "animation: particles under Langevin dynamics settle into the mode of the basin they start in",
     )
@@ -235,17 +235,17 @@ def _langevin(page: Page, results: dict, budget: Budget) -> None:
     page.table(
         ["chain", "mode weights (measured)", "true weights", "mode-weight error (TV)"],
         [
-            [f"naive Langevin ({b.langevin_steps} steps)", _w(lv["naive"]["weights"]), _w(truth),
+            [f"naive Langevin ({b.langevin_steps} steps)", weights_text(lv["naive"]["weights"]), weights_text(truth),
              lv["naive"]["error"]],
-            [f"annealed Langevin ({b.n_steps_each} steps per level)", _w(lv["annealed"]["weights"]), _w(truth),
+            [f"annealed Langevin ({b.n_steps_each} steps per level)", weights_text(lv["annealed"]["weights"]), weights_text(truth),
              lv["annealed"]["error"]],
         ],
     )  # fmt: skip
     page.figure(
         "naive_vs_annealed",
         f"Naive and annealed Langevin with the exact score, from one uniform start. The naive chain keeps "
-        f"about the split of its starting points ({_w(lv['naive']['weights'])}); annealing recovers "
-        f"{_w(lv['annealed']['weights'])} against the true {_w(truth)}.",
+        f"about the split of its starting points ({weights_text(lv['naive']['weights'])}); annealing recovers "
+        f"{weights_text(lv['annealed']['weights'])} against the true {weights_text(truth)}.",
         "samples of naive and annealed Langevin over the density",
     )
 

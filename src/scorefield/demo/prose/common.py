@@ -10,7 +10,7 @@ from ..mathml import tex
 from ..page import Page
 from ..settings import DSM_SIGMA, Budget
 
-__all__ = ["LABELS", "Entry", "doc", "m"]
+__all__ = ["LABELS", "Entry", "doc", "m", "percent", "weights_text"]
 
 Entry = tuple[str, str, tuple[str, str] | None, Callable[[Page, dict, Budget], None]]
 """One section of the page: anchor, title, the tutorial's words that open it (text, source) or None,
@@ -35,11 +35,11 @@ def m(source: str) -> str:
     return tex(source)
 
 
-def _w(weights) -> str:
+def weights_text(weights) -> str:
     return " / ".join(f"{w:.3f}" for w in weights)
 
 
-def _pct(value: float, digits: int = 1) -> str:
+def percent(value: float, digits: int = 1) -> str:
     return f"{100 * value:.{digits}f}%"
 
 

@@ -8,7 +8,7 @@ import math
 
 from ..page import Page, markup
 from ..settings import DENOISING_TIMES, VP_EPS, Budget
-from .common import Entry, _pct, _w, doc, m
+from .common import Entry, doc, m, percent, weights_text
 
 __all__ = ["OUTLINE"]
 
@@ -72,14 +72,20 @@ def _ncsn(page: Page, results: dict, budget: Budget) -> None:
     page.table(
         ["chain (learned score)", "mode weights", "mode-weight error (TV)", "MMD²", "± s.e."],
         [
-            [name, _w(nc[name]["weights"]), nc[name]["error"], nc[name]["mmd"], nc[name]["mmd_stderr"]]
+            [
+                name,
+                weights_text(nc[name]["weights"]),
+                nc[name]["error"],
+                nc[name]["mmd"],
+                nc[name]["mmd_stderr"],
+            ]
             for name in ("naive", "annealed")
         ],
     )
     page.figure(
         "ncsn_samples",
         f"Naive and annealed Langevin with the learned noise-conditional score: naive keeps "
-        f"{_w(nc['naive']['weights'])}, annealed finds {_w(nc['annealed']['weights'])}; MMD² to fresh exact "
+        f"{weights_text(nc['naive']['weights'])}, annealed finds {weights_text(nc['annealed']['weights'])}; MMD² to fresh exact "
         f"samples {nc['naive']['mmd']:.2g} &plusmn; {nc['naive']['mmd_stderr']:.2g} and "
         f"{nc['annealed']['mmd']:.2g} &plusmn; {nc['annealed']['mmd_stderr']:.2g}.",
         "samples of naive and annealed Langevin with the learned score",
@@ -161,7 +167,7 @@ def _diffusion(page: Page, results: dict, budget: Budget) -> None:
         f"t = {times}, the noise growing downwards. Left: the data noised to t; at t = 1 the noised points are "
         "N(0, I) noise, the data forgotten. Middle: one denoising jump to E[x<sub>0</sub> | x<sub>t</sub>]. At "
         "small t it puts each point back on its mode; at t = 0.4 a noisy point could have come from either "
-        f"mode and the posterior mean blends them: {_pct(j4['between'], 0)} of the jumps land between the modes "
+        f"mode and the posterior mean blends them: {percent(j4['between'], 0)} of the jumps land between the modes "
         "(more than 3 standard deviations from both); at t = 1 they collapse towards the data's mean (cross), "
         f"{j1['to_mean']:.2f} from it on average against {j1['noisy_to_mean']:.2f} for the noised points. One "
         "big jump from noise cannot give a sample. Right: the reverse chain, prior draws carried down by "
@@ -184,7 +190,15 @@ def _diffusion(page: Page, results: dict, budget: Budget) -> None:
     page.table(
         ["sampler", "mode weights", "mode-weight error (TV)", "MMD²", "± s.e.", "NFE", "time (s)"],
         [
-            [v["label"], _w(v["weights"]), v["error"], v["mmd"], v["mmd_stderr"], v["nfe"], v["wall_s"]]
+            [
+                v["label"],
+                weights_text(v["weights"]),
+                v["error"],
+                v["mmd"],
+                v["mmd_stderr"],
+                v["nfe"],
+                v["wall_s"],
+            ]
             for v in df["samplers"].values()
         ],
     )
@@ -200,7 +214,7 @@ def _diffusion(page: Page, results: dict, budget: Budget) -> None:
         "ode_trajectories",
         f"The probability-flow ODE (rk4, {b.ode_steps} steps) carries {b.n_trajectories} prior points (crosses) "
         "to samples (red), in standardised coordinates: deterministic paths that bend towards the modes late, "
-        f"when the noise is small. Of the sampler's {b.n_samples} samples, {_pct(rk4['weights'][0], 0)} reach "
+        f"when the noise is small. Of the sampler's {b.n_samples} samples, {percent(rk4['weights'][0], 0)} reach "
         "the heavy mode.",
         "probability-flow ODE paths from prior points to samples",
     )
@@ -208,7 +222,7 @@ def _diffusion(page: Page, results: dict, budget: Budget) -> None:
     page.figure(
         "diffusion_samples",
         "Exact samples of the mixture (left) and samples of the learned model through the probability-flow "
-        f"ODE (dopri5; right), in data units: mode weights {_w(dopri['weights'])}, MMD² {dopri['mmd']:.2g} "
+        f"ODE (dopri5; right), in data units: mode weights {weights_text(dopri['weights'])}, MMD² {dopri['mmd']:.2g} "
         f"&plusmn; {dopri['mmd_stderr']:.2g}.",
         "exact samples beside the model's samples",
     )
@@ -313,17 +327,17 @@ def _moons(page: Page, results: dict, budget: Budget) -> None:
         f"from held-out data with accuracy <b>{c2st['accuracy']:.3f} &plusmn; {c2st['stderr']:.3f}</b>; between "
         f"two held-out sets it reaches {ref['accuracy']:.3f} &plusmn; {ref['stderr']:.3f} (0.5 is chance);</li>"
         f"<li>the share of points farther than {mo['off_arc_threshold']:.2g} (three noise standard deviations) "
-        f"from both arcs: <b>{_pct(mo['off_arc_samples'])}</b> of the samples, {_pct(mo['off_arc_heldout'])} of "
-        f"held-out data; and near the arcs' inner tips (within 0.25): {_pct(mo['inner_tips_samples'])} of the "
-        f"samples, {_pct(mo['inner_tips_heldout'])} of the data.</li>"
+        f"from both arcs: <b>{percent(mo['off_arc_samples'])}</b> of the samples, {percent(mo['off_arc_heldout'])} of "
+        f"held-out data; and near the arcs' inner tips (within 0.25): {percent(mo['inner_tips_samples'])} of the "
+        f"samples, {percent(mo['inner_tips_heldout'])} of the data.</li>"
         "</ul>"
     )
     page.figure(
         "moons_samples",
         f"Held-out moons (left) and {b.n_samples} model samples (right). Samples off the arcs (farther than "
-        f"{mo['off_arc_threshold']:.2g} from both) are circled: {_pct(mo['off_arc_samples'])} of the samples "
-        f"against {_pct(mo['off_arc_heldout'])} of the data; the inner tips hold "
-        f"{_pct(mo['inner_tips_samples'])} of the samples against {_pct(mo['inner_tips_heldout'])} of the data.",
+        f"{mo['off_arc_threshold']:.2g} from both) are circled: {percent(mo['off_arc_samples'])} of the samples "
+        f"against {percent(mo['off_arc_heldout'])} of the data; the inner tips hold "
+        f"{percent(mo['inner_tips_samples'])} of the samples against {percent(mo['inner_tips_heldout'])} of the data.",
         "held-out moons beside the model's samples",
     )
     page.figure(

@@ -27,7 +27,7 @@ from ...metrics import fisher_divergence
 from ..experiments import flow_basins, line_mixture, run_naive_vs_annealed
 from ..models import fit_model, mlp
 from ..settings import DSM_SIGMA, EXTENT, Budget, Streams
-from .common import DIAGONAL, Section, _modes, _uniform_grid
+from .common import DIAGONAL, Section, mode_shares, uniform_grid
 
 __all__ = ["SHOWN", "interfering_mixture", "langevin", "noise_section", "score", "score_matching"]
 
@@ -59,8 +59,8 @@ def score(mixture: GaussianMixture, budget: Budget, streams: Streams) -> Section
     viz.plot_score_slice(mixture, [lo, lo], [hi, hi], ax=right)
     shown = mixture.sample(200, generator=streams.generator(10))
     close = interfering_mixture()
-    grid = _uniform_grid(EXTENT, 120).double()
-    close_grid = _uniform_grid((-4.5, 4.5, -3.5, 4.5), 120).double()
+    grid = uniform_grid(EXTENT, 120).double()
+    close_grid = uniform_grid((-4.5, 4.5, -3.5, 4.5), 120).double()
     exact = mixture.to(torch.float64)
     u = torch.linspace(0.0, 1.0, 100_001, dtype=torch.float64)[:, None]
     line = exact.means[0] + u * (exact.means[1] - exact.means[0])  # from the heavy mode to the light one
@@ -143,7 +143,7 @@ def score_matching(mixture: GaussianMixture, data: torch.Tensor, budget: Budget,
     x_eval = mixture.sample(b.n_eval, generator=streams.generator(20))
     smoothed = mixture.smooth(DSM_SIGMA)
     x_eval_smoothed = smoothed.sample(b.n_eval, generator=streams.generator(21))
-    plane = _uniform_grid(EXTENT, 60)
+    plane = uniform_grid(EXTENT, 60)
     results, nets = {}, {}
     for i, (name, objective) in enumerate(_score_matching_objectives(mixture).items()):
         net = mlp(streams.seed, b.hidden, depth=2, cond=False)  # the same initial weights for every objective
@@ -195,8 +195,8 @@ def langevin(mixture: GaussianMixture, budget: Budget, streams: Streams, out: Pa
     )  # fmt: skip
     wall = time.perf_counter() - start
     numbers = {
-        "naive": _modes(naive, mixture),
-        "annealed": _modes(annealed, mixture),
+        "naive": mode_shares(naive, mixture),
+        "annealed": mode_shares(annealed, mixture),
         "wall_s": wall,
         "gif_start_upper": float(((x0[:, 0] + x0[:, 1]) > 0).double().mean()),
     }

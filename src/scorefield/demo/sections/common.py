@@ -16,7 +16,7 @@ from ...metrics import mode_weights
 from ...scalers import Standardizer
 from ...score import ScoreModel
 
-__all__ = ["DIAGONAL", "Diffusion", "Section"]
+__all__ = ["DIAGONAL", "Diffusion", "Section", "mean_and_stderr", "mode_shares", "uniform_grid"]
 
 DIAGONAL = torch.tensor([1.0, 1.0])  # the line through the two modes of two_gaussians()
 
@@ -47,19 +47,20 @@ def _weight_error(weights: torch.Tensor, truth: torch.Tensor) -> float:
     return float(0.5 * (weights.double() - truth.double()).abs().sum())
 
 
-def _modes(x: torch.Tensor, mixture: GaussianMixture) -> dict:
-    """The fraction of ``x`` in each mode of ``mixture`` and its distance to the true weights."""
+def mode_shares(x: torch.Tensor, mixture: GaussianMixture) -> dict:
+    """The share of ``x`` in each mode of ``mixture`` and its distance from the true weights."""
     weights = mode_weights(x, mixture)
     return {"weights": weights.tolist(), "error": _weight_error(weights, mixture.weights)}
 
 
-def _uniform_grid(extent: tuple[float, float, float, float], n: int) -> torch.Tensor:
+def uniform_grid(extent: tuple[float, float, float, float], n: int) -> torch.Tensor:
     """``n x n`` points evenly covering ``extent``: ``[n*n, 2]``."""
     xs = torch.linspace(extent[0], extent[1], n)
     ys = torch.linspace(extent[2], extent[3], n)
     return torch.cartesian_prod(xs, ys)
 
 
-def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
+def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
+    """The mean of ``values`` and its standard error."""
     values = values.double()
     return float(values.mean()), float(values.std() / math.sqrt(values.numel()))

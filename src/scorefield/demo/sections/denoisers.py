@@ -42,7 +42,7 @@ from ..settings import (
     Budget,
     Streams,
 )
-from .common import DIAGONAL, Diffusion, Section, _mean_and_stderr, _modes, _uniform_grid
+from .common import DIAGONAL, Diffusion, Section, mean_and_stderr, mode_shares, uniform_grid
 
 __all__ = ["diffusion", "likelihood", "moons", "ncsn"]
 
@@ -90,7 +90,7 @@ def ncsn(
     )  # fmt: skip
     sample_s = time.perf_counter() - start
     truth = mixture.sample(b.n_samples, generator=streams.generator(53))
-    plane = _uniform_grid(EXTENT, 60)
+    plane = uniform_grid(EXTENT, 60)
     shown = _shown_levels(sigmas)
     levels = []
     for i in shown:
@@ -110,8 +110,8 @@ def ncsn(
         "n_levels": n_levels,
         "train_s": wall,
         "sample_s": sample_s,
-        "naive": _modes(naive, mixture),
-        "annealed": _modes(annealed, mixture),
+        "naive": mode_shares(naive, mixture),
+        "annealed": mode_shares(annealed, mixture),
         "levels": levels,
         "step_lr": 0.1 * sigma_min**2,
     }
@@ -194,7 +194,7 @@ def diffusion(
         z, nfe = run(score_fn, sde, x_T, streams.generator(63))
         x = scaler.inverse_transform(z)
         value, stderr = mmd(x, truth, return_stderr=True)
-        numbers["samplers"][key] = _modes(x, mixture) | {
+        numbers["samplers"][key] = mode_shares(x, mixture) | {
             "label": label,
             "nfe": calls[0] if nfe is None else nfe,
             "wall_s": time.perf_counter() - start,
@@ -289,17 +289,17 @@ def likelihood(
     logp = logp_z.double() + scaler.log_det
     exact = mixture.to(torch.float64).log_prob(x.double())
     diff = logp - exact
-    error, error_stderr = _mean_and_stderr(diff)
+    error, error_stderr = mean_and_stderr(diff)
     standardised = standardised_mixture(mixture.to(torch.float64), scaler)
     exact_score = viz.exact_time_score(standardised, sde)
     pipeline_z, _ = log_likelihood(exact_score, sde, z.double(), eps=VP_EPS)
-    pipeline, pipeline_stderr = _mean_and_stderr(pipeline_z + scaler.log_det.double() - exact)
+    pipeline, pipeline_stderr = mean_and_stderr(pipeline_z + scaler.log_det.double() - exact)
     n = b.n_solver_check
     tight_z, tight_info = log_likelihood(model, sde, z[:n], eps=VP_EPS, rtol=1e-7, atol=1e-7)
     solver = (logp_z[:n].double() - tight_z.double()).abs()
     hutchinson_z, _ = log_likelihood(model, sde, z, divergence="hutchinson", eps=VP_EPS,
                                      generator=streams.generator(71))  # fmt: skip
-    hutch, hutch_stderr = _mean_and_stderr(hutchinson_z.double() - logp_z.double())
+    hutch, hutch_stderr = mean_and_stderr(hutchinson_z.double() - logp_z.double())
     numbers = {
         "model_nats": float(logp.mean()),
         "exact_on_test_nats": float(exact.mean()),
@@ -342,7 +342,7 @@ def moons(budget: Budget, streams: Streams) -> Section:
     start = time.perf_counter()
     test = heldout[: b.n_test]
     test_logp = density.log_prob(test)
-    loglik, loglik_stderr = _mean_and_stderr(test_logp)
+    loglik, loglik_stderr = mean_and_stderr(test_logp)
     density_figure = viz.plot_score_field(
         density, extent=MOONS_EXTENT, grid=18, data=data[:300], density_grid=b.density_grid
     )
