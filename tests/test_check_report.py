@@ -29,6 +29,12 @@ GOOD = (
     + "<p>Text that wraps at any width, an equation <math><mi>x</mi><mo>=</mo><mn>1</mn></math>, an image:</p>"
     f'<img src="data:image/png;base64,{PIXEL}" width="600" height="300" style="max-width:100%;height:auto" alt="dot">'
     '<div style="overflow-x:auto"><table><tr>'
+    + "<td>a cell that wraps</td>" * 3
+    + "</tr></table></div></body></html>"
+)
+HIDDEN = (  # fits the window, but only because a box scrolls: the reader must find its scroll bar
+    HEAD
+    + '<div id="numbers" style="overflow-x:auto"><table><tr>'
     + "<td>wide&nbsp;cell&nbsp;of&nbsp;a&nbsp;table</td>" * 12
     + "</tr></table></div></body></html>"
 )
@@ -63,6 +69,16 @@ def test_overflow_a_broken_image_and_a_console_error_are_each_reported(tmp_path,
     assert any("something broke" in e for e in result["errors"])
     assert check_report.main([str(page), "--width", "1280"]) == 1  # the image and the error, at any width
     assert "FAIL: 1280 px desktop" in capsys.readouterr().out
+
+
+@needs_chromium
+def test_content_hidden_in_a_sideways_scrolling_box_fails(tmp_path):
+    page = tmp_path / "hidden.html"
+    page.write_text(HIDDEN)
+    (result,) = check_report.check_report(page, [(400, True)])
+    assert result["scrollWidth"] <= 400  # the page itself does not scroll
+    (problem,) = result["problems"]
+    assert problem.startswith("content hidden in boxes that scroll or clip sideways: div#numbers (")
 
 
 def test_widths_and_a_missing_file(tmp_path, capsys):

@@ -79,12 +79,12 @@ def test_the_page_is_one_self_contained_file_with_every_section(ran):
         assert f'id="{anchor}"' in page
     images = re.findall(r'src="data:image/(png|gif);base64,', page)
     assert images.count("gif") == 3  # Langevin, annealed Langevin, reverse SDE
-    assert images.count("png") == 17
+    assert images.count("png") == 19
     assert 'src="http' not in page and "<script" not in page  # nothing fetched, nothing run
     for name in (
-        "score_field", "score_lines", "score_divergence", "interfering_sinks", "learned_score_field",
+        "score_field", "score_lines", "score_divergence", "score_divergence_data", "interfering_sinks", "learned_score_field",
         "score_error", "naive_vs_annealed", "smoothing", "dsm_target", "noise_levels", "ncsn_samples",
-        "diffusion_1d", "denoising_chain", "ode_trajectories", "diffusion_samples", "moons_samples",
+        "forward_paths", "diffusion_1d", "denoising_chain", "ode_trajectories", "diffusion_samples", "moons_samples",
         "moons_density",
     ):  # fmt: skip
         assert (out / f"{name}.png").stat().st_size > 0, name
@@ -96,20 +96,21 @@ def test_the_page_reads_on_a_phone_and_its_figures_are_sharp(ran):
     out, _ = ran
     page = (out / "report.html").read_text()
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
-    assert "max-width: 100%" in page and "overflow-x: auto" in page
+    assert "max-width: 100%" in page and "overflow-x" not in page  # no box scrolls sideways
+    assert (
+        page.count('<source media="(max-width: 640px)" srcset="data:image/png;base64,') >= 5
+    )  # stacked panels
     tables = re.findall(r"<table>", page)
     assert (
         len(tables) == len(re.findall(r'<div class="scroll"><table>', page)) >= 6
     )  # each scrolls on its own
-    shown = re.findall(
-        r'<img(?: class="wide")? src="data:image/png;base64,[^"]+" width="(\d+)" height="(\d+)"', page
-    )
-    assert len(shown) == 17
+    shown = re.findall(r'<img src="data:image/png;base64,[^"]+" width="(\d+)" height="(\d+)"', page)
+    assert len(shown) == 19
     for (width, height), name in zip(shown, re.findall(r"\((\w+)\.png\)", page), strict=True):
         with Image.open(out / f"{name}.png") as png:
             assert abs(png.size[0] - 2 * int(width)) <= 1 and abs(png.size[1] - 2 * int(height)) <= 1, name
             assert png.size[0] >= 600, name  # 200 dpi: two device pixels per CSS pixel
-    assert len(re.findall(r"<figcaption><b>Figure \d+\.</b>", page)) == 20
+    assert len(re.findall(r"<figcaption><b>Figure \d+\.</b>", page)) == 22
     assert "s_θ" not in page and "s_theta" not in page  # symbols are typeset, not spelled with underscores
 
 

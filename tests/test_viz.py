@@ -280,6 +280,19 @@ def test_write_gif_keeps_every_frame_even_identical_ones(tmp_path):
         write_gif([np.zeros((4, 3))], tmp_path / "c.gif")
 
 
+def test_write_gif_counts_the_particles_outside_a_fixed_window(tmp_path, monkeypatch):
+    monkeypatch.setattr(viz.animations, "FigureCanvasAgg", _CanvasSpy)
+    _CanvasSpy.figures = []
+    inside, strays = np.zeros((3, 2)), np.array([[0.0, 0.0], [20.0, 0.0], [0.0, -9.5]])
+    write_gif([strays, inside], tmp_path / "a.gif", extent=(-9, 9, -9, 9), titles=["first", "last"])
+    (fig,) = _CanvasSpy.figures
+    assert fig.axes[0].get_xlim() == (-9, 9)  # the window stays where it was asked to be
+    assert fig.axes[0].title.get_text() == "last"  # every particle of the last frame is inside
+    _CanvasSpy.figures = []
+    write_gif([inside, strays], tmp_path / "b.gif", extent=(-9, 9, -9, 9), titles=["first", "last"])
+    assert _CanvasSpy.figures[0].axes[0].title.get_text() == "last (2 of 3 outside the window)"
+
+
 class _CanvasSpy(FigureCanvasAgg):
     """Agg canvas that keeps the figures it draws (the animations' figures are not returned)."""
 
@@ -769,7 +782,7 @@ def test_annealed_animation_draws_each_levels_density_in_its_own_window(tmp_path
     mixture = two_gaussians(dtype=torch.float64)
     x0 = 8 * torch.rand(50, 2, generator=make_generator(0), dtype=torch.float64) - 4
     seen = []
-    original = viz.animations.set_window
+    original = viz.animations._frame
 
     def spy(ax, extent):
         seen.append(extent)
@@ -785,3 +798,18 @@ def test_annealed_animation_draws_each_levels_density_in_its_own_window(tmp_path
     assert reaches[0] >= 9 and reaches[-1] >= 40  # p_σ at σ = 20 reaches far beyond the data's window
     (fig,) = _CanvasSpy.figures
     assert "window ±" in fig.axes[0].title.get_text()
+
+
+def test_forward_paths_start_at_the_data_inside_each_sdes_exact_band():
+    x0 = torch.tensor([-1.0, 0.5, 1.5], dtype=torch.float64)
+    sdes = {"VE": VESDE(sigma_min=0.01, sigma_max=5.0), "VP": VPSDE()}
+    fig = viz.plot_forward_paths(x0, sdes, n_steps=50, generator=make_generator(0))
+    ve, vp = fig.axes
+    for ax in (ve, vp):
+        lines = ax.get_lines()
+        assert len(lines) == 3 and [float(line.get_ydata()[0]) for line in lines] == [-1.0, 0.5, 1.5]
+    top = max(float(p.vertices[:, 1].max()) for p in vp.collections[1].get_paths())  # band of x0 = 1.5
+    scale, std = VPSDE().marginal(torch.linspace(0, 1, 51, dtype=torch.float64))
+    assert top == pytest.approx(float((scale * 1.5 + 2 * std).max()))  # m(t) x0 + 2 std(t), exactly
+    ve_top = max(float(p.vertices[:, 1].max()) for p in ve.collections[1].get_paths())
+    assert ve_top == pytest.approx(1.5 + 2 * 5.0, rel=1e-3)  # VE keeps x0 and lets the noise explode

@@ -11,10 +11,12 @@ device pixel ratio 2) or ``N:desktop`` (a desktop window N pixels wide). By defa
 checked at 1280 px on a desktop and at 400 px on a phone and in a 400 px desktop window. The page
 passes at a width when
 
-- ``document.documentElement.scrollWidth <= window.innerWidth`` (no horizontal overflow; content
-  that scrolls inside its own container, such as a wide table, is fine), and no wider than the
-  width asked for (on a phone a page that overflows also widens ``innerWidth``, as the browser
-  zooms out to show it),
+- ``document.documentElement.scrollWidth <= window.innerWidth`` (no horizontal overflow), and no
+  wider than the width asked for (on a phone a page that overflows also widens ``innerWidth``, as
+  the browser zooms out to show it),
+- no box hides content sideways: an element that scrolls or clips horizontally (``overflow-x``
+  ``auto``, ``scroll``, ``hidden`` or ``clip``) holds nothing wider than itself, so a reader never
+  has to find a sideways scroll bar to see a table, a figure or an equation whole,
 - every ``<img>`` is ``complete`` with ``naturalWidth > 0`` after decoding,
 - every ``<math>`` element has a size (the browser renders MathML),
 - nothing was logged at level error and no exception was thrown.
@@ -66,15 +68,17 @@ MEASURE = """
     .map((img) => img.alt || img.currentSrc.slice(0, 60));
   const maths = Array.from(document.querySelectorAll("math"));
   const unrendered = maths.filter((el) => { const r = el.getBoundingClientRect(); return !(r.width > 0 && r.height > 0); });
-  const sticking = Array.from(document.body.querySelectorAll("*"))
-    .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 0.5)
-    .filter((el) => !el.parentElement.closest(".frame, .scroll, .eq"))
-    .slice(0, 8).map((el) => el.tagName.toLowerCase() + (el.className ? "." + el.className : "") + (el.id ? "#" + el.id : ""));
+  const name = (el) => el.tagName.toLowerCase() + (typeof el.className === "string" && el.className ? "." + el.className : "") + (el.id ? "#" + el.id : "");
+  const all = Array.from(document.body.querySelectorAll("*"));
+  const sticking = all.filter((el) => el.getBoundingClientRect().right > window.innerWidth + 0.5).slice(0, 8).map(name);
+  const hidden = all.filter((el) => ["auto", "scroll", "hidden", "clip"].includes(getComputedStyle(el).overflowX)
+                                    && el.scrollWidth > el.clientWidth + 1)
+    .slice(0, 8).map((el) => `${name(el)} (${el.scrollWidth} px in ${el.clientWidth} px${el.id ? "" : ", in " + name(el.closest("[id]") || document.body)})`);
   const shrunk = images.map((img) => img.getBoundingClientRect().width / (img.width || 1));
   return {
     scrollWidth: root.scrollWidth, innerWidth: window.innerWidth, clientWidth: root.clientWidth,
     images: images.length, broken: broken, maths: maths.length, unrenderedMaths: unrendered.length,
-    sticking: sticking, title: document.title, smallestImageScale: shrunk.length ? Math.min(...shrunk) : 1,
+    sticking: sticking, hidden: hidden, title: document.title, smallestImageScale: shrunk.length ? Math.min(...shrunk) : 1,
     viewportMeta: !!document.querySelector('meta[name="viewport"]'),
   };
 })()
@@ -255,6 +259,8 @@ def problems(result: dict) -> list[str]:
             f"the page is {result['scrollWidth']} px wide in a {allowed} px viewport"
             + (f" (sticking out: {', '.join(result['sticking'])})" if result["sticking"] else "")
         )
+    if result["hidden"]:
+        found.append(f"content hidden in boxes that scroll or clip sideways: {', '.join(result['hidden'])}")
     if result["broken"]:
         found.append(
             f"{len(result['broken'])} of {result['images']} images did not load: {result['broken'][:5]}"

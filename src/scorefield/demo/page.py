@@ -4,9 +4,9 @@ and ``CSS`` styles it; ``prose.render`` fills it. It computes nothing; it saves 
 the page.
 
 The page reads on a phone as on a desktop: a viewport declaration, images that shrink to the
-column (a figure wider than a phone keeps a legible size and scrolls sideways inside its own
-frame), tables and long equations that scroll inside their own containers, so the page itself
-never scrolls sideways. ``tools/check_report.py`` checks this in a real browser.
+column, a figure whose panels sit side by side drawn a second time with the panels stacked for a
+narrow screen, and tables and equations that fit the column, so that nothing scrolls sideways,
+neither the page nor a box inside it. ``tools/check_report.py`` checks this in a real browser.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import base64
 import html
 import io
 import math
+import re
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -28,7 +29,7 @@ from .settings import PNG_DPI
 __all__ = ["CSS", "Page", "markup"]
 
 CSS_PX_PER_INCH = 100  # a figure of w inches is shown w * 100 CSS pixels wide (at most the column)
-NARROW = 600  # CSS pixels: a figure wider than this keeps this width on a narrow screen and scrolls
+NARROW = 640  # CSS pixels: on a screen this narrow, a figure's panels are stacked
 
 CSS = """
 *, *::before, *::after { box-sizing: border-box; }
@@ -41,23 +42,26 @@ blockquote { margin: 1rem 0; padding: 0.3rem 1rem; border-left: 4px solid #9bb; 
              font-style: italic; }
 blockquote cite { display: block; font-style: normal; font-size: 0.85em; color: #777; }
 figure { margin: 1.4rem 0; }
-.frame { overflow-x: auto; }
 .frame img { display: block; margin: 0 auto; max-width: 100%; height: auto; }
 figcaption { font-size: 0.92em; color: #333; margin-top: 0.4rem; }
 figcaption b { color: #000; } .file { color: #999; }
-.scroll { overflow-x: auto; margin: 1rem 0; }
+.scroll { margin: 1rem 0; }
 table { border-collapse: collapse; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; vertical-align: top; }
 th { background: #f3f5f5; } td.n { font-variant-numeric: tabular-nums; white-space: nowrap; }
-.eq { overflow-x: auto; overflow-y: hidden; margin: 0.6rem 0; padding: 0.2rem 0; }
-.eq math { font-size: 1.1em; }
+td { overflow-wrap: anywhere; }
+.eq { margin: 0.6rem 0; padding: 0.2rem 0; }
+.eq .parts { display: flex; flex-wrap: wrap; justify-content: center; align-items: center;
+             column-gap: 1.6em; }
+.eq math { font-size: 1.1em; margin: 0.2rem 0; }
 .eq .note { display: block; text-align: center; font-size: 0.85em; color: #555; }
 code { font-size: 0.9em; overflow-wrap: anywhere; }
 .meta { color: #666; font-size: 0.9em; }
 dl.terms dt { font-weight: 600; margin-top: 0.6rem; } dl.terms dd { margin-left: 1.2rem; }
 @media (max-width: 640px) {
   body { padding: 0.6rem 0.7rem 2rem; }
-  .frame img.wide { max-width: none; width: 600px; }
+  table { font-size: 0.78em; } th, td { padding: 0.2rem 0.3rem; } td.n { white-space: normal; }
+  .eq math { font-size: 0.95em; }
 }
 """
 
@@ -84,9 +88,12 @@ class Page:
         self.parts.append(f"<blockquote>{text}<cite>{html.escape(source)}</cite></blockquote>")
 
     def equation(self, source: str, note: str = "") -> None:
-        """A displayed equation (TeX subset, rendered as MathML) with an optional note under it."""
+        """A displayed equation (TeX subset, rendered as MathML) with an optional note under it. Its
+        parts, as ``\\quad`` and ``\\qquad`` separate them at the top level, are laid out side by side
+        and wrap onto lines of their own on a narrow screen (a browser does not break MathML)."""
         note = f'<span class="note">{note}</span>' if note else ""
-        self.parts.append(f'<div class="eq">{tex(source, display=True)}{note}</div>')
+        parts = "".join(tex(part, display=True) for part in _top_level_parts(source))
+        self.parts.append(f'<div class="eq"><div class="parts">{parts}</div>{note}</div>')
 
     def figure(self, name: str, caption: str, alt: str) -> None:
         drawn = self.figures[name]
@@ -95,20 +102,26 @@ class Page:
             return
         path = self.out / f"{name}.png"
         _write_png(path, drawn)
-        self._embed(path, "image/png", caption, alt)
+        narrow = None
+        if _stack_panels(drawn):  # the same figure, its panels in one column, for a narrow screen
+            narrow = self.out / f"{name}.narrow.png"
+            _write_png(narrow, drawn, bbox_inches="tight")
+        self._embed(path, "image/png", caption, alt, narrow)
 
-    def _embed(self, path: Path, mime: str, caption: str, alt: str) -> None:
-        with Image.open(path) as image:
-            width, height = image.size
-        scale = CSS_PX_PER_INCH / (PNG_DPI if mime == "image/png" else GIF_DPI)
-        shown_w, shown_h = round(width * scale), round(height * scale)
-        wide = ' class="wide"' if shown_w > NARROW else ""
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
+    def _embed(self, path: Path, mime: str, caption: str, alt: str, narrow: Path | None = None) -> None:
+        shown_w, shown_h, data = _shown(path, mime)
         self.shown.append(path.name)
         number = len(self.shown)
+        image = f'<img src="data:{mime};base64,{data}" width="{shown_w}" height="{shown_h}" alt="{html.escape(alt)}">'
+        if narrow is not None:
+            narrow_w, narrow_h, narrow_data = _shown(narrow, mime)
+            source = (
+                f'<source media="(max-width: {NARROW}px)" srcset="data:{mime};base64,{narrow_data}" '
+                f'width="{narrow_w}" height="{narrow_h}">'
+            )
+            image = f"<picture>{source}{image}</picture>"
         self.parts.append(
-            f'<figure id="fig-{path.stem}"><div class="frame"><img{wide} src="data:{mime};base64,{data}" '
-            f'width="{shown_w}" height="{shown_h}" alt="{html.escape(alt)}"></div>'
+            f'<figure id="fig-{path.stem}"><div class="frame">{image}</div>'
             f"<figcaption><b>Figure {number}.</b> {caption} <span class=file>({html.escape(path.name)})</span>"
             "</figcaption></figure>"
         )
@@ -126,11 +139,56 @@ class Page:
         )
 
 
-def _write_png(path: Path, figure: Figure) -> None:
+def _top_level_parts(source: str) -> list[str]:
+    """``source`` split at each ``\\quad`` or ``\\qquad`` outside braces; the separators are dropped."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(source):
+        char = source[i]
+        depth += (char == "{") - (char == "}")
+        match = re.match(r"\\q?quad(?![a-zA-Z])", source[i:]) if depth == 0 else None
+        if match:
+            parts.append(source[start:i])
+            i += match.end()
+            start = i
+            continue
+        i += 1
+    parts.append(source[start:])
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _shown(path: Path, mime: str) -> tuple[int, int, str]:
+    """The CSS width and height an image file is shown at, and its bytes in base64."""
+    with Image.open(path) as image:
+        width, height = image.size
+    scale = CSS_PX_PER_INCH / (PNG_DPI if mime == "image/png" else GIF_DPI)
+    return round(width * scale), round(height * scale), base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _stack_panels(figure: Figure) -> bool:
+    """Lay ``figure``'s panels out again in one column, in place, when they sit side by side in one row
+    of one grid (colour bars follow the panel they belong to); False, and ``figure`` untouched, when it
+    has a single panel or another layout."""
+    panels = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
+    specs = [ax.get_subplotspec() for ax in panels]
+    if len(panels) < 2 or any(spec is None for spec in specs):
+        return False
+    grid = specs[0].get_gridspec()
+    if grid.nrows != 1 or any(spec.get_gridspec() is not grid for spec in specs):
+        return False
+    width, height = figure.get_size_inches()
+    column = figure.add_gridspec(len(panels), 1)
+    for row, ax in enumerate(sorted(panels, key=lambda ax: ax.get_subplotspec().colspan.start)):
+        ax.set_subplotspec(column[row, 0])
+    figure.set_size_inches(max(width / len(panels) * 1.3, 4.2), height * len(panels) * 0.95)
+    return True
+
+
+def _write_png(path: Path, figure: Figure, **savefig) -> None:
     """``figure`` as a PNG with a palette of 256 colours (median cut, no dithering: a third of the bytes
-    for a plot, no visible change but slight steps in long smooth colour bars), written atomically."""
+    for a plot, no visible change but slight steps in long smooth colour bars), written atomically;
+    ``savefig`` goes to matplotlib's ``savefig``."""
     drawn = io.BytesIO()
-    figure.savefig(drawn, format="png", dpi=PNG_DPI)
+    figure.savefig(drawn, format="png", dpi=PNG_DPI, **savefig)
     drawn.seek(0)
     with Image.open(drawn) as image:
         rgb = image.convert("RGB")

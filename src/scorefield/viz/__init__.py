@@ -45,7 +45,7 @@ from .base import (
     NoiseScoreFn,
     ScoreFn,
 )
-from .diffusion import exact_time_score, plot_denoising_chain, plot_diffusion_1d
+from .diffusion import exact_time_score, plot_denoising_chain, plot_diffusion_1d, plot_forward_paths
 from .fields import (
     at_level,
     plot_gaussian_score_line,
@@ -92,6 +92,7 @@ __all__ = [
     "plot_denoising_chain",
     "plot_denoising_strip",
     "plot_diffusion_1d",
+    "plot_forward_paths",
     "plot_dsm_target",
     "plot_gaussian_score_line",
     "plot_interfering_sinks",

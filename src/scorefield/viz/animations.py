@@ -22,7 +22,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..files import atomic_output
 from ..langevin import annealed_langevin, langevin
 from ..samplers import sample_pc
 from ..sde import SDE
@@ -144,7 +143,8 @@ def write_gif(
     seconds. Each frame gets its own palette of ``colors`` colours (a GIF holds at most 256). The window defaults to the data's whole range, else the background's or the last
     frame's, each axis scaled to its own data. ``backgrounds`` and ``extents`` (one per frame)
     change the density drawn and the window from frame to frame (e.g. the smoothed density of each
-    noise level). Densities are evaluated on ``device`` in ``dtype``.
+    noise level). A frame whose particles leave the window says how many in its title, so a fixed
+    window never hides them silently. Densities are evaluated on ``device`` in ``dtype``.
     """
     arrays = [to_numpy(f) for f in frames]
     if not arrays:
@@ -185,7 +185,16 @@ def write_gif(
         artist.set_animated(True)
     images, window, still, density_of = [], None, None, None
     for i in range(n):
-        title.set_text(titles[i])  # before a full redraw too: the layout makes room for it
+        x0, x1, y0, y1 = extents[i]
+        inside = (
+            (arrays[i][:, 0] >= x0)
+            & (arrays[i][:, 0] <= x1)
+            & (arrays[i][:, 1] >= y0)
+            & (arrays[i][:, 1] <= y1)
+        )
+        outside = int((~inside).sum())
+        note = f" ({outside} of {len(inside)} outside the window)" if outside else ""
+        title.set_text(titles[i] + note)  # before a full redraw too: the layout makes room for it
         if extents[i] != window:  # a new window: redraw the axes, ticks and labels once
             set_window(ax, extents[i])
             canvas.draw()
@@ -209,8 +218,7 @@ def write_gif(
     path.parent.mkdir(parents=True, exist_ok=True)
     durations = [round(1000 / fps)] * n
     durations[-1] = max(durations[-1], round(1000 * hold))
-    with atomic_output(path) as tmp:  # a GIF whole or not at all
-        images[0].save(tmp, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
     return path
 
 

@@ -19,7 +19,7 @@ from ..sde import SDE
 from ..utils import append_dims
 from .base import DATA_COLOR, SAMPLE_COLOR, NoiseScoreFn, count_outside, limits_of, scatter_points, to_numpy
 
-__all__ = ["exact_time_score", "plot_denoising_chain", "plot_diffusion_1d"]
+__all__ = ["exact_time_score", "plot_denoising_chain", "plot_diffusion_1d", "plot_forward_paths"]
 
 
 def exact_time_score(dist: GaussianMixture, sde: SDE) -> NoiseScoreFn:
@@ -47,8 +47,7 @@ def plot_diffusion_1d(
 
     ``dist`` is a 1-D Gaussian mixture, whose every ``p_t`` is exact (``dist.diffuse``). The image is
     ``p_t`` scaled at each time to its maximum (so that both the sharp data density at small ``t`` and
-    the flat prior at ``t = 1`` show), on a logarithmic time axis (under VP most of the change
-    happens at small ``t``). Left: ``n_paths`` reverse-SDE paths (``sample_pc``'s reverse
+    the flat prior at ``t = 1`` show), on a linear time axis. Left: ``n_paths`` reverse-SDE paths (``sample_pc``'s reverse
     diffusion predictor, no corrector, ``n_steps`` steps, the exact score) from prior draws at
     ``t = 1``; right: the probability-flow ODE's paths (rk4 on the same grid) from the same draws.
     Both sets end distributed as the data; the SDE's paths are rough, the ODE's smooth and
@@ -72,7 +71,7 @@ def plot_diffusion_1d(
     ode_times = to_numpy(info["times"].reshape(-1, 1))[:, 0]
     reach = max(3.5, float(np.abs(sde_paths).max()), float(np.abs(ode_paths).max()))
     xs = np.linspace(-reach, reach, n_grid)
-    ts = np.geomspace(eps, 1.0, n_times)
+    ts = np.linspace(eps, 1.0, n_times)
     column = torch.as_tensor(xs, dtype=torch.float64)[:, None]
     density = np.stack([dist.diffuse(sde, float(t)).log_prob(column).exp().numpy() for t in ts], axis=1)
     density /= density.max(axis=0, keepdims=True)
@@ -88,15 +87,53 @@ def plot_diffusion_1d(
                    label="prior draws (t = 1)", zorder=3)  # fmt: skip
         ax.scatter(np.full(len(paths), times[-1]), paths[:, -1], s=10, c=SAMPLE_COLOR, zorder=3,
                    label="samples (t ≈ 0)")  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_xlim(eps, 1.0)
+        ax.set_xlim(0.0, 1.0)
         ax.set_ylim(-reach, reach)
-        ax.set_xlabel("time t (log scale)")
+        ax.set_xlabel("time t")
         ax.set_title(title, fontsize="medium")
     axes[0].set_ylabel("x")
     axes[0].legend(fontsize="x-small", loc="lower right", framealpha=0.9)
     fig.colorbar(image, ax=axes.tolist(), shrink=0.8, label=r"$p_t(x)$ / its maximum at that t")
     fig.suptitle("sampling runs from t = 1 (right) to t ≈ 0 (left)", fontsize="medium")
+    return fig
+
+
+def plot_forward_paths(
+    x0: torch.Tensor,
+    sdes: dict[str, SDE],
+    n_steps: int = 400,
+    generator: torch.Generator | None = None,
+) -> Figure:
+    """Paths of forward SDEs (Song et al. 2021, eq. 5) from the same 1-D points ``x0 [N]``, one panel each.
+
+    Each path is Euler-Maruyama on ``n_steps`` uniform steps of ``dx = f(x, t) dt + g(t) dW`` from
+    ``t = 0`` to 1 (the same Brownian increments in every panel). Under each, the exact band of the
+    perturbation kernel ``m(t) x_0 ± 2 std(t)`` (``sde.marginal``) of the first and last points: a VE
+    SDE keeps ``m = 1`` and lets the noise explode, a VP SDE shrinks ``x`` by ``m(t)`` while it adds
+    noise, so that ``m² + std² = 1`` and every path ends in ``N(0, 1)``.
+    """
+    x0 = x0.to(torch.float64).flatten()
+    ts = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
+    dt = 1.0 / n_steps
+    noise = torch.randn(n_steps, len(x0), generator=generator, dtype=torch.float64) * dt**0.5
+    fig = Figure(figsize=(3.7 * len(sdes), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(sdes))
+    for ax, (name, sde) in zip(np.atleast_1d(axes), sdes.items(), strict=True):
+        x, path = x0.clone(), [x0.clone()]
+        for i in range(n_steps):
+            t = ts[i]
+            x = x + sde.drift(x, t) * dt + sde.diffusion(t) * noise[i]
+            path.append(x.clone())
+        paths = torch.stack(path).numpy()  # (times, points)
+        scale, std = (v.numpy() for v in sde.marginal(ts))
+        for start in (float(x0.min()), float(x0.max())):
+            ax.fill_between(ts.numpy(), scale * start - 2 * std, scale * start + 2 * std, color=DATA_COLOR,
+                            alpha=0.12, linewidth=0)  # fmt: skip
+        ax.plot(ts.numpy(), paths, color=SAMPLE_COLOR, linewidth=0.7, alpha=0.8)
+        ax.set_xlim(0.0, 1.0)
+        ax.set_xlabel("time t")
+        ax.set_title(name, fontsize="medium")
+    np.atleast_1d(axes)[0].set_ylabel("x")
     return fig
 
 

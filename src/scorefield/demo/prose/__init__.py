@@ -108,7 +108,10 @@ def glossary(results: dict, budget: Budget) -> str:
         ("MMD², ± s.e.",
          "The squared maximum mean discrepancy between two sample sets (unbiased estimate, a sum of Gaussian "
          "kernels scaled to the median distance): about 0 when they come from one distribution; ± s.e. is its "
-         "standard error. Its kernels are as wide as the data's spread, so it can miss thin structure (see moons)."),
+         "standard error. Being unbiased, the estimate scatters around its true value, so when that value is 0 "
+         "half the estimates are negative: a negative MMD² is sampling noise, and a value within about two "
+         "standard errors of 0, of either sign, means no difference was detected. Its kernels are as wide as "
+         "the data's spread, so it can miss thin structure (see moons)."),
         ("PC (predictor-corrector)",
          "Samplers of the reverse SDE: at each of the time steps a predictor moves from t to the next time "
          "(Euler–Maruyama, reverse diffusion or ancestral sampling), and an optional Langevin corrector step "
@@ -120,7 +123,10 @@ def glossary(results: dict, budget: Budget) -> str:
         ("KDE", "Kernel density estimate: a Gaussian bump of bandwidth h on every training point."),
         ("classifier two-sample test",
          "Train a classifier to tell two sets apart and measure its cross-validated accuracy: 0.5 means it "
-         "cannot."),
+         "cannot. An accuracy a little below 0.5 is no better than 0.5: it is sampling noise (within about two "
+         "standard errors of chance), and cross-validation leans below chance besides, since holding a point "
+         "out leaves its own set one point short in the training folds, so a nearest-neighbour vote tips, "
+         "slightly, towards the other set."),
         ("off the arcs", f"Farther than {results['moons']['off_arc_threshold']:.2g} (three noise standard deviations) from the noise-free half circles of moons."),
         ("± s.e.", "One standard error of the mean over the points or samples."),
         ("time (s)", "Wall time on one CPU thread."),

@@ -21,7 +21,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ... import losses, viz
-from ...distributions import GaussianMixture
+from ...distributions import GaussianMixture, Parzen
 from ...likelihood import divergence
 from ...metrics import fisher_divergence
 from ..experiments import flow_basins, line_mixture, run_naive_vs_annealed
@@ -49,6 +49,9 @@ def interfering_mixture() -> GaussianMixture:
     return GaussianMixture(means, covs, [0.5, 0.3, 0.2])
 
 
+DATA_BUMP = 0.4  # width of the Gaussian bump on each sample in the divergence of the samples' density
+
+
 def score(mixture: GaussianMixture, budget: Budget, streams: Streams) -> Section:
     """1. The exact score of the mixture: its field, a slice through its modes beside one Gaussian's
     score line, its divergence, and the interfering sinks of three close components."""
@@ -65,11 +68,21 @@ def score(mixture: GaussianMixture, budget: Budget, streams: Streams) -> Section
     u = torch.linspace(0.0, 1.0, 100_001, dtype=torch.float64)[:, None]
     line = exact.means[0] + u * (exact.means[1] - exact.means[0])  # from the heavy mode to the light one
     crossing = int(torch.nonzero(exact.responsibilities(line)[:, 1] > 0.5)[0])
+    # the data's own density smoothed by a bump of width DATA_BUMP on each point: what denoising score
+    # matching learns from these samples at that noise; its score's sinks sit on the points themselves
+    bumps = Parzen(shown.double(), DATA_BUMP)
+    at_points = _divergence_at(bumps.score, bumps.data)
     numbers = {
         "true_weights": mixture.weights.tolist(),
         "boundary_shift": float((line[crossing] - exact.means.mean(0)).norm()),
         "divergence_at_modes": _divergence_at(exact.score, exact.means),
         "divergence_max": max(_divergence_at(exact.score, grid)),
+        "bumps": {
+            "sigma": DATA_BUMP,
+            "at_points_median": float(np.median(at_points)),
+            "single_bump": -2 / DATA_BUMP**2,
+            "max": max(_divergence_at(bumps.score, grid)),
+        },
         "interfering": {
             "weights": close.weights.tolist(),
             "stds": close.covs[:, 0, 0].sqrt().tolist(),
@@ -85,6 +98,9 @@ def score(mixture: GaussianMixture, budget: Budget, streams: Streams) -> Section
         "score_lines": fig,
         "score_divergence": viz.plot_score_divergence(
             mixture, extent=EXTENT, grid=120, arrows=15, data=shown
+        ),
+        "score_divergence_data": viz.plot_score_divergence(
+            bumps, extent=EXTENT, grid=160, arrows=0, data=shown
         ),
         "interfering_sinks": viz.plot_interfering_sinks(close, extent=(-4.5, 4.5, -3.5, 4.5)),
     }
@@ -169,7 +185,14 @@ def score_matching(mixture: GaussianMixture, data: torch.Tensor, budget: Budget,
         ax.contour(xs, ys, wrong.astype(float), levels=[0.5], colors=["#d62728"], linewidths=1.2)
         ax.set_title("learned score\n(red: flows to the other mode)", fontsize="medium")
         field.axes[0].set_title("true score\n ", fontsize="medium")
-    results = {"objectives": results, "basins": basins}
+    shown = nets[SHOWN]
+    corners = 0.95 * torch.tensor([[EXTENT[0], EXTENT[2]], [EXTENT[1], EXTENT[3]]])  # beyond each mode
+    with torch.no_grad():
+        plane_error = (shown(plane) - mixture.score(plane)).norm(dim=1)
+        corner_error = (shown(corners) - mixture.score(corners)).norm(dim=1)
+    error = {"corners": corner_error.max().item(), "plane_max": plane_error.max().item(),
+             "plane_median": plane_error.median().item()}  # fmt: skip
+    results = {"objectives": results, "basins": basins, "error": error}
     figures = {
         "learned_score_field": field,
         "score_error": viz.plot_score_error(mixture, nets[SHOWN], extent=EXTENT, data=data[:500]),

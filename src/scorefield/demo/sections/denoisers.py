@@ -22,6 +22,7 @@ from ...ode import counted
 from ...samplers import PREDICTORS, sample_ode, sample_pc
 from ...scalers import Standardizer
 from ...score import NoiseConditionalScore, ScoreModel
+from ...sde import VESDE
 from ..experiments import (
     classifier_two_sample_test,
     distance_to_arcs,
@@ -127,7 +128,7 @@ def ncsn(
     x0 = -8.0 + 16.0 * torch.rand(b.gif_particles, 2, generator=g)
     gif = viz.annealed_langevin_animation(
         model, x0, out / "annealed_langevin.gif", sigmas, step_size=numbers["step_lr"],
-        n_steps_each=b.n_steps_each, n_frames=b.gif_frames, background_at=mixture.smooth, window="level",
+        n_steps_each=b.n_steps_each, n_frames=b.gif_frames, background_at=mixture.smooth,
         extent=EXTENT, generator=g,
     )  # fmt: skip
     return Section(numbers, {"ncsn_samples": samples, "noise_levels": scores, "annealed_langevin": gif})
@@ -174,6 +175,10 @@ def _ode(score_fn, sde, x_T, method: str, n_steps: int | None):
     return x, info["nfe"]
 
 
+FORWARD_SIGMA_MAX = 5.0  # the VE SDE's largest noise in the figure of forward paths (standardised units)
+FORWARD_PATHS = 8
+
+
 def diffusion(
     mixture: GaussianMixture, data: torch.Tensor, budget: Budget, streams: Streams, out: Path
 ) -> Diffusion:
@@ -205,12 +210,25 @@ def diffusion(
     numbers["weight_stderr"] = math.sqrt(0.8 * 0.2 / b.n_samples)
     standardised = standardised_mixture(mixture.to(torch.float64), scaler)
     line = line_mixture(mixture.to(torch.float64), DIAGONAL)
-    numbers["line"] = {"means": line.means[:, 0].tolist(), "std": float(line.covs[0, 0, 0].sqrt())}
+    scale = [float(sde.marginal(t)[0]) for t in (0.25, 0.5, 0.75)]  # m(t): how far the data have shrunk
+    numbers["line"] = {
+        "means": line.means[:, 0].tolist(),
+        "std": float(line.covs[0, 0, 0].sqrt()),
+        "scale": scale,
+    }
+    ve = VESDE(sigma_min=0.01, sigma_max=FORWARD_SIGMA_MAX)  # the ladder's limit, beside the VP SDE
+    numbers["forward"] = {"sigma_min": ve.sigma_min, "sigma_max": ve.sigma_max, "paths": FORWARD_PATHS}
+    starts = line.sample(FORWARD_PATHS, generator=streams.generator(68))[:, 0]
+    forward = viz.plot_forward_paths(
+        starts, {"VE SDE: x_t = x_0 + std(t) z": ve, "VP SDE: x_t = m(t) x_0 + std(t) z": sde},
+        generator=streams.generator(69),
+    )  # fmt: skip
     m1, std1 = (float(v) for v in sde.marginal(1.0))
     numbers["m1"], numbers["std1"] = m1, std1
     numbers["jumps"] = _one_jump(model, scaler.transform(data[:400]), standardised, streams.generator(67))
     shown_data = scaler.transform(truth[: b.gif_particles])
     figures: dict[str, Figure | Path] = {
+        "forward_paths": forward,
         "diffusion_1d": viz.plot_diffusion_1d(line, sde, n_steps=b.pc_steps, generator=streams.generator(66)),
         "denoising_chain": viz.plot_denoising_chain(
             scaler.transform(data[:400]),
