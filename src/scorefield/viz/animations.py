@@ -22,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..files import atomic_output
 from ..langevin import annealed_langevin, langevin
 from ..samplers import sample_pc
 from ..sde import SDE
@@ -218,7 +219,8 @@ def write_gif(
     path.parent.mkdir(parents=True, exist_ok=True)
     durations = [round(1000 / fps)] * n
     durations[-1] = max(durations[-1], round(1000 * hold))
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    with atomic_output(path) as tmp:  # a GIF whole or not at all
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=durations, loop=0)
     return path
 
 
