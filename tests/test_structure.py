@@ -104,6 +104,16 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def test_no_import_cycle_between_the_modules():
+    graph = {name: edges(name) for name in MODULES}
+    # a package's __init__ that imports its own submodules is not a cycle with them: Python imports the
+    # package first; only cycles among the submodules (or through another package) are reported
+    for name in graph:
+        graph[name] = {t for t in graph[name] if not (is_package(t) and name.startswith(t + "."))}
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
 def private_uses(name: str) -> list[str]:
     """``_private`` names that module ``name`` takes from another module of the package: imported by name,
     or read as an attribute of an imported module."""
@@ -132,6 +142,11 @@ def private_uses(name: str) -> list[str]:
         ):
             uses.append(f"{name}:{node.lineno} reads {aliases[node.value.id]}.{node.attr}")
     return uses
+
+
+def test_no_private_name_is_used_outside_its_module():
+    uses = [use for name in MODULES for use in private_uses(name)]
+    assert not uses, "private names used across modules:\n" + "\n".join(uses)
 
 
 def test_no_compatibility_module_at_the_root():
