@@ -105,6 +105,9 @@ def world(tmp_path_factory) -> SimpleNamespace:
     shutil.move(checkpoint_dir(w.linked), base / "elsewhere")  # checkpoints/ a link out of the run
     checkpoint_dir(w.linked).symlink_to(base / "elsewhere")
     nan_weights(w.nan_run)
+    w.big = tmp_path_factory.mktemp("big") / "big.toml"  # outside base: the snapshot would read 2 GiB
+    with open(w.big, "wb") as f:  # 2 GiB, sparse: a size no config has
+        f.truncate(2**31)
     return w
 
 
@@ -142,6 +145,10 @@ CASES = {
     "train-missing-config": (
         lambda w: ["train", "--config", w.i / "nope.toml", "--out", w.out],
         "nope.toml does not exist",
+    ),
+    "train-config-of-2-gib": (
+        lambda w: ["train", "--config", w.big, "--out", w.out],
+        "big.toml is larger than 1 MiB: not a config",
     ),
     "train-invalid-toml": (
         lambda w: ["train", "--config", w.i / "bad.toml", "--out", w.out],

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..datasets import default_columns, read_npy, read_table
+from ..datasets import MAX_CSV_BYTES, default_columns, read_npy, read_table
 from ..files import atomic_write
 from ..run.train import RunError
 
@@ -237,6 +237,8 @@ def read_labels(path: Path, n: int) -> list[str]:
             )
         labels = [str(v) for v in values.tolist()]
     else:
+        if path.stat().st_size > MAX_CSV_BYTES:
+            raise UsageError(f"labels {path} is larger than {MAX_CSV_BYTES >> 20} MiB; save them as .npy")
         try:
             labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as error:

@@ -62,6 +62,7 @@ ObjectiveKindName = Literal[OBJECTIVE_KINDS]
 
 FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
 # the schedule's rates enter exp(-integral of beta) and beta * x; beyond this the products overflow
+MAX_CONFIG_BYTES = 2**20  # a config is a page of settings: a larger file is not one
 MAX_RATE = 1e6  # (scores near t = 0 reach ~1/(beta_min eps); their product with it stays far from 3.4e38)
 
 
@@ -457,6 +458,10 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     if path is not None:
         path = Path(path)
         try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(
+                    f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config"
+                )
             raw = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
