@@ -91,3 +91,21 @@ def test_a_rows_log_density_does_not_depend_on_the_rows_beside_it(d):
     # float32 network evaluations of different batch sizes differ in the last bits (matmul blocking)
     np.testing.assert_allclose(alone, together[:6], rtol=0, atol=1e-3)
     np.testing.assert_allclose(shuffled, together[order], rtol=0, atol=1e-3)
+
+
+def test_every_base_keeps_the_whitened_gaussians_tail():
+    # a narrow KDE alone would put a far row thousands of nats down; its tail component keeps it within
+    # -log(TAIL_WEIGHT) of the whitened Gaussian at any diffusion time
+    from scorefield.distributions import gaussian_log_density
+    from scorefield.estimators.bases import TAIL_WEIGHT, fit_gmm, fit_kde
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(400, 3, generator=g) * 0.3
+    far = torch.tensor([[8.0, -6.0, 5.0], [0.0, 0.0, 9.0]])
+    for base in (fit_kde(z[:300], z[300:]), fit_gmm(z, seed=0)):
+        one = torch.ones(len(far))
+        for m, std in ((1.0, 1e-3), (0.8, 0.6)):
+            var = m**2 + std**2
+            gaussian = gaussian_log_density(far.square().sum(1) / var, 3 * math.log(var), 3)
+            logp = base.log_prob(far, m * one, std * one)
+            assert (logp >= math.log(TAIL_WEIGHT) + gaussian - 1e-4).all()

@@ -26,6 +26,7 @@ from ..distributions import gaussian_log_density
 
 __all__ = [
     "BASES",
+    "TAIL_WEIGHT",
     "MixtureBase",
     "choose_base",
     "dequantiser",
@@ -50,6 +51,11 @@ TIES_FRACTION = 0.5
 # these factors).
 BIC_COMPONENTS, BIC_ROWS_PER_PARAM = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32), 2.0
 MAX_KERNELS = 8192
+# Every base (mixture or KDE) carries the whitened Gaussian N(0, I) at weight TAIL_WEIGHT: a KDE whose
+# bandwidth suits the bulk has Gaussian tails of that narrow width, and on star98 (22 columns) it put
+# a held-out row 2,400 nats below the worse of a cross-validated KDE and a BIC mixture; with the tail
+# no row falls more than 4.6 nats below the whitened Gaussian, at a cost of -log(0.99) = 0.01 nat.
+TAIL_WEIGHT = 0.01
 KDE_BANDWIDTHS = tuple(2.0 ** (k / 4) for k in range(-16, 5))
 
 
@@ -134,6 +140,18 @@ class MixtureBase(nn.Module):
         var = m2 * self.variances.to(x) + s2  # [B, K, d]
         log_n = gaussian_log_density(y.square().div(var).sum(-1), var.log().sum(-1), y.shape[-1])
         return log_n + self.log_weights.to(x), (y, var)
+
+    def with_tail(self, weight: float) -> MixtureBase:
+        """This mixture at ``1 - weight`` plus the whitened Gaussian ``N(0, I)`` at ``weight``: no row falls
+        more than ``-log(weight)`` below that Gaussian's log-density, however narrow the other components."""
+        d = self.means.shape[1]
+        means = torch.cat([self.means, self.means.new_zeros(1, d)])
+        weights = torch.cat([(1 - weight) * self.log_weights.exp(), self.log_weights.new_tensor([weight])])
+        variances = torch.cat([self.variances, self.variances.new_ones(1, self.variances.shape[1])])
+        if self.isotropic:
+            return MixtureBase(means, weights, variances)
+        eye = torch.eye(d, dtype=self.rotations.dtype, device=self.rotations.device)[None]
+        return MixtureBase(means, weights, variances, torch.cat([self.rotations, eye]))
 
     def log_prob(self, x: torch.Tensor, m: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """``log p_t(x)`` of the diffused mixture, ``[B]``, for ``x_t = m x_0 + std z`` (``m``, ``std``: ``[B]``)."""
@@ -236,9 +254,15 @@ def fit_gmm(z_train: torch.Tensor, seed: int, components: tuple[int, ...] = BIC_
         bic = gmm.bic(x)
         if bic < best_bic:
             best, best_bic = gmm, bic
-    return MixtureBase.from_mixture(
-        torch.from_numpy(best.means_), torch.from_numpy(best.covariances_), torch.from_numpy(best.weights_)
-    ).to(z_train.dtype)
+    return (
+        MixtureBase.from_mixture(
+            torch.from_numpy(best.means_),
+            torch.from_numpy(best.covariances_),
+            torch.from_numpy(best.weights_),
+        )
+        .with_tail(TAIL_WEIGHT)
+        .to(z_train.dtype)
+    )
 
 
 def fit_kde(z_train: torch.Tensor, z_val: torch.Tensor) -> MixtureBase:
@@ -248,7 +272,7 @@ def fit_kde(z_train: torch.Tensor, z_val: torch.Tensor) -> MixtureBase:
     n, d = rows.shape
     silverman = (n * (d + 2) / 4) ** (-1 / (d + 4))  # unit-variance (whitened) rows
     bases = [MixtureBase.parzen(rows, silverman * f) for f in KDE_BANDWIDTHS]
-    return max(bases, key=lambda b: _held_out(b, z_val))
+    return max(bases, key=lambda b: _held_out(b, z_val)).with_tail(TAIL_WEIGHT)
 
 
 BASES = ("auto", "gaussian", "gmm", "kde")
@@ -285,4 +309,4 @@ def refit_base(name: str, base: MixtureBase, n_val: int, z_all: torch.Tensor, se
     n, d = min(len(z_all) - n_val, MAX_KERNELS), z_all.shape[1]
     rows = z_all[:MAX_KERNELS]
     h = float(base.variances[0, 0].sqrt()) * (len(rows) / n) ** (-1 / (d + 4))
-    return MixtureBase.parzen(rows, h)
+    return MixtureBase.parzen(rows, h).with_tail(TAIL_WEIGHT)
