@@ -31,7 +31,7 @@ import torch
 
 from bench import common
 from bench.bench_digits import MLPJudge
-from bench.common import markdown_table, write_results
+from bench.common import markdown_table, one_thread, write_results
 from scorefield.eval.classifier import (
     DigitsClassifier,
     dequantized_bits_per_dim,
@@ -185,6 +185,7 @@ def write(rows, curves, judges, quick, steps) -> None:
     )
 
 
+@one_thread
 def main(quick: bool = False) -> None:
     split = digits_split()
     classifier = DigitsClassifier.pretrained()
