@@ -7,8 +7,11 @@ One concern per module, dependencies pointing down the list:
 - ``checkpoint``: checkpoints without pickles (safetensors + JSON sidecar), written atomically.
 - ``build``: a config becomes objects: SDE, noise levels, network, score model, objective.
 - ``distributed``: torchrun's process group, and how work is shared between processes.
-- ``train``: the run directory, its data, and the training loop around ``fit.py``.
-- ``finished``: ``load_run`` and ``Run``: sampling and log-densities of a trained run.
+- ``clusters``: k-means clusters as labels (``data.labels = clusters``): fitting, drawing, distances.
+- ``train``: the run directory, its lock, its data, and the training loop around ``fit.py``.
+- ``sampling``: the samplers a run dispatches to, on ``(sde, sample config, grid)``.
+- ``finished``: ``load_run`` and ``Run``: sampling, inpainting, labels and log-densities of a trained
+  run.
 
 The names below are the ones a caller reads most; everything else, and ``train.train`` (whose name
 is its module's), is reached through its module.
