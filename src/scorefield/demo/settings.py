@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..run.build import derive_seed
-from ..utils import make_generator
+from ..utils import derive_seed, make_generator
 
 __all__ = [
     "DENOISING_TIMES",

@@ -5,8 +5,8 @@ SDE of ``sde.kind`` (from the table ``kinds.SDE_KINDS``; for the ladder ``ncsn``
 it), its noise levels, an MLP or a U-Net (``build_net``) wrapped by ``ScoreModel`` (continuous SDEs)
 or ``NoiseConditionalScore`` (a ladder), all in a ``Setup``. ``OBJECTIVES`` maps ``objective.kind``
 to its per-example loss; ``sde_dsm`` also takes class labels ``y`` (``model.num_classes > 0``). ``initial_sigma_max`` resolves ``sde.sigma_max`` (a number, or ``"auto"``
-from the standardised data) for the kinds whose SDE explodes. ``derive_seed`` splits ``train.seed``
-into independent streams (weights, data order, noise, ``"auto"``).
+from the standardised data) for the kinds whose SDE explodes, drawing from the ``"sigma_max"`` stream
+of ``train.seed`` (``utils.derive_seed``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ __all__ = [
     "check_memory",
     "check_training_memory",
     "count_parameters",
-    "derive_seed",
     "machine_memory",
     "initial_sigma_max",
     "noise_levels",

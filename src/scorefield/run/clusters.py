@@ -11,7 +11,7 @@ import math
 import torch
 
 from ..keyed import KeyedNoise
-from .build import derive_seed
+from ..utils import derive_seed
 from .config import ConfigError
 
 __all__ = ["cluster_distances", "cluster_labels", "cluster_state", "draw_clusters"]

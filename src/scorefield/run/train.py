@@ -58,8 +58,8 @@ from ..files import FolderBusy, atomic_write, folder_lock, remove_orphans
 from ..fit import EMA, LossWindow, Trainer, fit, warmup_schedule
 from ..gaussian import component_moments, data_moments
 from ..scalers import Standardizer
-from ..utils import make_generator, rand_like
-from .build import OBJECTIVES, build, check_memory, check_training_memory, derive_seed, initial_sigma_max
+from ..utils import derive_seed, make_generator, rand_like
+from .build import OBJECTIVES, build, check_memory, check_training_memory, initial_sigma_max
 from .checkpoint import Checkpoint, CheckpointError, checkpoint_dir, latest_good, save_checkpoint
 from .clusters import cluster_labels, cluster_state
 from .config import Config, ConfigError, parse_config, to_toml, with_absolute_paths
