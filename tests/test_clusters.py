@@ -184,7 +184,7 @@ def test_each_clusters_few_step_samples_start_from_its_own_gaussian(clustered):
     x = clustered.sample(300, sampler="fast", steps=6, seed=4)
     x_T = sde.prior_std * KeyedNoise(4, rows).randn((300, 2))
     z, info = sample_fast(
-        clustered.score_functions(drawn, 0.0).t, sde, x_T, 6, moments=stack, components=drawn
+        clustered.score_functions(drawn, 0.0).at_time, sde, x_T, 6, moments=stack, components=drawn
     )
     assert info["start"] < 1
     torch.testing.assert_close(x, clustered.scaler.inverse_transform(z))

@@ -332,7 +332,7 @@ def test_a_class_starts_from_its_gaussian_and_guided_samples_from_t_1(cond_run, 
     x_T = run.setup.sde.prior_std * KeyedNoise(0, torch.arange(200)).randn((200, 2))
     for guidance, moments, grid in ((0.0, run.component_moments, info["grid"].float()), (2.0, None, None)):
         got = run.sample(200, sampler="fast", steps=5, label="left", guidance=guidance)
-        score = run.score_functions("left", guidance).t
+        score = run.score_functions("left", guidance).at_time
         budget = 5 if grid is None else grid
         z, fast = sample_fast(score, run.setup.sde, x_T, budget, moments=moments, components=0)
         torch.testing.assert_close(got, run.scaler.inverse_transform(z))

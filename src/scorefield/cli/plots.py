@@ -217,9 +217,9 @@ def _animate_sampling(viz, run, data: torch.Tensor, path: Path, args) -> None:
     if setup.sigmas is not None:
         sigmas = setup.sigmas
         viz.annealed_langevin_animation(
-            scores.sigma, float(sigmas[0]) * z, path, sigmas, s.step_size, steps, **drawing
+            scores.at_sigma, float(sigmas[0]) * z, path, sigmas, s.step_size, steps, **drawing
         )
     else:
         viz.reverse_sde_animation(
-            scores.t, setup.sde, setup.sde.prior_std * z, path, n_steps=steps, t_end=s.t_end, **drawing
+            scores.at_time, setup.sde, setup.sde.prior_std * z, path, n_steps=steps, t_end=s.t_end, **drawing
         )

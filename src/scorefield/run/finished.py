@@ -223,7 +223,7 @@ class Run:
             raise RunError("the mask observes no entry: nothing to condition on; use sample instead")
         rows_labels, chosen_by = self.row_labels(label, x.shape[0]), self._chooser(label, choose, guidance)
         if rows_labels is None and chosen_by is None:
-            score = self.score_functions(label, guidance).t
+            score = self.score_functions(label, guidance).at_time
         given, x = x, x.to(self.device, torch.float32)
         z_obs = self.scaler.transform(x)
         out = torch.zeros_like(z_obs)
@@ -232,14 +232,14 @@ class Run:
             disable=not progress, desc="inpaint", unit="block",
         ):  # fmt: skip
             if rows_labels is not None:
-                score = self.score_functions(rows_labels[start:stop], guidance).t
+                score = self.score_functions(rows_labels[start:stop], guidance).at_time
             elif chosen_by is not None:  # (each row's particles share its class or cluster: rows_score)
                 chosen = chosen_by(z_obs[start:stop], mask[start:stop])
                 # a row that observes nothing is a draw of the model: its class or cluster drawn by the shares
                 blank = ~mask[start:stop].flatten(1).any(1)
                 rows = torch.arange(start, stop, device=self.device)[blank]
                 chosen[blank] = draw_clusters(self.label_shares, seed, rows).to(chosen)
-                score = self.score_functions(chosen, guidance).t
+                score = self.score_functions(chosen, guidance).at_time
             noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
             out[start:stop], _ = sample_conditional(
                 score, self.setup.sde, z_obs[start:stop], mask[start:stop], nfe, resample=resample,
@@ -290,7 +290,7 @@ class Run:
         x_T = self.setup.sde.prior_std * noise.randn((n, *self.data_shape))
         score = self.score_functions(None if self.clusters is None else self.draw_clusters(seed, rows), 0)
         grid, info = optimize_grid(
-            score.t, self.setup.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts, moments=score.moments,
+            score.at_time, self.setup.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts, moments=score.moments,
             components=score.components,
         )  # fmt: skip
         path = self.run_dir / GRIDS_FILE

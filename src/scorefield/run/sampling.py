@@ -38,19 +38,21 @@ def rows_score(score_fn: Callable[..., torch.Tensor], y: torch.Tensor) -> Callab
 
 
 class Scores(NamedTuple):
-    """The score functions a sampler of ``SAMPLERS`` uses: of ``p_t`` (``t``) and of ``p_sigma`` (``sigma``,
-    annealed Langevin); a class's guided ones for a label."""
+    """The score functions a sampler of ``SAMPLERS`` uses: of ``p_t`` (``at_time(x, t)``) and of ``p_sigma``
+    (``at_sigma(x, sigma)``, annealed Langevin); a class's guided ones for a label."""
 
-    t: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    sigma: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    moments: DataMoments | None = None  # the Gaussian of what ``t`` models, when known: sample_fast's start
+    at_time: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    at_sigma: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    moments: DataMoments | None = (
+        None  # the Gaussian of what ``at_time`` models, when known: sample_fast's start
+    )
     components: int | torch.Tensor | None = None  # with a stack of Gaussians: each sample's
 
 
 def _sample_ode(sde: SDE, s: SampleConfig, grid: Budget, x_T: torch.Tensor, score: Scores, generator):
     steps_or_grid = None if s.ode_method == "dopri5" and not isinstance(grid, torch.Tensor) else grid
     x, _ = sample_ode(
-        score.t, sde, sde.prior_std * x_T, steps_or_grid, method=s.ode_method, rtol=s.rtol, atol=s.atol,
+        score.at_time, sde, sde.prior_std * x_T, steps_or_grid, method=s.ode_method, rtol=s.rtol, atol=s.atol,
         t_end=s.t_end,
     )  # fmt: skip
     return x
@@ -62,7 +64,7 @@ def _sample_dpm(sde: SDE, s: SampleConfig, grid: Budget, x_T: torch.Tensor, scor
     if not isinstance(grid, torch.Tensor):
         grid = noise.time_grid(grid, t_end=1 / (grid + 1), dtype=x_T.dtype, device=x_T.device)
     options = {"solver": "dpm++", "order": 2, "corrector": False, "lower_order_final": False}
-    x, _ = sample_multistep(score.t, sde, sde.prior_std * x_T, grid, **options)
+    x, _ = sample_multistep(score.at_time, sde, sde.prior_std * x_T, grid, **options)
     return x
 
 
@@ -70,7 +72,7 @@ def _sample_fast(sde: SDE, s: SampleConfig, grid: Budget, x_T: torch.Tensor, sco
     """``sample_fast`` with a budget of ``grid`` score evaluations (``scorefield sample --nfe``), or on the
     grid ``tune_grid`` stored for it."""
     x, _ = sample_fast(
-        score.t, sde, sde.prior_std * x_T, grid, moments=score.moments, components=score.components
+        score.at_time, sde, sde.prior_std * x_T, grid, moments=score.moments, components=score.components
     )
     return x
 
@@ -87,7 +89,7 @@ def _sample_pc(
 ):
     use_corrector = corrector and s.n_corrector > 0
     x, _ = sample_pc(
-        score.t, sde, sde.prior_std * x_T, grid, predictor=predictor,
+        score.at_time, sde, sde.prior_std * x_T, grid, predictor=predictor,
         corrector="langevin" if use_corrector else None, snr=s.snr, n_corrector_steps=max(s.n_corrector, 1),
         denoise=s.denoise, t_end=s.t_end, generator=generator,
     )  # fmt: skip
@@ -101,7 +103,7 @@ def _sample_em(sde: SDE, s: SampleConfig, grid: Budget, x_T: torch.Tensor, score
 def _sample_ald(sde: SDE, s: SampleConfig, grid: Budget, x_T: torch.Tensor, score: Scores, generator):
     """Annealed Langevin on the noise levels ``grid``, ``s.steps`` updates at each."""
     x, _ = annealed_langevin(
-        score.sigma, float(grid[0]) * x_T, grid, n_steps_each=s.steps, step_size=s.step_size,
+        score.at_sigma, float(grid[0]) * x_T, grid, n_steps_each=s.steps, step_size=s.step_size,
         denoise=s.denoise, generator=generator,
     )  # fmt: skip
     return x
