@@ -67,8 +67,8 @@ def trainer_and_minimal(n1: int, n2: int, run_dir: Path):
 
     raw, scaler, _ = prepare_data(config)
     data = scaler.transform(raw)
-    setup = build(config, tuple(raw.shape[1:]), None)
-    model, t = setup.model, config.train
+    diffusion = build(config, tuple(raw.shape[1:]), None)
+    model, t = diffusion.model, config.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     ema = EMA(model, t.ema_decay)
     params = list(model.parameters())
@@ -78,7 +78,7 @@ def trainer_and_minimal(n1: int, n2: int, run_dir: Path):
         def run():
             for step in range(steps):
                 x = data[torch.randint(data.shape[0], (t.batch_size,), generator=generator)]
-                loss = losses.sde_dsm(model, setup.sde, x, eps=config.sde.eps, generator=generator).mean()
+                loss = losses.sde_dsm(model, diffusion.sde, x, eps=config.sde.eps, generator=generator).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
@@ -294,22 +294,22 @@ SETTINGS = {  # name: (precision, compile, channels_last)
 }
 
 
-def preset_setup(name: str, overrides: list[str], device: torch.device, setting: tuple) -> tuple:
+def build_preset(name: str, overrides: list[str], device: torch.device, setting: tuple) -> tuple:
     """The preset's model built in ``setting`` on ``device``, with its config and data shape; the data
     are never read (CIFAR-10's shape is fixed, the digits' is 8x8)."""
     config = load_config(CONFIGS / f"{name}.toml", overrides)
     shape = (3, 32, 32) if config.data.name == "cifar10" else (1, 8, 8)
     precision, compiled, channels_last = setting
-    setup = build(config, shape, None, device, precision, compiled)
-    setup.model.net.channels_last = channels_last
-    return config, shape, setup
+    diffusion = build(config, shape, None, device, precision, compiled)
+    diffusion.model.net.channels_last = channels_last
+    return config, shape, diffusion
 
 
 def training_loop(name: str, overrides: list[str], device, setting, batch: int, steps: int):
     """``steps`` training steps of the preset's network per call, on random inputs in [-1, 1] (and random
     labels for a conditional preset), returning the mean loss of each call."""
-    config, shape, setup = preset_setup(name, overrides, device, setting)
-    model, t = setup.model, config.train
+    config, shape, diffusion = build_preset(name, overrides, device, setting)
+    model, t = diffusion.model, config.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr)
     ema, params = EMA(model, t.ema_decay), list(model.parameters())
     generator = torch.Generator(device).manual_seed(0)
@@ -323,7 +323,7 @@ def training_loop(name: str, overrides: list[str], device, setting, batch: int, 
             x = torch.rand(batch, *shape, generator=generator, device=device) * 2 - 1
             y = torch.randint(k, (batch,), generator=generator, device=device) if k else None
             extra = {"y": y} if k else {}
-            loss = objective(model, x, setup, generator, **extra).mean()
+            loss = objective(model, x, diffusion, generator, **extra).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
@@ -336,13 +336,19 @@ def training_loop(name: str, overrides: list[str], device, setting, batch: int, 
 
 
 def sampling_loop(name: str, overrides: list[str], device, setting, batch: int, nfe: int):
-    _, shape, setup = preset_setup(name, overrides, device, setting)
-    setup.model.eval().requires_grad_(False)
+    _, shape, diffusion = build_preset(name, overrides, device, setting)
+    diffusion.model.eval().requires_grad_(False)
     x_T = torch.randn(batch, *shape, generator=torch.Generator(device).manual_seed(1), device=device)
 
     return synchronized(
         lambda: sample_multistep(
-            setup.score_t, setup.sde, x_T, noise.time_grid(nfe - 1), solver="dpm++", order=2, corrector=False
+            diffusion.score_t,
+            diffusion.sde,
+            x_T,
+            noise.time_grid(nfe - 1),
+            solver="dpm++",
+            order=2,
+            corrector=False,
         ),
         device,
     )

@@ -206,9 +206,9 @@ def test_the_switches_reach_the_network_from_config_and_run(tmp_path):
         load_config(None, ['train.precision="fp16"'])
     train(load_config(None, [*TOY, "train.steps=2"]), tmp_path, progress=False)
     run = load_run(tmp_path, compile=True)
-    net = run.setup.model.net
+    net = run.diffusion.model.net
     assert net.compiled and net.precision == "fp32"
-    assert not load_run(tmp_path).setup.model.net.compiled
+    assert not load_run(tmp_path).diffusion.model.net.compiled
 
 
 @pytest.mark.parametrize(

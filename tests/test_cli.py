@@ -525,10 +525,10 @@ def test_a_run_keeps_the_gaussian_of_its_data_for_the_fast_samplers_start(run_di
     expected = data_moments(run.scaler.transform(read_labelled_data(run.config.data)[0]))
     torch.testing.assert_close(run.moments.mean, expected.mean, atol=1e-5, rtol=0)
     torch.testing.assert_close(run.moments.cov, expected.cov, atol=1e-5, rtol=1e-5)
-    x_T = run.setup.sde.prior_std * KeyedNoise(2, torch.arange(8)).randn((8, 2))
+    x_T = run.diffusion.sde.prior_std * KeyedNoise(2, torch.arange(8)).randn((8, 2))
     for moments in (run.moments, None):
         sampled = replace(run, moments=moments).sample(8, sampler="fast", steps=5, seed=2)
-        x, info = sample_fast(run.setup.score_t, run.setup.sde, x_T, 5, moments=moments)
+        x, info = sample_fast(run.diffusion.score_t, run.diffusion.sde, x_T, 5, moments=moments)
         torch.testing.assert_close(sampled, run.scaler.inverse_transform(x))
         assert (info["start"] < 1) == (moments is not None)
 

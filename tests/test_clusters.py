@@ -115,7 +115,7 @@ def test_the_log_density_is_the_bound_at_the_nearest_cluster_and_nearly_the_mixt
 
     def log_joint(labels: torch.Tensor) -> torch.Tensor:
         logp, _ = log_likelihood(
-            lambda x, t: clustered.setup.score_t(x, t, labels), clustered.setup.sde, z,
+            lambda x, t: clustered.diffusion.score_t(x, t, labels), clustered.diffusion.sde, z,
             rtol=s.rtol, atol=s.atol, eps=clustered.config.sde.eps,
         )  # fmt: skip
         return logp.double() + clustered.clusters["weights"][labels].log() + clustered.scaler.log_det
@@ -179,7 +179,7 @@ def test_each_clusters_few_step_samples_start_from_its_own_gaussian(clustered):
     stack = clustered.component_moments
     torch.testing.assert_close(stack.mean.float(), clustered.clusters["centroids"], atol=1e-5, rtol=0)
     assert stack.cov.shape == (2, 2, 2) and bool((torch.linalg.eigvalsh(stack.cov) > 0).all())
-    rows, sde = torch.arange(300), clustered.setup.sde
+    rows, sde = torch.arange(300), clustered.diffusion.sde
     drawn = clustered.draw_clusters(4, rows)
     x = clustered.sample(300, sampler="fast", steps=6, seed=4)
     x_T = sde.prior_std * KeyedNoise(4, rows).randn((300, 2))
@@ -254,7 +254,7 @@ def test_the_figures_use_the_clusters_models(clustered, tmp_path, monkeypatch):
     x0 = seen["x0"]
     left = clustered.scaler.inverse_transform(x0.cpu())[:, 0] < 0
     t = torch.full((x0.shape[0],), 0.2)
-    noisy = clustered.setup.sde.marginal(t)[0][:, None] * x0  # the noise-free point of each row's path
+    noisy = clustered.diffusion.sde.marginal(t)[0][:, None] * x0  # the noise-free point of each row's path
     denoised = clustered.scaler.inverse_transform(seen["denoise"](noisy, t))
     torch.testing.assert_close(denoised[left].mean(0), torch.tensor(CENTRES[0]), atol=0.2, rtol=0)
     torch.testing.assert_close(denoised[~left].mean(0), torch.tensor(CENTRES[1]), atol=0.2, rtol=0)

@@ -329,12 +329,12 @@ def test_a_class_starts_from_its_gaussian_and_guided_samples_from_t_1(cond_run, 
     assert run.component_moments.mean.shape == (2, 2)
     info = run.tune_grid(5, n=64, max_iter=10, n_starts=1)  # the null label's grid, from the data's Gaussian
     assert 0 < float(info["grid"][0]) < 1
-    x_T = run.setup.sde.prior_std * KeyedNoise(0, torch.arange(200)).randn((200, 2))
+    x_T = run.diffusion.sde.prior_std * KeyedNoise(0, torch.arange(200)).randn((200, 2))
     for guidance, moments, grid in ((0.0, run.component_moments, info["grid"].float()), (2.0, None, None)):
         got = run.sample(200, sampler="fast", steps=5, label="left", guidance=guidance)
         score = run.score_functions("left", guidance).at_time
         budget = 5 if grid is None else grid
-        z, fast = sample_fast(score, run.setup.sde, x_T, budget, moments=moments, components=0)
+        z, fast = sample_fast(score, run.diffusion.sde, x_T, budget, moments=moments, components=0)
         torch.testing.assert_close(got, run.scaler.inverse_transform(z))
         assert (fast["start"] < 1) == (moments is not None)
         assert float((got[:, 0] < 0).float().mean()) >= 0.9
@@ -387,9 +387,11 @@ def test_the_conditional_digits_preset_takes_a_labelled_training_step(tmp_path):
     run = load_run(tmp_path / "run")
     assert run.classes == tuple("0123456789")
     assert run.sample(2, sampler="dpm", steps=2, label="3", guidance=2.0).shape == (2, 1, 8, 8)
-    setup = build(config, (1, 8, 8), None)
+    diffusion = build(config, (1, 8, 8), None)
     z = torch.zeros(4, 1, 8, 8)
-    loss = OBJECTIVES["sde_dsm"](setup.model, z, setup, torch.Generator().manual_seed(0), y=torch.arange(4))
+    loss = OBJECTIVES["sde_dsm"](
+        diffusion.model, z, diffusion, torch.Generator().manual_seed(0), y=torch.arange(4)
+    )
     assert loss.shape == (4,) and torch.isfinite(loss).all()
 
 
@@ -402,9 +404,9 @@ def test_training_drops_labels_at_the_configured_rate_and_shards_them_with_the_r
     seen = []
     sde_dsm = OBJECTIVES["sde_dsm"]
 
-    def recording(score_fn, x, setup, generator, y=None):
+    def recording(score_fn, x, diffusion, generator, y=None):
         seen.append(y.clone())
-        return sde_dsm(score_fn, x, setup, generator, y=y)
+        return sde_dsm(score_fn, x, diffusion, generator, y=y)
 
     monkeypatch.setitem(OBJECTIVES, "sde_dsm", recording)
     overrides = [*cond_overrides(tmp_path / "c.csv"), "train.steps=25", "train.label_dropout=0.3"]
@@ -415,17 +417,17 @@ def test_training_drops_labels_at_the_configured_rate_and_shards_them_with_the_r
     rate = float((y == 2).float().mean())
     assert abs(rate - 0.3) < 5 * math.sqrt(0.3 * 0.7 / y.numel()), rate
 
-    setup = build(config, (2,), None)
-    setup.model.double()
+    diffusion = build(config, (2,), None)
+    diffusion.model.double()
     x = torch.randn(12, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0, 1, 2] * 4)
-    full = sde_dsm(setup.model, x, setup, torch.Generator().manual_seed(1), y=labels)
+    full = sde_dsm(diffusion.model, x, diffusion, torch.Generator().manual_seed(1), y=labels)
     for lo, hi in ((0, 4), (4, 12)):
         local = sde_dsm(
-            local_rows(setup.model, lo, hi, 12), x, setup, torch.Generator().manual_seed(1), y=labels
+            local_rows(diffusion.model, lo, hi, 12), x, diffusion, torch.Generator().manual_seed(1), y=labels
         )
         torch.testing.assert_close(local[lo:hi], full[lo:hi], rtol=1e-10, atol=1e-12)
-    other = sde_dsm(setup.model, x, setup, torch.Generator().manual_seed(1), y=labels.flip(0))
+    other = sde_dsm(diffusion.model, x, diffusion, torch.Generator().manual_seed(1), y=labels.flip(0))
     assert not torch.allclose(other, full)  # the labels change the loss
 
 

@@ -226,17 +226,17 @@ def test_every_preset_builds_and_takes_a_training_step(tmp_path, path):
     if config.data.images:
         assert -1 <= float(z.min()) and float(z.max()) < 1  # pixels 0 .. levels-1 land in [-1, 1)
     sigma_max = 5.0 if config.sde.kind in ("ve", "ncsn") else None
-    setup = build(config, tuple(raw.shape[1:]), sigma_max)
-    optimizer = torch.optim.AdamW(setup.model.parameters(), lr=1e-3)
+    diffusion = build(config, tuple(raw.shape[1:]), sigma_max)
+    optimizer = torch.optim.AdamW(diffusion.model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
-    before = [p.detach().clone() for p in setup.model.parameters()]
+    before = [p.detach().clone() for p in diffusion.model.parameters()]
     loss = OBJECTIVES[config.objective.kind](
-        setup.model, augment(config, z, generator), setup, generator
+        diffusion.model, augment(config, z, generator), diffusion, generator
     ).mean()
     loss.backward()
     optimizer.step()
     assert torch.isfinite(loss)
-    assert any(not torch.equal(a, b) for a, b in zip(before, setup.model.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(before, diffusion.model.parameters(), strict=True))
 
 
 IMAGE_TINY = [
@@ -280,7 +280,7 @@ def test_an_image_run_resumes_bitwise_and_round_trips_through_its_checkpoint(tmp
     expected = image_scaler((1, 8, 8), 17)
     assert torch.equal(run.scaler.mean, expected.mean) and torch.equal(run.scaler.std, expected.std)
     for key, value in a["ema"].items():
-        assert torch.equal(run.setup.model.state_dict()[key], value), key
+        assert torch.equal(run.diffusion.model.state_dict()[key], value), key
     x = digits(images=True)[:2]
     logp = run.log_prob(x, divergence="hutchinson")  # in pixel units: the scaler's log-det is included
     assert logp.shape == (2,) and torch.isfinite(logp).all()

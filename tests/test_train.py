@@ -98,13 +98,15 @@ def test_sharded_rows_give_the_same_per_example_losses(overrides):
     float64: float32 matrix products over 4 and 12 rows round differently on some CPUs, and a loss
     like ||std s + z||² can cancel that rounding up to ~1e-5 relative)."""
     config = tiny(*overrides)
-    setup = build(config, (2,), sigma_max=5.0)
-    setup.model.double()
+    diffusion = build(config, (2,), sigma_max=5.0)
+    diffusion.model.double()
     x = torch.randn(12, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     objective = OBJECTIVES[config.objective.kind]
-    full = objective(setup.model, x, setup, torch.Generator().manual_seed(1))
+    full = objective(diffusion.model, x, diffusion, torch.Generator().manual_seed(1))
     for lo, hi in ((0, 4), (4, 8), (8, 12)):
-        local = objective(local_rows(setup.model, lo, hi, 12), x, setup, torch.Generator().manual_seed(1))
+        local = objective(
+            local_rows(diffusion.model, lo, hi, 12), x, diffusion, torch.Generator().manual_seed(1)
+        )
         torch.testing.assert_close(local[lo:hi], full[lo:hi], rtol=1e-10, atol=1e-12)
 
 
@@ -126,11 +128,11 @@ def test_training_learns_the_true_diffused_score(tmp_path):
         (mixture.means - run.scaler.mean) / std, mixture.covs / (std[:, None] * std[None, :]), mixture.weights
     )
     t = 0.3
-    p_t = standardised.diffuse(run.setup.sde, t)
+    p_t = standardised.diffuse(run.diffusion.sde, t)
     x = p_t.sample(2000, generator=torch.Generator().manual_seed(0))
     time = torch.full((x.shape[0],), t)
     with torch.no_grad():
-        divergence = fisher_divergence(lambda y: run.setup.score_t(y, time), p_t.score, x)
+        divergence = fisher_divergence(lambda y: run.diffusion.score_t(y, time), p_t.score, x)
     assert float(divergence) < 0.05
 
 
@@ -210,7 +212,7 @@ def test_every_objective_trains_and_samples(tmp_path, overrides, samplers):
     for sampler in samplers:
         x = run.sample(16, sampler=sampler, steps=3, seed=0)
         assert x.shape == (16, 2) and torch.isfinite(x).all(), sampler
-    if run.setup.single_level:
+    if run.diffusion.single_level:
         with pytest.raises(RunError, match="no time axis"):
             run.sample(4, sampler="ode")
         with pytest.raises(RunError, match="no likelihood"):
@@ -231,9 +233,9 @@ def trained_run(tmp_path_factory):
 def test_load_run_uses_the_ema_weights_by_default(trained_run):
     ckpt = latest_good(trained_run)
     ema, last = load_run(trained_run, device="cpu"), load_run(trained_run, device="cpu", use_ema=False)
-    for key, value in ema.setup.model.state_dict().items():
+    for key, value in ema.diffusion.model.state_dict().items():
         assert torch.equal(value, ckpt.state["ema"][key])
-        assert torch.equal(last.setup.model.state_dict()[key], ckpt.state["model"][key])
+        assert torch.equal(last.diffusion.model.state_dict()[key], ckpt.state["model"][key])
     assert ema.step == 60 and ema.data_shape == (2,)
     assert torch.equal(ema.scaler.std, ckpt.state["scaler"]["std"])
 
@@ -255,11 +257,11 @@ def float64(run):
     product, amplified by the field's Lipschitz constant over the steps, CPU-dependent)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    run.setup.model.double()
+    run.diffusion.model.double()
     try:
         yield run
     finally:
-        run.setup.model.float()
+        run.diffusion.model.float()
         torch.set_default_dtype(previous)
 
 

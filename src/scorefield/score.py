@@ -172,7 +172,7 @@ def guided(
     function ``(x, t) -> (1 + w) s(x, t, y) - w s(x, t, ∅)`` that every sampler takes.
 
     ``score_fn(x, t, y)`` is a model trained with label dropout (``ScoreModel`` of a network with
-    ``num_classes > 0``, ``Setup.score_t``): with labels it is the conditional score ``∇log p_t(x | y)``,
+    ``num_classes > 0``, ``DiffusionModel.score_t``): with labels it is the conditional score ``∇log p_t(x | y)``,
     with ``y=None`` (the null label ``∅``) the unconditional ``∇log p_t(x)``. ``y`` is one class index
     for every example or a LongTensor ``[B]``; ``w`` (usually ``>= 0``) is the guidance weight:
     ``w = 0`` is the conditional score (one network evaluation, returned as it is), ``w > 0`` sharpens

@@ -102,7 +102,7 @@ def check_plots(run, what: list[str]) -> None:
             raise UsageError(f"--what {name} {PLANE_ONLY[name]} and needs 2 columns; {has}; {instead}")
         if name == "loss" and not (run.run_dir / "metrics.jsonl").is_file():
             raise UsageError(f"{run.run_dir / 'metrics.jsonl'} does not exist; the run has logged no metrics")
-        if name == "denoise" and run.setup.noise_conditional:
+        if name == "denoise" and run.diffusion.noise_conditional:
             sdes = ", ".join(kind for kind in SDE_KINDS if not is_ladder(kind))
             raise UsageError(
                 f"--what denoise needs a model trained with an SDE ({sdes}); this run is {run.config.sde.kind}"
@@ -161,7 +161,7 @@ def _plot_field(viz, run, data: torch.Tensor):
     scaled to its column, so the arrow at ``x`` is ``std² ∇log p(x)`` per column (``std · s_z``, the
     score of the model's standardised plane): it points where the standardised score points, on
     axes of any units, where the raw ``∇log p`` would lie flat along the column of smaller spread."""
-    setup, scaler, eps = run.setup, run.scaler, run.config.sample.t_end
+    diffusion, scaler, eps = run.diffusion, run.scaler, run.config.sample.t_end
     std = scaler.std.to(run.device)
 
     def field(x: torch.Tensor) -> torch.Tensor:
@@ -169,7 +169,7 @@ def _plot_field(viz, run, data: torch.Tensor):
         z = scaler.transform(x.cpu()).to(run.device)
         # a run conditioned on clusters: at t = eps the mixture's score is its nearest cluster's
         labels = () if run.clusters is None else (run.nearest_cluster(z),)
-        return (setup.score_t(z, t, *labels) * std).cpu()
+        return (diffusion.score_t(z, t, *labels) * std).cpu()
 
     figure = viz.plot_score_field(field, data=data, columns=run.columns)
     figure.axes[0].set_title(
@@ -183,18 +183,18 @@ def _plot_denoise(viz, run, data: torch.Tensor, value_range: tuple[float, float]
     standardised space), all drawn in the data's units; for a run conditioned on clusters, by the model
     of each clean row's nearest cluster."""
     z = run.scaler.transform(data).to(run.device)
-    denoise = run.setup.model.denoise
+    denoise = run.diffusion.model.denoise
     if run.clusters is not None:
         labels = run.nearest_cluster(z)
 
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # (the strip shows the first rows)
-            return run.setup.model.denoise(x, t, labels[: x.shape[0]])
+            return run.diffusion.model.denoise(x, t, labels[: x.shape[0]])
 
     return viz.plot_denoising_strip(
         z,
         DENOISE_TIMES,
         denoise,
-        sde=run.setup.sde,
+        sde=run.diffusion.sde,
         value_range=value_range,
         generator=torch.Generator().manual_seed(seed),
         to_data=_in_data(run),
@@ -205,7 +205,7 @@ def _plot_denoise(viz, run, data: torch.Tensor, value_range: tuple[float, float]
 def _animate_sampling(viz, run, data: torch.Tensor, path: Path, args) -> None:
     """A GIF of ``args.n`` particles on 2-column data, in the data's units over the ``data``, carried
     from the prior by the run's sampler: annealed Langevin over its noise levels, else the reverse SDE."""
-    setup, s = run.setup, run.config.sample
+    diffusion, s = run.diffusion, run.config.sample
     generator = torch.Generator().manual_seed(args.seed)
     z = torch.randn((args.n, 2), generator=generator).to(run.device)
     steps = args.steps or s.steps
@@ -214,12 +214,18 @@ def _animate_sampling(viz, run, data: torch.Tensor, path: Path, args) -> None:
     scores = run.score_functions(
         None if run.clusters is None else run.draw_clusters(args.seed, torch.arange(args.n)), 0
     )
-    if setup.sigmas is not None:
-        sigmas = setup.sigmas
+    if diffusion.sigmas is not None:
+        sigmas = diffusion.sigmas
         viz.annealed_langevin_animation(
             scores.at_sigma, float(sigmas[0]) * z, path, sigmas, s.step_size, steps, **drawing
         )
     else:
         viz.reverse_sde_animation(
-            scores.at_time, setup.sde, setup.sde.prior_std * z, path, n_steps=steps, t_end=s.t_end, **drawing
+            scores.at_time,
+            diffusion.sde,
+            diffusion.sde.prior_std * z,
+            path,
+            n_steps=steps,
+            t_end=s.t_end,
+            **drawing,
         )

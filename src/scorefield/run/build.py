@@ -3,7 +3,7 @@
 ``build(config, data_shape, sigma_max)`` is the one place a validated ``Config`` becomes objects: the
 SDE of ``sde.kind`` (from the table ``kinds.SDE_KINDS``; for the ladder ``ncsn``, the VE SDE spanning
 it), its noise levels, an MLP or a U-Net (``build_net``) wrapped by ``ScoreModel`` (continuous SDEs)
-or ``NoiseConditionalScore`` (a ladder), all in a ``Setup``. ``OBJECTIVES`` maps ``objective.kind``
+or ``NoiseConditionalScore`` (a ladder), all in a ``DiffusionModel``. ``OBJECTIVES`` maps ``objective.kind``
 to its per-example loss; ``sde_dsm`` also takes class labels ``y`` (``model.num_classes > 0``). ``initial_sigma_max`` resolves ``sde.sigma_max`` (a number, or ``"auto"``
 from the standardised data) for the kinds whose SDE explodes, drawing from the ``"sigma_max"`` stream
 of ``train.seed`` (``utils.derive_seed``).
@@ -32,7 +32,7 @@ from .kinds import SDE_KINDS, SINGLE_LEVEL, has_levels, is_ladder
 __all__ = [
     "OBJECTIVES",
     "Objective",
-    "Setup",
+    "DiffusionModel",
     "build",
     "build_net",
     "build_sde",
@@ -47,8 +47,8 @@ __all__ = [
 
 
 @dataclass
-class Setup:
-    """The objects a config describes: the SDE (for ``ncsn``, a VE SDE spanning the ladder), the
+class DiffusionModel:
+    """The diffusion model a config describes: the SDE (for ``ncsn``, a VE SDE spanning the ladder), the
     noise levels (``ncsn``: the ladder, largest first; single-level objectives: that one level;
     SDE kinds: None) and the score model ``model(x, t)`` (SDE kinds) or ``model(x, sigma)`` (``ncsn``).
     With ``model.num_classes > 0`` the score functions take labels ``y[B]``; ``y=None`` is the null label,
@@ -159,7 +159,7 @@ def build(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     compile: bool = False,
-) -> Setup:
+) -> DiffusionModel:
     """SDE, noise levels and a freshly initialised model (weights seeded by ``train.seed``) on ``device``,
     its network run in ``precision`` (channels-last where ``channels_last`` says) and compiled on request
     (``nets.Network.accelerate``; a precision the device cannot run is a ``ConfigError``)."""
@@ -178,7 +178,7 @@ def build(
         net.accelerate(precision, compile, channels_last=channels_last(config, data_shape, precision))
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    return Setup(
+    return DiffusionModel(
         config, tuple(data_shape), sigma_max, sde, None if sigmas is None else sigmas.to(device), model
     )
 
@@ -251,36 +251,36 @@ def check_training_memory(config: Config, data_shape: tuple[int, ...], n: int) -
 
 
 # --------------------------------------------------------------------------------------------------
-# objectives: (score_fn, x, setup, generator) -> per-example loss [B]; sde_dsm also takes labels y
+# objectives: (score_fn, x, diffusion, generator) -> per-example loss [B]; sde_dsm also takes labels y
 
 Objective = Callable[..., torch.Tensor]
 
 
-def _sde_dsm(score_fn, x, setup, generator, y=None):
+def _sde_dsm(score_fn, x, diffusion, generator, y=None):
     """``losses.sde_dsm``; with labels ``y[B]`` (``model.num_classes > 0``), of ``score_fn(x_t, t, y)``."""
-    o = setup.config.objective
+    o = diffusion.config.objective
     score = score_fn if y is None else lambda x_t, t: score_fn(x_t, t, y)
     return losses.sde_dsm(
-        score, setup.sde, x, weighting=o.weighting, eps=setup.config.sde.eps,
+        score, diffusion.sde, x, weighting=o.weighting, eps=diffusion.config.sde.eps,
         importance_sampling=o.importance_sampling, generator=generator,
     )  # fmt: skip
 
 
-def _ncsn(score_fn, x, setup, generator):
-    return losses.ncsn(score_fn, x, setup.sigmas, generator=generator)
+def _ncsn(score_fn, x, diffusion, generator):
+    return losses.ncsn(score_fn, x, diffusion.sigmas, generator=generator)
 
 
-def _dsm(score_fn, x, setup, generator):
-    return losses.dsm(score_fn, x, float(setup.sigmas[0]), generator=generator)
+def _dsm(score_fn, x, diffusion, generator):
+    return losses.dsm(score_fn, x, float(diffusion.sigmas[0]), generator=generator)
 
 
-def _ssm(score_fn, x, setup, generator):
-    sigma, o = float(setup.sigmas[0]), setup.config.objective
+def _ssm(score_fn, x, diffusion, generator):
+    sigma, o = float(diffusion.sigmas[0]), diffusion.config.objective
     return losses.ssm(lambda y: score_fn(y, sigma), x, n_projections=o.n_projections, generator=generator)
 
 
-def _ism(score_fn, x, setup, generator):
-    sigma, o = float(setup.sigmas[0]), setup.config.objective
+def _ism(score_fn, x, diffusion, generator):
+    sigma, o = float(diffusion.sigmas[0]), diffusion.config.objective
     return losses.ism(
         lambda y: score_fn(y, sigma), x, trace=o.trace, n_probes=o.n_projections, generator=generator
     )

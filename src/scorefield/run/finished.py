@@ -36,7 +36,7 @@ from ..multistep import optimize_grid
 from ..scalers import Standardizer
 from ..score import guided
 from ..utils import default_device
-from .build import Setup, build
+from .build import DiffusionModel, build
 from .checkpoint import CheckpointError, latest_good
 from .clusters import cluster_distances, draw_clusters
 from .config import Config, parse_config
@@ -51,7 +51,8 @@ GRIDS_FILE = "grids.json"  # time grids fitted to the run by `scorefield tune`, 
 
 @dataclass
 class Run:
-    """A trained run: its config, the built objects (model with EMA or last weights), scaler and step,
+    """A trained run: its config, ``diffusion`` (the SDE, noise levels and score model the config builds,
+    with EMA or last weights), scaler and step,
     and ``columns``, the names of the training data's features (a CSV's header, else ``x0, x1, ...``;
     one per feature of a flattened example), and ``classes``, the names of the class labels of a
     class-conditional run (``model.num_classes > 0``; label ``k`` is ``classes[k]``), else empty;
@@ -69,7 +70,7 @@ class Run:
 
     run_dir: Path
     config: Config
-    setup: Setup
+    diffusion: DiffusionModel
     scaler: Standardizer
     step: int
     device: torch.device
@@ -86,7 +87,7 @@ class Run:
 
     @property
     def data_shape(self) -> tuple[int, ...]:
-        return self.setup.data_shape
+        return self.diffusion.data_shape
 
     def check_data(self, x: torch.Tensor) -> None:
         if tuple(x.shape[1:]) != self.data_shape:
@@ -143,12 +144,12 @@ class Run:
         batch_size = batch_size or s.batch_size
         if sampler not in SAMPLERS:
             raise RunError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        if self.setup.single_level and sampler != "ald":
+        if self.diffusion.single_level and sampler != "ald":
             raise RunError(
                 f"a model trained at one noise level ({self.config.objective.kind}) has no time axis; "
                 "sample it with ald"
             )
-        if sampler == "ald" and self.setup.sigmas is None:
+        if sampler == "ald" and self.diffusion.sigmas is None:
             raise RunError(f"ald needs noise levels; the run's sde.kind ({self.config.sde.kind}) has none")
         score = self.score_functions(label, guidance)
         s = s.model_copy(update={"steps": steps})
@@ -161,7 +162,7 @@ class Run:
             x_T = noise.randn((stop - start, *self.data_shape))
             if label is None and self.clusters is not None:
                 score = self.score_functions(self.draw_clusters(seed, rows), 0.0)
-            out[start:stop] = SAMPLERS[sampler](self.setup.sde, s, grid, x_T, score, noise)
+            out[start:stop] = SAMPLERS[sampler](self.diffusion.sde, s, grid, x_T, score, noise)
         return self.scaler.inverse_transform(gather(out).cpu())
 
     @torch.no_grad()
@@ -205,7 +206,7 @@ class Run:
         """
         self.check_data(x)
         nfe, resample, particles = inpaint_settings(nfe, resample, particles)
-        if self.setup.single_level:
+        if self.diffusion.single_level:
             raise RunError(
                 f"a model trained at one noise level ({self.config.objective.kind}) has no time axis to "
                 "inpaint along; train with ncsn or an SDE"
@@ -242,7 +243,7 @@ class Run:
                 score = self.score_functions(chosen, guidance).at_time
             noise = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
             out[start:stop], _ = sample_conditional(
-                score, self.setup.sde, z_obs[start:stop], mask[start:stop], nfe, resample=resample,
+                score, self.diffusion.sde, z_obs[start:stop], mask[start:stop], nfe, resample=resample,
                 particles=particles, t_end=self.config.sample.t_end, generator=noise, allow_unobserved=True,
             )  # fmt: skip
         filled = self.scaler.inverse_transform(gather(out).cpu())
@@ -255,7 +256,7 @@ class Run:
         ``tune_grid`` stored for ``steps`` evaluations (not for a class's or a cluster's samples when it
         starts from the data's Gaussian, which is not theirs); the others ``steps``."""
         if sampler == "ald":
-            return self.setup.sigmas
+            return self.diffusion.sigmas
         grid = self.fast_grid(steps) if sampler == "fast" else None
         if grid is None or (float(grid[0]) < 1 and score.moments is None):
             return steps
@@ -287,10 +288,10 @@ class Run:
         draw's cluster drawn as ``sample`` draws it."""
         rows = torch.arange(n, device=self.device)
         noise = KeyedNoise(seed, rows)
-        x_T = self.setup.sde.prior_std * noise.randn((n, *self.data_shape))
+        x_T = self.diffusion.sde.prior_std * noise.randn((n, *self.data_shape))
         score = self.score_functions(None if self.clusters is None else self.draw_clusters(seed, rows), 0)
         grid, info = optimize_grid(
-            score.at_time, self.setup.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts, moments=score.moments,
+            score.at_time, self.diffusion.sde, x_T, nfe, max_iter=max_iter, n_starts=n_starts, moments=score.moments,
             components=score.components,
         )  # fmt: skip
         path = self.run_dir / GRIDS_FILE
@@ -308,21 +309,26 @@ class Run:
             if guidance:
                 raise RunError("guidance applies to the samples of one class: give a label too")
             moments = self.moments if self.clusters is None else None  # a cluster's Gaussian is not kept
-            return Scores(self.setup.score_t, self.setup.score_sigma, moments)
+            return Scores(self.diffusion.score_t, self.diffusion.score_sigma, moments)
         stack = self.component_moments
         if isinstance(label, torch.Tensor):
             if guidance:  # a batch of rows, each guided towards its own class (score.guided takes [B])
                 t_fn, sigma_fn = (
-                    _guided_rows(f, guidance) for f in (self.setup.score_t, self.setup.score_sigma)
+                    _guided_rows(f, guidance) for f in (self.diffusion.score_t, self.diffusion.score_sigma)
                 )
                 return Scores(rows_score(t_fn, label), rows_score(sigma_fn, label))
             return Scores(
-                rows_score(self.setup.score_t, label), rows_score(self.setup.score_sigma, label), stack, label
+                rows_score(self.diffusion.score_t, label),
+                rows_score(self.diffusion.score_sigma, label),
+                stack,
+                label,
             )
         y = self.label_index(label)
         start = (stack, y) if stack is not None and not guidance else (None, None)  # guided: not its Gaussian
         return Scores(
-            guided(self.setup.score_t, y, guidance), guided(self.setup.score_sigma, y, guidance), *start
+            guided(self.diffusion.score_t, y, guidance),
+            guided(self.diffusion.score_sigma, y, guidance),
+            *start,
         )
 
     def log_prob(
@@ -345,7 +351,7 @@ class Run:
         if self.clusters is not None and not 1 <= clusters <= len(self.clusters["weights"]):
             k = len(self.clusters["weights"])
             raise RunError(f"clusters must be between 1 and the run's {k} clusters, got {clusters}")
-        if self.setup.single_level:
+        if self.diffusion.single_level:
             raise RunError(
                 f"a model trained at one noise level ({self.config.objective.kind}) has no likelihood; "
                 "train with ncsn or an SDE"
@@ -357,17 +363,17 @@ class Run:
             out = torch.zeros(z.shape[0], dtype=torch.float64, device=self.device)
             for start, stop in blocks(z.shape[0], batch_size):
                 if self.clusters is None:
-                    terms = [(self.setup.score_t, 0.0)]
+                    terms = [(self.diffusion.score_t, 0.0)]
                 else:
                     distances = cluster_distances(self.clusters["centroids"], z[start:stop])
                     nearest = distances.topk(clusters, 1, largest=False).indices
                     log_w = self.clusters["weights"].to(self.device, torch.float64).log()
-                    terms = [(rows_score(self.setup.score_t, k), log_w[k]) for k in nearest.T]
+                    terms = [(rows_score(self.diffusion.score_t, k), log_w[k]) for k in nearest.T]
                 logps = []
                 for score, log_weight in terms:
                     generator = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
                     logp, _ = log_likelihood(
-                        score, self.setup.sde, z[start:stop], divergence=divergence, n_probes=n_probes,
+                        score, self.diffusion.sde, z[start:stop], divergence=divergence, n_probes=n_probes,
                         rtol=s.rtol, atol=s.atol, eps=self.config.sde.eps, generator=generator,
                     )  # fmt: skip
                     logps.append(logp.to(torch.float64) + log_weight)
@@ -509,18 +515,18 @@ def load_run(
     meta, state = ckpt.meta, ckpt.state
     config = parse_config(meta["config"])
     device = default_device(device)
-    setup = build(config, tuple(meta["data_shape"]), meta["sigma_max"], device, precision, compile)
+    diffusion = build(config, tuple(meta["data_shape"]), meta["sigma_max"], device, precision, compile)
     try:  # tensors that verify against their hash but do not fit the config: a file made by hand
-        setup.model.load_state_dict(state["ema" if use_ema else "model"])
+        diffusion.model.load_state_dict(state["ema" if use_ema else "model"])
         scaler = Standardizer.from_state_dict(state["scaler"])
         moments = DataMoments(**state["moments"])
         components = DataMoments(**state["component_moments"]) if "component_moments" in state else None
     except (RuntimeError, TypeError, ValueError, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"checkpoint {ckpt.path} does not fit its own config ({first})") from None
-    setup.model.eval().requires_grad_(False)
+    diffusion.model.eval().requires_grad_(False)
     kept = [state.get(k) for k in ("clusters", "class_weights")]  # conditional runs only
     return Run(
-        run_dir, config, setup, scaler, ckpt.step, device, tuple(meta["columns"]), tuple(meta["classes"]),
+        run_dir, config, diffusion, scaler, ckpt.step, device, tuple(meta["columns"]), tuple(meta["classes"]),
         kept[0], moments, components, kept[1],
     )  # fmt: skip

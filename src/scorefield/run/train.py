@@ -444,8 +444,8 @@ def _train(
     check_training_memory(config, tuple(raw.shape[1:]), raw.shape[0])
     data = scaler.transform(raw).to(device)
     labels = None if labels is None else labels.to(device)
-    setup = build(config, tuple(raw.shape[1:]), sigma_max, device, t.precision, t.compile)
-    trainer = _trainer(setup.model, config, ckpt)
+    diffusion = build(config, tuple(raw.shape[1:]), sigma_max, device, t.precision, t.compile)
+    trainer = _trainer(diffusion.model, config, ckpt)
     start = trainer.step_count
     if d.main:  # every check has passed: only now is the run directory created or cleared
         _prepare_run_dir(run_dir, resume, force)
@@ -479,7 +479,7 @@ def _train(
 
     batch = t.batch_size
     lo, hi = d.rows(batch)
-    score_fn = local_rows(d.wrap(setup.model, device), lo, hi, batch) if d.world > 1 else setup.model
+    score_fn = local_rows(d.wrap(diffusion.model, device), lo, hi, batch) if d.world > 1 else diffusion.model
     objective = OBJECTIVES[config.objective.kind]
     order = EpochOrder(data.shape[0], batch, t.seed, device)
     generator = make_generator(0, device)
@@ -516,9 +516,9 @@ def _train(
         rows = order(step)
         x = augment(config, data[rows], generator)
         if labels is None:
-            return objective(score_fn, x, setup, generator)[lo:hi].mean()
+            return objective(score_fn, x, diffusion, generator)[lo:hi].mean()
         y = drop_labels(labels[rows], t.label_dropout, config.model.num_classes, generator)
-        return objective(score_fn, x, setup, generator, y=y)[lo:hi].mean()
+        return objective(score_fn, x, diffusion, generator, y=y)[lo:hi].mean()
 
     last = {"saved": start, "path": ckpt.path if ckpt else None, "signal": 0}
     tick = {"step": start, "time": time.perf_counter()}
