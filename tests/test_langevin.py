@@ -57,9 +57,9 @@ def test_mala_is_exact_where_langevin_is_biased():
 
 def test_mala_acceptance_falls_with_step_size():
     p = Gaussian(MEAN, COV)
-    x0 = p.sample(1000, generator=make_generator(2))
+    x_init = p.sample(1000, generator=make_generator(2))
     rates = [
-        mala(p.log_prob, x0, 30, step_size=eps, generator=make_generator(3))[1]["acceptance_rate"]
+        mala(p.log_prob, x_init, 30, step_size=eps, generator=make_generator(3))[1]["acceptance_rate"]
         for eps in (0.01, 0.1, 0.4, 1.5)
     ]
     assert all(0 < r < 1 for r in rates)
@@ -72,9 +72,9 @@ def test_annealing_recovers_mode_weights_that_plain_langevin_misses():
     # basin it starts in (about half the box each); annealed Langevin on the exact smoothed scores
     # mixes at large sigma, where the modes overlap, and keeps the 0.8 / 0.2 split as they separate.
     mixture, n = two_gaussians(), 5000
-    x0 = (torch.rand(n, 2, generator=make_generator(4)) * 2 - 1) * 8
+    x_init = (torch.rand(n, 2, generator=make_generator(4)) * 2 - 1) * 8
     naive = mode_weights(
-        langevin(mixture.score, x0, 500, step_size=0.1, generator=make_generator(5))[0], mixture
+        langevin(mixture.score, x_init, 500, step_size=0.1, generator=make_generator(5))[0], mixture
     )
 
     def smoothed_score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -82,7 +82,7 @@ def test_annealing_recovers_mode_weights_that_plain_langevin_misses():
 
     sigmas = geometric_sigmas(20.0, 0.1, 20)
     x = annealed_langevin(
-        smoothed_score, x0, sigmas, n_steps_each=100, step_size=1e-3, generator=make_generator(5)
+        smoothed_score, x_init, sigmas, n_steps_each=100, step_size=1e-3, generator=make_generator(5)
     )[0]
     annealed = mode_weights(x, mixture)
     assert abs(annealed[0].item() - 0.8) < 0.03, annealed  # MC standard error 0.006
@@ -96,13 +96,13 @@ def _noise_score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 def test_same_generator_seed_gives_bitwise_same_samples():
-    p, x0 = Gaussian(MEAN, COV), _start(64)
+    p, x_init = Gaussian(MEAN, COV), _start(64)
     sigmas = geometric_sigmas(5.0, 0.1, 4, dtype=torch.float64)
     runs = {
-        "langevin": lambda g: langevin(p.score, x0, 20, step_size=0.05, generator=g)[0],
-        "mala": lambda g: mala(p.log_prob, x0, 20, step_size=0.3, generator=g)[0],
+        "langevin": lambda g: langevin(p.score, x_init, 20, step_size=0.05, generator=g)[0],
+        "mala": lambda g: mala(p.log_prob, x_init, 20, step_size=0.3, generator=g)[0],
         "annealed": lambda g: annealed_langevin(
-            _noise_score, x0, sigmas, n_steps_each=5, step_size=0.01, generator=g
+            _noise_score, x_init, sigmas, n_steps_each=5, step_size=0.01, generator=g
         )[0],
     }
     for name, run in runs.items():
@@ -112,9 +112,11 @@ def test_same_generator_seed_gives_bitwise_same_samples():
 
 
 def test_callbacks_see_every_update():
-    x0 = _start(8)
+    x_init = _start(8)
     seen = []
-    out, info = langevin(lambda x: -x, x0, 7, step_size=0.1, callback=lambda c: seen.append((c["i"], c["x"])))
+    out, info = langevin(
+        lambda x: -x, x_init, 7, step_size=0.1, callback=lambda c: seen.append((c["i"], c["x"]))
+    )
     assert info == {"nfe": 7}
     assert [k for k, _ in seen] == list(range(7)) and seen[-1][1] is out
 
@@ -122,7 +124,7 @@ def test_callbacks_see_every_update():
     sigmas = geometric_sigmas(5.0, 0.1, 3, dtype=torch.float64)
     out, info = annealed_langevin(
         _noise_score,
-        x0,
+        x_init,
         sigmas,
         n_steps_each=4,
         step_size=0.01,
@@ -133,7 +135,7 @@ def test_callbacks_see_every_update():
 
     seen.clear()
     out, _ = mala(
-        lambda x: -0.5 * x.square().sum(1), x0, 5, step_size=0.1, callback=lambda c: seen.append(c["i"])
+        lambda x: -0.5 * x.square().sum(1), x_init, 5, step_size=0.1, callback=lambda c: seen.append(c["i"])
     )
     assert seen == list(range(5))
 
@@ -143,10 +145,10 @@ def test_annealed_step_sizes_and_final_denoising_follow_algorithm_one():
     # sum_i T * 2 alpha_i with alpha_i = step_size * sigma_i^2 / sigma_L^2. The denoising step adds
     # sigma_L^2 s(x, sigma_L): with s = -x / (1 + sigma^2) it shrinks x by 1 - sigma_L^2 / (1 + sigma_L^2).
     sigmas = torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64)
-    x0 = torch.zeros(40000, 1, dtype=torch.float64)
+    x_init = torch.zeros(40000, 1, dtype=torch.float64)
     x = annealed_langevin(
         lambda x, s: torch.zeros_like(x),
-        x0,
+        x_init,
         sigmas,
         n_steps_each=3,
         step_size=0.01,
@@ -241,8 +243,10 @@ def test_trained_ncsn_with_annealed_langevin_recovers_two_gaussians():
         schedule.step()
 
     n = 2000
-    x0 = (torch.rand(n, 2, generator=g) * 2 - 1) * 8
-    x = annealed_langevin(model, x0, sigmas, n_steps_each=50, step_size=2e-3, generator=make_generator(1))[0]
+    x_init = (torch.rand(n, 2, generator=g) * 2 - 1) * 8
+    x = annealed_langevin(
+        model, x_init, sigmas, n_steps_each=50, step_size=2e-3, generator=make_generator(1)
+    )[0]
     assert abs(mode_weights(x, mixture)[0].item() - 0.8) < 0.05
     # The MMD bound is what the weight tolerance already allows: the samples must be closer to the
     # truth than exact samples of the same mixture with its weights moved by that 0.05 (0.75 / 0.25).

@@ -193,8 +193,8 @@ def test_the_central_claim_holds_on_the_page(ran):
 
 def test_naive_langevin_keeps_the_wrong_weights_and_annealing_recovers_them():
     mixture = two_gaussians(dtype=torch.float64)
-    x0, naive, annealed = run_naive_vs_annealed(mixture, n=600, generator=make_generator(0))
-    assert x0.shape == naive.shape == annealed.shape == (600, 2)
+    x_init, naive, annealed = run_naive_vs_annealed(mixture, n=600, generator=make_generator(0))
+    assert x_init.shape == naive.shape == annealed.shape == (600, 2)
     naive_w, annealed_w = mode_weights(naive, mixture), mode_weights(annealed, mixture)
     # 600 samples: the standard error of a weight is about 0.016
     assert abs(float(naive_w[0]) - 0.5) < 0.1, naive_w  # the uniform start's split of the basins

@@ -324,10 +324,10 @@ def test_animations_draw_in_data_units_on_named_axes(tmp_path, monkeypatch):
 
 def test_langevin_animation_frame_counts(tmp_path):
     p = Gaussian(MEAN, COV)
-    x0 = torch.randn(64, 2, generator=make_generator(0), dtype=torch.float64)
+    x_init = torch.randn(64, 2, generator=make_generator(0), dtype=torch.float64)
     path = langevin_animation(
         p.score,
-        x0,
+        x_init,
         tmp_path / "l.gif",
         step_size=0.1,
         n_steps=30,
@@ -336,16 +336,18 @@ def test_langevin_animation_frame_counts(tmp_path):
         generator=make_generator(1),
     )
     assert _gif_frames(path) == 12
-    short = langevin_animation(p.score, x0, tmp_path / "s.gif", n_steps=4, n_frames=12, extent=(-4, 4, -4, 4))
+    short = langevin_animation(
+        p.score, x_init, tmp_path / "s.gif", n_steps=4, n_frames=12, extent=(-4, 4, -4, 4)
+    )
     assert _gif_frames(short) == 5  # the start and 4 steps: no more frames than states
 
 
 def test_annealed_and_reverse_sde_animations(tmp_path):
     mixture = two_gaussians(dtype=torch.float64)
-    x0 = 8 * torch.rand(64, 2, generator=make_generator(0), dtype=torch.float64) - 4
+    x_init = 8 * torch.rand(64, 2, generator=make_generator(0), dtype=torch.float64) - 4
     path = annealed_langevin_animation(
         _smoothed_score(mixture),
-        x0,
+        x_init,
         tmp_path / "a.gif",
         sigmas=[10.0, 3.0, 1.0],
         step_size=0.05,
@@ -393,27 +395,27 @@ def test_naive_vs_annealed_states_each_panels_mode_weights_against_the_truth():
 def test_denoising_strip_with_sigmas_shows_the_exact_posterior_mean():
     # data N(0, I): E[x | x + sigma z] = x_noisy / (1 + sigma^2)
     p = Gaussian(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
-    x0 = p.sample(200, generator=make_generator(0))
+    x_0 = p.sample(200, generator=make_generator(0))
     levels = [0.1, 0.5, 2.0]
-    fig = plot_denoising_strip(x0, levels, tweedie_denoiser(_smoothed_score(p)), generator=make_generator(1))
+    fig = plot_denoising_strip(x_0, levels, tweedie_denoiser(_smoothed_score(p)), generator=make_generator(1))
     assert len(fig.axes) == 2 * len(levels)
     for j, sigma in enumerate(levels):
         noisy = _labelled(fig.axes[j], "noisy").get_offsets()
         denoised = _labelled(fig.axes[len(levels) + j], "denoised").get_offsets()
         assert noisy.shape == denoised.shape == (200, 2)
         np.testing.assert_allclose(denoised, noisy / (1 + sigma**2), rtol=1e-10)
-        assert np.std(noisy - x0.numpy()) == pytest.approx(sigma, rel=0.1)
+        assert np.std(noisy - x_0.numpy()) == pytest.approx(sigma, rel=0.1)
 
 
 def test_denoising_strip_with_an_sde_and_with_images():
     sde = VPSDE()
     p = Gaussian(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
-    x0 = p.sample(100, generator=make_generator(0))
+    x_0 = p.sample(100, generator=make_generator(0))
 
     def denoise(x, t):
         return tweedie(lambda y, s: p.diffuse(sde, float(s[0])).score(y), sde, x, t)
 
-    fig = plot_denoising_strip(x0, [0.2, 0.6], denoise, sde=sde, generator=make_generator(1))
+    fig = plot_denoising_strip(x_0, [0.2, 0.6], denoise, sde=sde, generator=make_generator(1))
     for j, t in enumerate([0.2, 0.6]):
         m, std = (float(v) for v in sde.marginal(t))
         noisy = _labelled(fig.axes[j], "noisy").get_offsets()
@@ -509,7 +511,7 @@ def test_ode_trajectories_end_where_the_linear_flow_sends_them():
         x_T,
         n_steps=40,
         data=p.sample(100, generator=make_generator(1)),
-        eps=1e-3,
+        t_end=1e-3,
     )
     (paths,) = [c for c in fig.axes[0].collections if isinstance(c, LineCollection)]
     segments = paths.get_segments()
@@ -743,7 +745,7 @@ def test_diffusion_1d_paths_start_at_the_prior_draws_and_end_on_the_data():
 def test_denoising_chain_shares_one_window_and_jumps_to_the_exact_posterior_mean():
     sde = VPSDE()
     p = Gaussian(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
-    x0 = p.sample(200, generator=make_generator(0))
+    x_0 = p.sample(200, generator=make_generator(0))
 
     def denoise(x, t):
         return tweedie(lambda y, s: p.diffuse(sde, float(s[0])).score(y), sde, x, t)
@@ -751,7 +753,7 @@ def test_denoising_chain_shares_one_window_and_jumps_to_the_exact_posterior_mean
     score = viz.exact_time_score(p, sde)
     x_T = sde.prior_sample((200, 2), generator=make_generator(1), dtype=torch.float64)
     fig = viz.plot_denoising_chain(
-        x0, [0.1, 1.0], denoise, sde, score, x_T, n_steps=20, generator=make_generator(2)
+        x_0, [0.1, 1.0], denoise, sde, score, x_T, n_steps=20, generator=make_generator(2)
     )
     assert len(fig.axes) == 2 * 3
     limits = {(ax.get_xlim(), ax.get_ylim()) for ax in fig.axes}
@@ -760,7 +762,7 @@ def test_denoising_chain_shares_one_window_and_jumps_to_the_exact_posterior_mean
         m, std = (float(v) for v in sde.marginal(t))
         noisy = _labelled(fig.axes[3 * row], "noised").get_offsets()
         jumped = _labelled(fig.axes[3 * row + 1], "one jump").get_offsets()
-        np.testing.assert_allclose(jumped, m * noisy / (m**2 + std**2), rtol=1e-8)  # E[x0 | x_t], unit data
+        np.testing.assert_allclose(jumped, m * noisy / (m**2 + std**2), rtol=1e-8)  # E[x_0 | x_t], unit data
     np.testing.assert_allclose(_labelled(fig.axes[5], "chain").get_offsets(), x_T.numpy())  # t = 1: the prior
 
 
@@ -780,7 +782,7 @@ def test_annealed_animation_draws_each_levels_density_in_its_own_window(tmp_path
     monkeypatch.setattr(viz.animations, "FigureCanvasAgg", _CanvasSpy)
     _CanvasSpy.figures = []
     mixture = two_gaussians(dtype=torch.float64)
-    x0 = 8 * torch.rand(50, 2, generator=make_generator(0), dtype=torch.float64) - 4
+    x_init = 8 * torch.rand(50, 2, generator=make_generator(0), dtype=torch.float64) - 4
     seen = []
     original = viz.animations.set_window
 
@@ -790,7 +792,7 @@ def test_annealed_animation_draws_each_levels_density_in_its_own_window(tmp_path
 
     monkeypatch.setattr(viz.animations, "set_window", spy)
     path = annealed_langevin_animation(
-        _smoothed_score(mixture), x0, tmp_path / "a.gif", sigmas=[20.0, 5.0, 1.0], step_size=0.05, n_steps_each=10,
+        _smoothed_score(mixture), x_init, tmp_path / "a.gif", sigmas=[20.0, 5.0, 1.0], step_size=0.05, n_steps_each=10,
         n_frames=8, background_at=mixture.smooth, window="level", extent=(-9, 9, -9, 9), generator=make_generator(1),
     )  # fmt: skip
     assert _gif_frames(path) == 8
@@ -801,15 +803,15 @@ def test_annealed_animation_draws_each_levels_density_in_its_own_window(tmp_path
 
 
 def test_forward_paths_start_at_the_data_inside_each_sdes_exact_band():
-    x0 = torch.tensor([-1.0, 0.5, 1.5], dtype=torch.float64)
+    x_0 = torch.tensor([-1.0, 0.5, 1.5], dtype=torch.float64)
     sdes = {"VE": VESDE(sigma_min=0.01, sigma_max=5.0), "VP": VPSDE()}
-    fig = viz.plot_forward_paths(x0, sdes, n_steps=50, generator=make_generator(0))
+    fig = viz.plot_forward_paths(x_0, sdes, n_steps=50, generator=make_generator(0))
     ve, vp = fig.axes
     for ax in (ve, vp):
         lines = ax.get_lines()
         assert len(lines) == 3 and [float(line.get_ydata()[0]) for line in lines] == [-1.0, 0.5, 1.5]
-    top = max(float(p.vertices[:, 1].max()) for p in vp.collections[1].get_paths())  # band of x0 = 1.5
+    top = max(float(p.vertices[:, 1].max()) for p in vp.collections[1].get_paths())  # band of x_0 = 1.5
     scale, std = VPSDE().marginal(torch.linspace(0, 1, 51, dtype=torch.float64))
-    assert top == pytest.approx(float((scale * 1.5 + 2 * std).max()))  # m(t) x0 + 2 std(t), exactly
+    assert top == pytest.approx(float((scale * 1.5 + 2 * std).max()))  # m(t) x_0 + 2 std(t), exactly
     ve_top = max(float(p.vertices[:, 1].max()) for p in ve.collections[1].get_paths())
-    assert ve_top == pytest.approx(1.5 + 2 * 5.0, rel=1e-3)  # VE keeps x0 and lets the noise explode
+    assert ve_top == pytest.approx(1.5 + 2 * 5.0, rel=1e-3)  # VE keeps x_0 and lets the noise explode

@@ -161,19 +161,19 @@ def _plot_field(viz, run, data: torch.Tensor):
     scaled to its column, so the arrow at ``x`` is ``std² ∇log p(x)`` per column (``std · s_z``, the
     score of the model's standardised plane): it points where the standardised score points, on
     axes of any units, where the raw ``∇log p`` would lie flat along the column of smaller spread."""
-    diffusion, scaler, eps = run.diffusion, run.scaler, run.config.sample.t_end
+    diffusion, scaler, t_end = run.diffusion, run.scaler, run.config.sample.t_end
     std = scaler.std.to(run.device)
 
     def field(x: torch.Tensor) -> torch.Tensor:
-        t = torch.full((x.shape[0],), eps, device=run.device)
+        t = torch.full((x.shape[0],), t_end, device=run.device)
         z = scaler.transform(x.cpu()).to(run.device)
-        # a run conditioned on clusters: at t = eps the mixture's score is its nearest cluster's
+        # a run conditioned on clusters: at t = t_end the mixture's score is its nearest cluster's
         labels = () if run.clusters is None else (run.nearest_cluster(z),)
         return (diffusion.score_t(z, t, *labels) * std).cpu()
 
     figure = viz.plot_score_field(field, data=data, columns=run.columns)
     figure.axes[0].set_title(
-        f"learned score at t = {eps:g}\narrows: std² ∇log p (std of each column)", fontsize="medium"
+        f"learned score at t = {t_end:g}\narrows: std² ∇log p (std of each column)", fontsize="medium"
     )
     return figure
 

@@ -48,7 +48,7 @@ def run_naive_vs_annealed(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The score-functions tutorial's "problems with naive Langevin sampling": naive and annealed chains from one uniform start.
 
-    ``x0`` is uniform over a square holding every mode of ``mixture`` with 3 standard deviations
+    ``x_init`` is uniform over a square holding every mode of ``mixture`` with 3 standard deviations
     to spare (docs/math.md#naive-versus-annealed-langevin-on-separated-modes). The naive chain follows the score at the smallest level ``sigmas[-1]``; the annealed
     chain descends the geometric ``sigmas`` (default 20 levels from the width of that square down to
     0.01) with ``step_lr`` (default ``0.1 σ_L²``: every step ``α_i`` is at most a tenth of the
@@ -57,7 +57,7 @@ def run_naive_vs_annealed(
     ``p * N(0, σ²I)`` (``mixture.smooth(σ).score``; docs/math.md#smoothing-and-diffusion), so the
     naive chain then follows the exact ``∇log p`` but for a ``σ_L`` of 0.01.
 
-    Returns ``(x0, naive, annealed)``, each ``[n, d]``.
+    Returns ``(x_init, naive, annealed)``, each ``[n, d]``.
     """
     means, covs = mixture.means, mixture.covs
     spread = torch.diagonal(covs, dim1=-2, dim2=-1).sqrt().max()
@@ -71,14 +71,14 @@ def run_naive_vs_annealed(
         else noise_score_fn
     )
     step_lr = 0.1 * float(sigmas[-1]) ** 2 if step_lr is None else step_lr
-    x0 = lo + (hi - lo) * torch.rand(n, mixture.dim, generator=generator, dtype=means.dtype)
+    x_init = lo + (hi - lo) * torch.rand(n, mixture.dim, generator=generator, dtype=means.dtype)
     naive, _ = langevin(
-        at_level(score, float(sigmas[-1])), x0, n_steps, step_size=step_size, generator=generator
+        at_level(score, float(sigmas[-1])), x_init, n_steps, step_size=step_size, generator=generator
     )
     annealed, _ = annealed_langevin(
-        score, x0, sigmas, n_steps_each=n_steps_each, step_size=step_lr, generator=generator
+        score, x_init, sigmas, n_steps_each=n_steps_each, step_size=step_lr, generator=generator
     )
-    return x0, naive, annealed
+    return x_init, naive, annealed
 
 
 @torch.no_grad()

@@ -231,15 +231,15 @@ class _Recorder:
 
     def __init__(
         self,
-        x0: torch.Tensor,
+        x_init: torch.Tensor,
         label: str = "start",
         to_data: Callable[[torch.Tensor], torch.Tensor] | None = None,
         level: float | None = None,
     ):
         self.to_data = to_data
         self.labels, self.states, self.levels = [], [], []
-        self.add(label, x0, level)
-        check_2d("x0", self.states[0])
+        self.add(label, x_init, level)
+        check_2d("x_init", self.states[0])
 
     def add(self, label: str, x: torch.Tensor, level: float | None = None) -> None:
         self.labels.append(label)
@@ -291,7 +291,7 @@ def _reach(extent: Extent) -> float:
 
 def langevin_animation(
     score_fn: ScoreFn,
-    x0: torch.Tensor,
+    x_init: torch.Tensor,
     path: str | Path,
     step_size: float = 0.05,
     n_steps: int = 400,
@@ -302,15 +302,15 @@ def langevin_animation(
 ) -> Path:
     """The score-functions tutorial's "using Langevin dynamics to sample from a mixture of 2 Gaussians" as a GIF of particles.
 
-    Runs ``scorefield.langevin.langevin`` from ``x0 [N, 2]`` and keeps ``n_frames`` states (fewer if
+    Runs ``scorefield.langevin.langevin`` from ``x_init [N, 2]`` and keeps ``n_frames`` states (fewer if
     there are fewer steps; ``spacing``, default ``"log"``: a chain moves most in its first steps),
     drawn as ``drawing`` says (``Drawing``). Returns the GIF's path.
     """
-    recorder = _Recorder(x0, label="start (step 0)", to_data=drawing.pop("to_data", None))
+    recorder = _Recorder(x_init, label="start (step 0)", to_data=drawing.pop("to_data", None))
     spacing = drawing.pop("spacing", "log")
     langevin(
         score_fn,
-        x0,
+        x_init,
         n_steps,
         step_size=step_size,
         generator=generator,
@@ -321,7 +321,7 @@ def langevin_animation(
 
 def annealed_langevin_animation(
     score_fn: NoiseScoreFn,
-    x0: torch.Tensor,
+    x_init: torch.Tensor,
     path: str | Path,
     sigmas: torch.Tensor | Sequence[float],
     step_size: float,
@@ -353,11 +353,11 @@ def annealed_langevin_animation(
         i = k // n_steps_each
         return f"σ = {levels[i]:.3g}, step {k % n_steps_each + 1}/{n_steps_each} at this level"
 
-    recorder = _Recorder(x0, label=f"start, σ = {levels[0]:.3g}", to_data=drawing.pop("to_data", None),
+    recorder = _Recorder(x_init, label=f"start, σ = {levels[0]:.3g}", to_data=drawing.pop("to_data", None),
                          level=levels[0])  # fmt: skip
     annealed_langevin(
         score_fn,
-        x0,
+        x_init,
         sigmas,
         n_steps_each=n_steps_each,
         step_size=step_size,

@@ -38,12 +38,12 @@ def plot_diffusion_1d(
     sde: SDE,
     n_paths: int = 16,
     n_steps: int = 250,
-    eps: float = 1e-3,
+    t_end: float = 1e-3,
     generator: torch.Generator | None = None,
     n_grid: int = 240,
     n_times: int = 200,
 ) -> Figure:
-    """A one-dimensional density over time, ``p_t(x)`` for ``t`` from ``eps`` to 1, with sampling paths on it.
+    """A one-dimensional density over time, ``p_t(x)`` for ``t`` from ``t_end`` to 1, with sampling paths on it.
 
     ``dist`` is a 1-D Gaussian mixture, whose every ``p_t`` is exact (``dist.diffuse``). The image is
     ``p_t`` scaled at each time to its maximum (so that both the sharp data density at small ``t`` and
@@ -63,15 +63,23 @@ def plot_diffusion_1d(
         stamps.append(info["t"])
 
     sample_pc(
-        score, sde, x_T, n_steps, corrector=None, denoise=False, t_end=eps, generator=generator, callback=keep
+        score,
+        sde,
+        x_T,
+        n_steps,
+        corrector=None,
+        denoise=False,
+        t_end=t_end,
+        generator=generator,
+        callback=keep,
     )
     sde_paths = np.stack(states, axis=1)  # (paths, times)
-    _, info = sample_ode(score, sde, x_T, n_steps, method="rk4", t_end=eps, return_trajectory=True)
+    _, info = sample_ode(score, sde, x_T, n_steps, method="rk4", t_end=t_end, return_trajectory=True)
     ode_paths = to_numpy(info["trajectory"][:, :, 0]).T
     ode_times = to_numpy(info["times"].reshape(-1, 1))[:, 0]
     reach = max(3.5, float(np.abs(sde_paths).max()), float(np.abs(ode_paths).max()))
     xs = np.linspace(-reach, reach, n_grid)
-    ts = np.linspace(eps, 1.0, n_times)
+    ts = np.linspace(t_end, 1.0, n_times)
     column = torch.as_tensor(xs, dtype=torch.float64)[:, None]
     density = np.stack([dist.diffuse(sde, float(t)).log_prob(column).exp().numpy() for t in ts], axis=1)
     density /= density.max(axis=0, keepdims=True)
@@ -99,12 +107,12 @@ def plot_diffusion_1d(
 
 
 def plot_forward_paths(
-    x0: torch.Tensor,
+    x_0: torch.Tensor,
     sdes: dict[str, SDE],
     n_steps: int = 400,
     generator: torch.Generator | None = None,
 ) -> Figure:
-    """Paths of forward SDEs (Song et al. 2021, eq. 5) from the same 1-D points ``x0 [N]``, one panel each.
+    """Paths of forward SDEs (Song et al. 2021, eq. 5) from the same 1-D points ``x_0 [N]``, one panel each.
 
     Each path is Euler-Maruyama on ``n_steps`` uniform steps of ``dx = f(x, t) dt + g(t) dW`` from
     ``t = 0`` to 1 (the same Brownian increments in every panel). Under each, the exact band of the
@@ -112,21 +120,21 @@ def plot_forward_paths(
     SDE keeps ``m = 1`` and lets the noise explode, a VP SDE shrinks ``x`` by ``m(t)`` while it adds
     noise, so that ``m² + std² = 1`` and every path ends in ``N(0, 1)``.
     """
-    x0 = x0.to(torch.float64).flatten()
+    x_0 = x_0.to(torch.float64).flatten()
     ts = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
     dt = 1.0 / n_steps
-    noise = torch.randn(n_steps, len(x0), generator=generator, dtype=torch.float64) * dt**0.5
+    noise = torch.randn(n_steps, len(x_0), generator=generator, dtype=torch.float64) * dt**0.5
     fig = Figure(figsize=(3.7 * len(sdes), 3.4), layout="constrained")
     axes = fig.subplots(1, len(sdes))
     for ax, (name, sde) in zip(np.atleast_1d(axes), sdes.items(), strict=True):
-        x, path = x0.clone(), [x0.clone()]
+        x, path = x_0.clone(), [x_0.clone()]
         for i in range(n_steps):
             t = ts[i]
             x = x + sde.drift(x, t) * dt + sde.diffusion(t) * noise[i]
             path.append(x.clone())
         paths = torch.stack(path).numpy()  # (times, points)
         scale, std = (v.numpy() for v in sde.marginal(ts))
-        for start in (float(x0.min()), float(x0.max())):
+        for start in (float(x_0.min()), float(x_0.max())):
             ax.fill_between(ts.numpy(), scale * start - 2 * std, scale * start + 2 * std, color=DATA_COLOR,
                             alpha=0.12, linewidth=0)  # fmt: skip
         ax.plot(ts.numpy(), paths, color=SAMPLE_COLOR, linewidth=0.7, alpha=0.8)
@@ -138,7 +146,7 @@ def plot_forward_paths(
 
 
 def plot_denoising_chain(
-    x0: torch.Tensor,
+    x_0: torch.Tensor,
     times: Sequence[float],
     denoise_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     sde: SDE,
@@ -154,7 +162,7 @@ def plot_denoising_chain(
     Columns, all on one shared window (so the noise's growth shows; points outside are counted in
     the titles):
 
-    1. the data ``x0`` noised to time ``t``: ``x_t = m(t) x0 + std(t) z``;
+    1. the data ``x_0`` noised to time ``t``: ``x_t = m(t) x_0 + std(t) z``;
     2. one denoising jump from there, ``denoise_fn(x_t, t) ≈ E[x_0 | x_t]`` (Tweedie's posterior
        mean): close to the data at small ``t``, the average of everything ``x_t`` could have come from
        at large ``t`` (between the modes, then the data's mean);
@@ -179,16 +187,16 @@ def plot_denoising_chain(
         chain[t] = states[int(np.argmin(np.abs(np.array(grid_times) - t)))]
     rows = []
     for t in times:
-        batch = torch.full((x0.shape[0],), t, dtype=x0.dtype, device=x0.device)
+        batch = torch.full((x_0.shape[0],), t, dtype=x_0.dtype, device=x_0.device)
         scale, std = (
-            torch.as_tensor(v, dtype=x0.dtype) * torch.ones_like(batch) for v in sde.marginal(batch)
+            torch.as_tensor(v, dtype=x_0.dtype) * torch.ones_like(batch) for v in sde.marginal(batch)
         )
-        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-        noisy = append_dims(scale, 2) * x0 + append_dims(std, 2) * z
+        z = torch.randn(x_0.shape, generator=generator, dtype=x_0.dtype)
+        noisy = append_dims(scale, 2) * x_0 + append_dims(std, 2) * z
         with torch.no_grad():
             jumped = denoise_fn(noisy, batch)
         rows.append((t, float(scale[0]), float(std[0]), to_numpy(noisy), to_numpy(jumped), chain[t]))
-    clean = to_numpy(x0)
+    clean = to_numpy(x_0)
     every = np.concatenate([clean] + [a for row in rows for a in row[3:]])
     limits = limits_of(every, tail=0.002)
     half = float(np.abs(limits).max())

@@ -212,7 +212,7 @@ def tweedie_denoiser(noise_score_fn: NoiseScoreFn) -> NoiseScoreFn:
 
 
 def plot_denoising_strip(
-    x0: torch.Tensor,
+    x_0: torch.Tensor,
     levels: Sequence[float],
     denoise_fn: NoiseScoreFn,
     sde: SDE | None = None,
@@ -224,10 +224,10 @@ def plot_denoising_strip(
 ) -> Figure:
     """The diffusion tutorial's "stacked denoisers": clean data, the data at increasing noise, and their one-step denoising.
 
-    Without ``sde`` the levels are noise standard deviations ``σ``, ``x̃ = x0 + σ z``, and
-    ``denoise_fn(x̃, σ[B])`` estimates ``x0`` (e.g. ``tweedie_denoiser(noise_score)``); with ``sde``
-    they are times ``t``, ``x_t = m(t) x0 + std(t) z`` and ``denoise_fn(x_t, t[B])`` (e.g.
-    ``ScoreModel.denoise``). ``x0`` and ``denoise_fn`` live in the model's space; ``to_data`` (e.g. a
+    Without ``sde`` the levels are noise standard deviations ``σ``, ``x̃ = x_0 + σ z``, and
+    ``denoise_fn(x̃, σ[B])`` estimates ``x_0`` (e.g. ``tweedie_denoiser(noise_score)``); with ``sde``
+    they are times ``t``, ``x_t = m(t) x_0 + std(t) z`` and ``denoise_fn(x_t, t[B])`` (e.g.
+    ``ScoreModel.denoise``). ``x_0`` and ``denoise_fn`` live in the model's space; ``to_data`` (e.g. a
     scaler's ``inverse_transform``) maps a batch of it back to the data's units, in which everything
     is drawn (default: the model's space itself). What is drawn:
 
@@ -239,30 +239,32 @@ def plot_denoising_strip(
       square grid of the first ``n_show`` images, all on one grey scale ``value_range`` (default: the
       clean images' range) in the data's units; noise beyond it saturates.
     """
-    images = x0.ndim == 4
+    images = x_0.ndim == 4
     if images:
-        x0 = x0[:n_show]
-    elif x0.ndim != 2:
-        raise ValueError(f"x0 must be [N, d] points or [B, C, H, W] images, got shape {tuple(x0.shape)}")
+        x_0 = x_0[:n_show]
+    elif x_0.ndim != 2:
+        raise ValueError(f"x_0 must be [N, d] points or [B, C, H, W] images, got shape {tuple(x_0.shape)}")
 
     def in_data(x: torch.Tensor) -> np.ndarray:
         return to_numpy(x if to_data is None else to_data(x))
 
     rows = []  # (title, noisy, denoised) per level, in data units
     for level in levels:
-        batch = torch.full((x0.shape[0],), float(level), dtype=x0.dtype, device=x0.device)
+        batch = torch.full((x_0.shape[0],), float(level), dtype=x_0.dtype, device=x_0.device)
         if sde is None:
             scale, std = torch.ones_like(batch), batch
         else:
-            scale, std = (v.to(x0) * torch.ones_like(batch) for v in sde.marginal(batch))
-        noise_device = x0.device if generator is None else generator.device
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=noise_device).to(x0.device)
-        noisy = append_dims(scale, x0.ndim) * x0 + append_dims(std, x0.ndim) * noise
+            scale, std = (v.to(x_0) * torch.ones_like(batch) for v in sde.marginal(batch))
+        noise_device = x_0.device if generator is None else generator.device
+        noise = torch.randn(x_0.shape, generator=generator, dtype=x_0.dtype, device=noise_device).to(
+            x_0.device
+        )
+        noisy = append_dims(scale, x_0.ndim) * x_0 + append_dims(std, x_0.ndim) * noise
         with torch.no_grad():
             denoised = denoise_fn(noisy, batch)
         title = f"{'t' if sde is not None else 'σ'} = {float(level):.3g}"
         rows.append((title, in_data(noisy), in_data(denoised)))
-    clean = in_data(x0)
+    clean = in_data(x_0)
     if images:
         return _denoising_images(clean, rows, value_range)
     if clean.shape[1] == 2:
@@ -335,18 +337,18 @@ def plot_ode_trajectories(
     method: str = "rk4",
     data: ArrayLike | None = None,
     extent: Extent | None = None,
-    eps: float = 1e-3,
+    t_end: float = 1e-3,
 ) -> Figure:
     """Probability-flow ODE trajectories (Song et al. 2021, eq. 13): each prior point's path to a sample.
 
     Integrates ``scorefield.samplers.sample_ode`` on ``n_steps`` fixed steps of ``method`` from
-    ``x_T [N, 2]`` at ``t = 1`` to ``eps``; draws one line per particle (faded from the prior end),
+    ``x_T [N, 2]`` at ``t = 1`` to ``t_end``; draws one line per particle (faded from the prior end),
     its start and its end, over the ``data`` if given. The paths run in the model's own space, where
     the prior is isotropic (standardised coordinates by design): without ``extent`` both axes share
     one scale (equal aspect), so the flow's directions are not distorted.
     """
     check_2d("x_T", to_numpy(x_T))
-    _, info = sample_ode(score_fn, sde, x_T, n_steps, method=method, t_end=eps, return_trajectory=True)
+    _, info = sample_ode(score_fn, sde, x_T, n_steps, method=method, t_end=t_end, return_trajectory=True)
     paths = to_numpy(info["trajectory"]).transpose(1, 0, 2)  # (N, T, 2)
     fig, axes = new_figure(1, 1, size=4.2)
     ax = axes[0, 0]
@@ -354,7 +356,7 @@ def plot_ode_trajectories(
         scatter_points(ax, to_numpy(data), "data", DATA_COLOR, size=2.0, alpha=0.4)
     ax.add_collection(LineCollection(list(paths), colors="C0", linewidths=0.6, alpha=0.5, label="ODE paths"))
     ax.scatter(paths[:, 0, 0], paths[:, 0, 1], s=6, c="C0", marker="x", linewidths=0.6, label="t = 1 (prior)")
-    ax.scatter(paths[:, -1, 0], paths[:, -1, 1], s=6, c=SAMPLE_COLOR, label=f"t = {eps:g} (samples)")
+    ax.scatter(paths[:, -1, 0], paths[:, -1, 1], s=6, c=SAMPLE_COLOR, label=f"t = {t_end:g} (samples)")
     if extent is not None:
         set_window(ax, extent)
     else:

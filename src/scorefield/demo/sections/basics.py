@@ -206,9 +206,9 @@ def langevin(mixture: GaussianMixture, budget: Budget, streams: Streams, out: Pa
     b = budget
     lo, hi = -8.0, 8.0
     g = streams.generator(40)
-    x0 = lo + (hi - lo) * torch.rand(b.gif_particles, 2, generator=g)
+    x_init = lo + (hi - lo) * torch.rand(b.gif_particles, 2, generator=g)
     gif = viz.langevin_animation(
-        mixture.score, x0, out / "langevin.gif", step_size=0.05, n_steps=b.gif_steps,
+        mixture.score, x_init, out / "langevin.gif", step_size=0.05, n_steps=b.gif_steps,
         n_frames=b.gif_frames, background=mixture, extent=EXTENT, generator=g, spacing="log",
     )  # fmt: skip
     start = time.perf_counter()
@@ -221,7 +221,7 @@ def langevin(mixture: GaussianMixture, budget: Budget, streams: Streams, out: Pa
         "naive": mode_shares(naive, mixture),
         "annealed": mode_shares(annealed, mixture),
         "wall_s": wall,
-        "gif_start_upper": float(((x0[:, 0] + x0[:, 1]) > 0).double().mean()),
+        "gif_start_upper": float(((x_init[:, 0] + x_init[:, 1]) > 0).double().mean()),
     }
     figures = {
         "langevin": gif,

@@ -125,9 +125,9 @@ def ncsn(
         labels=[f"σ{_subscript(n_levels - i)} = {float(sigmas[i]):.3g}" for i in shown],
     )  # fmt: skip
     g = streams.generator(54)
-    x0 = -8.0 + 16.0 * torch.rand(b.gif_particles, 2, generator=g)
+    x_init = -8.0 + 16.0 * torch.rand(b.gif_particles, 2, generator=g)
     gif = viz.annealed_langevin_animation(
-        model, x0, out / "annealed_langevin.gif", sigmas, step_size=numbers["step_lr"],
+        model, x_init, out / "annealed_langevin.gif", sigmas, step_size=numbers["step_lr"],
         n_steps_each=b.n_steps_each, n_frames=b.gif_frames, background_at=mixture.smooth,
         extent=EXTENT, generator=g,
     )  # fmt: skip
