@@ -20,7 +20,7 @@ from scorefield.demo.experiments import (
     kde_log_likelihood,
     line_mixture,
     run_naive_vs_annealed,
-    standardised_mixture,
+    standardized_mixture,
 )
 from scorefield.demo.mathml import tex
 from scorefield.distributions import two_gaussians
@@ -225,10 +225,10 @@ def test_the_mixture_in_other_coordinates_is_exact():
     x = mixture.sample(500, generator=make_generator(0))
     scaler = Standardizer().fit(x)
     z = scaler.transform(x)
-    standardised = standardised_mixture(mixture, scaler)
+    standardised = standardized_mixture(mixture, scaler)
     # a density in standardised units is the density in data units minus the log-determinant
     assert torch.allclose(standardised.log_prob(z), mixture.log_prob(x) - scaler.log_det.double(), atol=1e-9)
-    line = line_mixture(mixture, torch.tensor([1.0, 1.0]), standardise=False)
+    line = line_mixture(mixture, torch.tensor([1.0, 1.0]), standardize=False)
     assert line.means[:, 0].tolist() == pytest.approx([-5 * math.sqrt(2), 5 * math.sqrt(2)])
     assert line.covs.flatten().tolist() == pytest.approx([1.0, 1.0])
     unit = line_mixture(mixture, torch.tensor([1.0, 1.0]))

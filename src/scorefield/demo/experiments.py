@@ -31,7 +31,7 @@ __all__ = [
     "moons_arcs",
     "near_inner_tips",
     "run_naive_vs_annealed",
-    "standardised_mixture",
+    "standardized_mixture",
 ]
 
 
@@ -102,7 +102,7 @@ def flow_basins(
     return torch.where(distance.min(1).values <= radius, nearest, torch.full_like(nearest, -1))
 
 
-def standardised_mixture(mixture: GaussianMixture, scaler: Standardizer) -> GaussianMixture:
+def standardized_mixture(mixture: GaussianMixture, scaler: Standardizer) -> GaussianMixture:
     """``mixture`` in the coordinates ``z = (x - mean) / std`` of ``scaler``: exact, as an affine map
     of a Gaussian mixture is a Gaussian mixture."""
     mean, std = (v.to(mixture.means) for v in (scaler.mean, scaler.std))
@@ -112,14 +112,14 @@ def standardised_mixture(mixture: GaussianMixture, scaler: Standardizer) -> Gaus
 
 
 def line_mixture(
-    mixture: GaussianMixture, direction: torch.Tensor, standardise: bool = True
+    mixture: GaussianMixture, direction: torch.Tensor, standardize: bool = True
 ) -> GaussianMixture:
     """The 1-D mixture of ``u = eᵀx`` for ``x ~ mixture`` and the unit vector ``e`` along
-    ``direction``; with ``standardise``, of ``(u - E u) / std(u)``."""
+    ``direction``; with ``standardize``, of ``(u - E u) / std(u)``."""
     e = (direction / torch.linalg.norm(direction)).to(mixture.means)
     means = mixture.means @ e
     variances = torch.einsum("i,kij,j->k", e, mixture.covs, e)
-    if standardise:
+    if standardize:
         centre = float(mixture.weights @ means)
         spread = math.sqrt(float(mixture.weights @ (variances + (means - centre) ** 2)))
         means, variances = (means - centre) / spread, variances / spread**2

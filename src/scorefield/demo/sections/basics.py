@@ -234,7 +234,7 @@ def noise_section(mixture: GaussianMixture, budget: Budget, streams: Streams) ->
     """4. Adding noise, in one dimension along the line through the modes (the mixture there is
     ``0.8 N(-5√2, 1) + 0.2 N(5√2, 1)``): data points smoothed into a mixture, the density smoothed
     at several levels, and the denoising target ``-z/σ`` against the score of ``p_σ``."""
-    line = line_mixture(mixture.to(torch.float64), DIAGONAL, standardise=False)
+    line = line_mixture(mixture.to(torch.float64), DIAGONAL, standardize=False)
     points = line.sample(8, generator=streams.generator(45))
     sigmas = (1.0, 3.0, 7.0)
     clean = mixture.sample(3, generator=streams.generator(46))

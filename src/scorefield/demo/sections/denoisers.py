@@ -30,7 +30,7 @@ from ..experiments import (
     line_mixture,
     near_inner_tips,
     run_naive_vs_annealed,
-    standardised_mixture,
+    standardized_mixture,
 )
 from ..models import LearnedDensity, fit_model, mlp, train_vp
 from ..settings import (
@@ -208,7 +208,7 @@ def diffusion(
         }
         samples[key] = x
     numbers["weight_stderr"] = math.sqrt(0.8 * 0.2 / b.n_samples)
-    standardised = standardised_mixture(mixture.to(torch.float64), scaler)
+    standardised = standardized_mixture(mixture.to(torch.float64), scaler)
     line = line_mixture(mixture.to(torch.float64), DIAGONAL)
     scale = [float(sde.marginal(t)[0]) for t in (0.25, 0.5, 0.75)]  # m(t): how far the data have shrunk
     numbers["line"] = {
@@ -308,7 +308,7 @@ def likelihood(
     exact = mixture.to(torch.float64).log_prob(x.double())
     diff = logp - exact
     error, error_stderr = mean_and_stderr(diff)
-    standardised = standardised_mixture(mixture.to(torch.float64), scaler)
+    standardised = standardized_mixture(mixture.to(torch.float64), scaler)
     exact_score = viz.exact_time_score(standardised, sde)
     pipeline_z, _ = log_likelihood(exact_score, sde, z.double(), eps=VP_EPS)
     pipeline, pipeline_stderr = mean_and_stderr(pipeline_z + scaler.log_det.double() - exact)
