@@ -129,7 +129,7 @@ def test_figures_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     temporary: the viz figures and grids go through files.atomic_output like every other writer."""
     from matplotlib.figure import Figure
 
-    from scorefield.demo.page import Page
+    from scorefield.demo.document import Page
     from scorefield.sde import VPSDE
     from scorefield.viz import image_grid, reverse_sde_animation
 

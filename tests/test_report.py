@@ -249,10 +249,10 @@ def test_the_moons_checks_see_samples_off_the_arcs():
     )  # fills the gap between the arcs
     same = classifier_two_sample_test(more, data, seed=0)
     different = classifier_two_sample_test(blurred, data, seed=0)
-    assert abs(same["accuracy"] - 0.5) < 4 * same["stderr"]
-    assert different["accuracy"] > 0.5 + 5 * different["stderr"]
+    assert abs(same.accuracy - 0.5) < 4 * same.stderr
+    assert different.accuracy > 0.5 + 5 * different.stderr
     kde = kde_log_likelihood(data, more, cv_points=300, seed=0)
-    assert 0.01 < kde["bandwidth"] < 0.2 and math.isfinite(kde["nats"])
+    assert 0.01 < kde.bandwidth < 0.2 and math.isfinite(kde.nats)
 
 
 def _browser_check():

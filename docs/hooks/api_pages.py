@@ -36,7 +36,7 @@ GROUPS = [
 
 # search ranking (Material's front matter ``search``): the pages of the application's modules rank below
 # the library's, so a query such as "langevin" finds ``scorefield.langevin`` before a demo setting; the
-# demo's own modules (its settings, prose and page layout) are left out of the index
+# demo's own modules (its settings, sections and page layout) are left out of the index
 SEARCH = {"demo": {"exclude": True}, "viz": {"boost": 0.2}, "cli": {"boost": 0.2}, "report": {"boost": 0.2}}
 
 # griffe messages about docstrings that are known and reported, by (file, start of the message): logged

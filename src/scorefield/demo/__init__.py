@@ -23,10 +23,10 @@ the run uses one CPU thread, so two runs give the same numbers (the wall times a
 
 The package: ``settings`` (budgets, fixed settings, random streams), ``models`` (the small models
 and their training), ``experiments`` (naive vs annealed Langevin, basins, the checks of the moons
-model), ``sections`` (each section's computation: numbers and figures), ``mathml`` (equations as
-MathML), ``prose`` (the words: each section's text, equations and captions, the glossary) and
-``page`` (the HTML); this module runs them in order, passing each section what it needs, and writes
-the files. ``tools/check_report.py`` (``make check-report``) checks the page in headless Chromium.
+model), ``sections`` (one module per section: ``compute`` its numbers and figures, ``write`` its
+words, equations, tables and figures), ``mathml`` (equations as MathML), ``document`` (the HTML
+page) and ``page`` (the sections in order, the introduction, the summary and the glossary); this
+module computes the sections in order, passing each what it needs, and writes the files. ``tools/check_report.py`` (``make check-report``) checks the page in headless Chromium.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from tqdm.auto import tqdm
 
 from ..distributions import two_gaussians
 from ..files import atomic_write
-from . import prose, sections
+from .page import Results, render
+from .sections import diffusion, langevin, likelihood, moons, ncsn, noise, score, score_matching
 from .settings import FULL, QUICK, Budget, Streams
 
 __all__ = ["FULL", "QUICK", "SECTIONS", "Budget", "run_demo"]
@@ -99,36 +100,34 @@ def _run(out: Path, budget: Budget, progress: bool, seed: int, quick: bool) -> d
     with tqdm(total=len(SECTIONS), desc="demo", unit="section", disable=not progress) as bar:
         clock = _Clock(bar)
         with clock("score"):
-            score = sections.score(mixture, budget, streams)
+            score_section = score.compute(mixture, streams)
         with clock("score_matching"):
-            matching = sections.score_matching(mixture, data, budget, streams)
+            matching = score_matching.compute(mixture, data, budget, streams)
         with clock("langevin"):
-            langevin = sections.langevin(mixture, budget, streams, out)
+            chains = langevin.compute(mixture, budget, streams, out)
         with clock("noise"):
-            smoothing = sections.noise_section(mixture, budget, streams)
+            smoothing = noise.compute(mixture, streams)
         with clock("ncsn"):
-            ncsn = sections.ncsn(mixture, data, budget, streams, out)
+            ladder = ncsn.compute(mixture, data, budget, streams, out)
         with clock("diffusion"):
-            diffusion = sections.diffusion(mixture, data, budget, streams, out)
+            vp = diffusion.compute(mixture, data, budget, streams, out)
         with clock("likelihood"):
-            likelihood = sections.likelihood(mixture, diffusion.model, diffusion.scaler, budget, streams)
+            density = likelihood.compute(mixture, vp.model, vp.scaler, budget, streams)
         with clock("moons"):
-            moons = sections.moons(budget, streams)
-    done = dict(
-        zip(SECTIONS, (score, matching, langevin, smoothing, ncsn, diffusion, likelihood, moons), strict=True)
+            on_moons = moons.compute(budget, streams)
+    done = (score_section, matching, chains, smoothing, ladder, vp, density, on_moons)
+    settings = {"quick": quick, "seed": seed, "threads": 1, "torch": torch.__version__} | asdict(budget)
+    results = Results(
+        *(section.numbers for section in done),
+        wall_s=clock.wall | {"total": time.perf_counter() - begin},
+        settings=settings,
     )
-    wall = clock.wall | {"total": time.perf_counter() - begin}
-    results = {name: section.numbers for name, section in done.items()}
-    results["wall_s"] = wall
-    results["settings"] = {"quick": quick, "seed": seed, "threads": 1, "torch": torch.__version__} | asdict(
-        budget
-    )
-    figures = {name: drawn for section in done.values() for name, drawn in section.figures.items()}
-    report = prose.render(out, results, figures, budget)
-    results = _clean(results)
-    atomic_write(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
+    figures = {name: drawn for section in done for name, drawn in section.figures.items()}
+    report = render(out, results, figures, budget)
+    numbers = _clean(asdict(results))
+    atomic_write(out / "results.json", (json.dumps(numbers, indent=2) + "\n").encode())
     atomic_write(out / "report.html", report.encode())
-    return results
+    return numbers
 
 
 def _clean(value):

@@ -10,6 +10,7 @@ classifier two-sample test.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ from ..scalers import Standardizer
 from ..viz import NoiseScoreFn, at_level
 
 __all__ = [
+    "KdeBaseline",
+    "TwoSampleTest",
     "classifier_two_sample_test",
     "distance_to_arcs",
     "flow_basins",
@@ -149,9 +152,21 @@ def near_inner_tips(x: torch.Tensor, radius: float = 0.25) -> float:
     return float((torch.cdist(x.double(), INNER_TIPS).min(1).values <= radius).double().mean())
 
 
+@dataclass(frozen=True)
+class KdeBaseline:
+    """A kernel density estimate's mean held-out log-likelihood (``nats``) and its standard error, its
+    bandwidth, the bandwidths tried and the training rows they were tried on."""
+
+    nats: float
+    stderr: float
+    bandwidth: float
+    bandwidths: list[float]
+    cv_points: int
+
+
 def kde_log_likelihood(
     train: torch.Tensor, test: torch.Tensor, cv_points: int, seed: int, folds: int = 5
-) -> dict:
+) -> KdeBaseline:
     """A Gaussian kernel density estimate as the baseline a density model must beat: its bandwidth
     chosen by ``folds``-fold cross-validated log-likelihood (scikit-learn's ``GridSearchCV``) on
     ``cv_points`` of the training rows, then fitted on all of them. Returns the mean held-out
@@ -163,16 +178,28 @@ def kde_log_likelihood(
     search = GridSearchCV(KernelDensity(), {"bandwidth": bandwidths}, cv=folds).fit(subset)
     bandwidth = float(search.best_params_["bandwidth"])
     scores = KernelDensity(bandwidth=bandwidth).fit(rows).score_samples(test.double().numpy())
-    return {
-        "nats": float(scores.mean()),
-        "stderr": float(scores.std(ddof=1) / math.sqrt(len(scores))),
-        "bandwidth": bandwidth,
-        "bandwidths": [float(b) for b in bandwidths],
-        "cv_points": int(len(subset)),
-    }
+    return KdeBaseline(
+        nats=float(scores.mean()),
+        stderr=float(scores.std(ddof=1) / math.sqrt(len(scores))),
+        bandwidth=bandwidth,
+        bandwidths=[float(b) for b in bandwidths],
+        cv_points=int(len(subset)),
+    )
 
 
-def classifier_two_sample_test(a: torch.Tensor, b: torch.Tensor, seed: int, neighbours: int = 20) -> dict:
+@dataclass(frozen=True)
+class TwoSampleTest:
+    """A classifier two-sample test's cross-validated accuracy, its binomial standard error and the
+    number of points classified."""
+
+    accuracy: float
+    stderr: float
+    n: int
+
+
+def classifier_two_sample_test(
+    a: torch.Tensor, b: torch.Tensor, seed: int, neighbours: int = 20
+) -> TwoSampleTest:
     """A classifier two-sample test (Lopez-Paz & Oquab 2017): the cross-validated accuracy of a
     k-nearest-neighbour classifier told to separate ``a`` from ``b``. About 0.5 when the two sets
     come from one distribution; above it by several standard errors when a classifier can tell
@@ -182,4 +209,4 @@ def classifier_two_sample_test(a: torch.Tensor, b: torch.Tensor, seed: int, neig
     y = np.r_[np.zeros(len(a)), np.ones(len(b))]
     folds = StratifiedKFold(5, shuffle=True, random_state=seed)
     accuracy = float(cross_val_score(KNeighborsClassifier(neighbours), x, y, cv=folds).mean())
-    return {"accuracy": accuracy, "stderr": math.sqrt(accuracy * (1 - accuracy) / len(x)), "n": int(len(x))}
+    return TwoSampleTest(accuracy, math.sqrt(accuracy * (1 - accuracy) / len(x)), int(len(x)))

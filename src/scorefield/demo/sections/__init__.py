@@ -1,9 +1,4 @@
-"""The demo's eight sections as computations: each takes what it needs as arguments (the mixture,
-the training data, the budget, the random streams, the folder for its animations) and returns a
-``Section``: its numbers (its part of ``results.json``) and its figures (drawn with
-``scorefield.viz``, not yet saved). Nothing here writes HTML; ``page.py`` turns the results into
-the page. The likelihood section evaluates the model that the diffusion section trained, which
-``Diffusion`` carries.
+"""The sections of the demo's page, one module each, in the order of the page:
 
 1. ``score``: the exact score of the tutorials' mixture: its field, a slice, its divergence, and
    sinks that interfere;
@@ -18,28 +13,8 @@ the page. The likelihood section evaluates the model that the diffusion section 
 7. ``likelihood``: the ODE's exact log-likelihood against the mixture's, and where its error comes from;
 8. ``moons``: the same diffusion on moons, against a kernel density estimate and a classifier.
 
-``basics`` computes sections 1 to 4 (the score, score matching, Langevin dynamics, noise),
-``denoisers`` sections 5 to 8 (NCSN, diffusion, likelihood, moons), and ``common`` holds what they
-share.
+Each holds ``compute(...)``, which returns a ``Section`` of the section's numbers (a frozen
+dataclass, its part of ``results.json``) and its figures, and ``write(page, numbers, ...)``, which
+writes its prose, equations, tables and figures; ``ANCHOR``, ``TITLE`` and ``OPENING`` (the
+tutorial's words that open it, or None) head it on the page. ``common`` holds what they share.
 """
-
-from __future__ import annotations
-
-from .basics import SHOWN, interfering_mixture, langevin, noise_section, score, score_matching
-from .common import Diffusion, Section
-from .denoisers import diffusion, likelihood, moons, ncsn
-
-__all__ = [
-    "SHOWN",
-    "Diffusion",
-    "Section",
-    "diffusion",
-    "interfering_mixture",
-    "langevin",
-    "likelihood",
-    "moons",
-    "ncsn",
-    "noise_section",
-    "score",
-    "score_matching",
-]
