@@ -6,8 +6,8 @@ and DDP around it), the scikit-learn estimators, the demo's small models and the
 classifier. Each caller states only what differs: how the loss of step ``k`` is computed, which
 optimiser and schedule (PyTorch's own ``torch.optim.lr_scheduler``), and what happens after a step.
 
-    trainer = Trainer(model, torch.optim.AdamW(model.parameters(), lr), schedule=warmup_schedule(opt, 100),
-                      grad_clip=1.0, ema=EMA(model, 0.999))
+    opt = torch.optim.AdamW(model.parameters(), lr)
+    trainer = Trainer(model, opt, schedule=warmup_schedule(opt, 100), grad_clip=1.0, ema=EMA(model, 0.999))
     fit(trainer, lambda k: loss_fn(batch(k)).mean(), stop=2000, after_step=log_every_50)
 """
 
@@ -199,8 +199,8 @@ class LossWindow:
 class EarlyStopping:
     """Early stopping on a held-out metric, lower is better (Prechelt 1998).
 
-    ``check(step, state)`` evaluates ``metric()``; an improvement by more than ``rel_tol`` of the best
-    value so far keeps a copy of ``state()`` as the best; ``patience`` checks in a row without one make
+    ``check(step)`` evaluates ``metric()``; an improvement by more than ``rel_tol`` of the best value so
+    far keeps a copy of ``state()`` as the best (``best_state``, at ``best_step``); ``patience`` checks in a row without one make
     ``check`` return ``True``. ``curve`` holds every ``(step, value)`` checked.
     """
 

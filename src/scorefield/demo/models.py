@@ -7,9 +7,9 @@ The VP model is preconditioned as a denoiser (``ScoreModel(param="denoiser")``, 
 2022): the network predicts a correction to the best Gaussian denoiser, so an untrained network
 is already the standardised data's Gaussian, and at ``t = 1``, where ``m(t)`` is 0.0066, the
 denoiser is predicted directly instead of recovered from a noise estimate divided by ``m(t)``.
-On moons, where the older noise-predicting recipe (``param="eps"``, learning rate 2e-3, 4000
-steps) spread samples into the gap between the arcs, this recipe with a learning rate of 5e-3 and
-6000 steps puts them on the arcs (the moons section's numbers).
+On moons, predicting the noise (``param="eps"``, learning rate 2e-3, 4000 steps) spreads samples
+into the gap between the arcs; this recipe with a learning rate of 5e-3 and 6000 steps puts them on
+the arcs (the moons section's numbers).
 """
 
 from __future__ import annotations

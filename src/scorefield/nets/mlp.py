@@ -26,7 +26,7 @@ class MLP(Network):
     ``num_classes = K > 0`` (needs ``cond=True``) adds a ``LabelEmbedding`` of ``K + 1`` vectors to the
     embedded ``c``: ``forward(x, c, y)`` with labels ``y[B]`` in ``0 .. K-1``, and ``y=None`` (or ``K``)
     the null label of the unconditional model (docs/math.md#classifier-free-guidance). With
-    ``num_classes = 0`` (the default) there is no such parameter and the network is as it always was.
+    ``num_classes = 0`` (the default) there is no such parameter and ``forward`` takes no labels.
     ``accelerate`` (``Network``) sets its precision and compilation.
     """
 

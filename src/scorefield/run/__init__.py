@@ -5,7 +5,8 @@ One concern per module, dependencies pointing down the list:
 - ``kinds``: what the kinds a config names are (``sde.kind``, ``objective.kind``); the one table.
 - ``config``: the validated configuration (pydantic), TOML in and out, ``--set`` overrides.
 - ``checkpoint``: checkpoints without pickles (safetensors + JSON sidecar), written atomically.
-- ``build``: a config becomes objects: SDE, noise levels, network, score model, objective.
+- ``build``: a config becomes a ``DiffusionModel`` (SDE, noise levels, network, score model) and
+  its objective.
 - ``distributed``: torchrun's process group, and how work is shared between processes.
 - ``clusters``: k-means clusters as labels (``data.labels = clusters``): fitting, drawing, distances.
 - ``train``: the run directory, its lock, its data, and the training loop around ``fit.py``.

@@ -181,28 +181,31 @@ class Run:
         choose: bool = True,
     ) -> torch.Tensor:
         """``x`` (data units, ``[N, *data_shape]``) with the entries where ``mask`` is False filled by draws of
-        ``p(x_missing | x_observed)``, the observed entries (``mask`` True) returned exactly as given, in
+        ``p(x_missing | x_observed)``; the observed entries (``mask`` True) are returned exactly as given, in
         ``x``'s dtype (the model computes in float32).
 
-        ``sample_conditional`` runs on the run's SDE and model with its defaults: sequential Monte Carlo
-        with 16 particles and 51 score evaluations (about 800 network evaluations per row;
-        docs/math.md#conditional-sampling-by-sequential-monte-carlo), or, when ``resample`` is given
-        without ``particles``, the replacement method with RePaint's resampling (``nfe`` 800 by
-        default; docs/math.md#conditional-sampling); ``conditional.inpaint_settings`` fills in what is
-        not given. It runs in the model's units: the scaler is elementwise, so a mask means the same
-        there.
-        ``mask`` (booleans) broadcasts to ``x``'s shape; rows without an observed entry are drawn from the
-        model, and a mask without any raises ``RunError``. ``label`` and ``guidance`` as in ``sample``,
-        or one label per row (a sequence or tensor of ``N``: each row completed as its own class).
-        Without a label, a conditional run fills each row from the class or cluster it most probably
-        came from given its observed entries (``most_probable_class``, with ``guidance`` towards it;
-        ``most_probable_cluster``; docs/math.md#choosing-the-class-of-a-partly-observed-row); with
-        ``choose=False`` a class-conditional run fills it from its unconditional model (the null
-        label: p(x), with no class chosen), which a run conditioned on clusters does not have.
+        ``mask`` (booleans, or 0 and 1) broadcasts to ``x``'s shape. A row without an observed entry is a
+        draw of the model; a mask that observes no entry at all raises ``RunError``. The filling runs in
+        the model's units: the scaler is elementwise, so a mask means the same there.
+
+        ``sample_conditional`` runs on the run's SDE and model, ``conditional.inpaint_settings`` filling
+        in what is not given: sequential Monte Carlo with 16 particles and 51 score evaluations (about
+        800 network evaluations per row; docs/math.md#conditional-sampling-by-sequential-monte-carlo),
+        or, when ``resample`` is given without ``particles``, the replacement method with RePaint's
+        resampling (``nfe`` 800 by default; docs/math.md#conditional-sampling).
+
+        ``label`` and ``guidance`` are as in ``sample``, or one label per row (a sequence or tensor of
+        ``N``: each row completed as its own class). Without a label, a conditional run fills each row
+        from the class or cluster it most probably came from given its observed entries
+        (``most_probable_class``, with ``guidance`` towards it, or ``most_probable_cluster``;
+        docs/math.md#choosing-the-class-of-a-partly-observed-row). With ``choose=False`` a
+        class-conditional run fills it from its unconditional model instead (the null label: ``p(x)``,
+        no class chosen); a run conditioned on clusters has no unconditional model and always chooses.
+
         Every random number of row ``i`` is keyed by ``(seed, i)``, so row ``i`` is the same for any
         ``batch_size`` (default: ``sample.batch_size`` divided by ``particles``, so that a network call
-        holds about ``sample.batch_size`` examples) and any number of processes (torchrun: split over
-        processes, all get all).
+        holds about ``sample.batch_size`` examples) and any number of processes (under torchrun the rows
+        are split over the processes, and every process gets all of them back).
         """
         self.check_data(x)
         nfe, resample, particles = inpaint_settings(nfe, resample, particles)
