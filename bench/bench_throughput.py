@@ -78,7 +78,9 @@ def trainer_and_minimal(n1: int, n2: int, run_dir: Path):
         def run():
             for step in range(steps):
                 x = data[torch.randint(data.shape[0], (t.batch_size,), generator=generator)]
-                loss = losses.sde_dsm(model, diffusion.sde, x, eps=config.sde.eps, generator=generator).mean()
+                loss = losses.sde_dsm(
+                    model, diffusion.sde, x, t_min=config.sde.t_min, generator=generator
+                ).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, t.grad_clip)

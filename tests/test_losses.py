@@ -190,10 +190,10 @@ def test_ncsn_draws_levels_uniformly_with_sigma2_weight():
     _assert_within_3_se(loss, expected)
 
 
-def _uniform_time_average(f, eps, n=200_001):
-    t = torch.logspace(math.log10(eps), 0.0, n, dtype=DT)
+def _uniform_time_average(f, t_min, n=200_001):
+    t = torch.logspace(math.log10(t_min), 0.0, n, dtype=DT)
     values = f(t)
-    return float(torch.trapezoid(values, t)) / (1 - eps)
+    return float(torch.trapezoid(values, t)) / (1 - t_min)
 
 
 SDES = [VESDE(sigma_min=0.01, sigma_max=50.0), VPSDE(), SubVPSDE()]
@@ -202,8 +202,8 @@ CASES = [("std2", False), ("likelihood", False), ("likelihood", True)]
 
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
 @pytest.mark.parametrize("weighting, importance_sampling", CASES)
-@pytest.mark.parametrize("eps", [1e-5, 0.1])
-def test_sde_dsm_of_the_exact_score_matches_closed_form(sde, weighting, importance_sampling, eps):
+@pytest.mark.parametrize("t_min", [1e-5, 0.1])
+def test_sde_dsm_of_the_exact_score_matches_closed_form(sde, weighting, importance_sampling, t_min):
     s0, d, n = 0.7, 2, 20000
 
     def exact_score(x, t):
@@ -221,11 +221,11 @@ def test_sde_dsm_of_the_exact_score_matches_closed_form(sde, weighting, importan
         sde,
         x,
         weighting=weighting,
-        eps=eps,
+        t_min=t_min,
         importance_sampling=importance_sampling,
         generator=_gen(12),
     )
-    _assert_within_3_se(loss, torch.tensor(_uniform_time_average(expected_at, eps), dtype=DT))
+    _assert_within_3_se(loss, torch.tensor(_uniform_time_average(expected_at, t_min), dtype=DT))
 
 
 def test_importance_sampling_reduces_variance_of_likelihood_weighting():
@@ -347,7 +347,7 @@ def test_bad_arguments_raise_clear_errors():
         ncsn(score, x, torch.tensor(1.0))
     with pytest.raises(ValueError, match="unknown weighting"):
         sde_dsm(score, VPSDE(), x, weighting="snr")
-    with pytest.raises(ValueError, match="eps must lie in"):
-        sde_dsm(score, VPSDE(), x, eps=0.0)
+    with pytest.raises(ValueError, match="t_min must lie in"):
+        sde_dsm(score, VPSDE(), x, t_min=0.0)
     with pytest.raises(ValueError, match="importance_sampling"):
         sde_dsm(score, VPSDE(), x, weighting="std2", importance_sampling=True)

@@ -172,15 +172,15 @@ def ncsn(
 
 
 def _importance_times(
-    sde: SDE, eps: float, x: torch.Tensor, generator: torch.Generator | None, n_grid: int = 2049
+    sde: SDE, t_min: float, x: torch.Tensor, generator: torch.Generator | None, n_grid: int = 2049
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``t ~ q(t) ∝ g(t)²/std(t)²`` on [eps, 1] by inverting its CDF, and the weights ``U(t) / q(t)``.
+    """``t ~ q(t) ∝ g(t)²/std(t)²`` on [t_min, 1] by inverting its CDF, and the weights ``U(t) / q(t)``.
 
     ``q`` is piecewise uniform on a log-spaced grid (cell masses by the trapezoid rule; the ratio
     behaves like 1/t near 0 for VP SDEs). Sampling from this piecewise density is exact and the
     weight uses the same density, so the estimator is unbiased whatever the grid.
     """
-    grid = torch.logspace(math.log10(eps), 0.0, n_grid, dtype=torch.float64, device=x.device)
+    grid = torch.logspace(math.log10(t_min), 0.0, n_grid, dtype=torch.float64, device=x.device)
     _, std = sde.marginal(grid)
     ratio = sde.diffusion(grid) ** 2 / std**2
     mass = 0.5 * (ratio[1:] + ratio[:-1]) * grid.diff()
@@ -190,7 +190,7 @@ def _importance_times(
     cell = torch.searchsorted(cdf, u, right=True).clamp(max=prob.numel() - 1)
     width = grid[cell + 1] - grid[cell]
     t = grid[cell] + (u - (cdf[cell] - prob[cell])) / prob[cell] * width
-    weight = width / prob[cell] / (1 - eps)  # uniform density 1/(1-eps) over q = prob/width
+    weight = width / prob[cell] / (1 - t_min)  # uniform density 1/(1-t_min) over q = prob/width
     return t.to(x.dtype), weight.to(x.dtype)
 
 
@@ -199,26 +199,26 @@ def sde_dsm(
     sde: SDE,
     x: torch.Tensor,
     weighting: str = "std2",
-    eps: float = 1e-5,
+    t_min: float = 1e-5,
     importance_sampling: bool = False,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Continuous-time denoising score matching (Song et al. 2021, eq. 7): ``½ λ(t) ||s_θ(x_t, t) + z/σ||²``.
 
-    ``t ~ U(eps, 1)``, ``x_t = m(t) x_0 + std(t) z`` from ``sde.marginal``; ``λ = std²`` (``"std2"``)
+    ``t ~ U(t_min, 1)``, ``x_t = m(t) x_0 + std(t) z`` from ``sde.marginal``; ``λ = std²`` (``"std2"``)
     or ``λ = g²`` (``"likelihood"``, Song et al. 2021b, bounds the negative log-likelihood).
     ``importance_sampling`` (likelihood weighting only) draws ``t`` with density ``∝ g²/std²`` and
     reweights, same expectation with far less variance. ``score_fn(x_t, t[B])``.
     """
     _check_choice("weighting", weighting, WEIGHTINGS)
-    if not 0 < eps < 1:
-        raise ValueError(f"eps must lie in (0, 1), got {eps}")
+    if not 0 < t_min < 1:
+        raise ValueError(f"t_min must lie in (0, 1), got {t_min}")
     if importance_sampling and weighting != "likelihood":
         raise ValueError("importance_sampling applies to weighting='likelihood' only")
     if importance_sampling:
-        t, weight = _importance_times(sde, eps, x, generator)
+        t, weight = _importance_times(sde, t_min, x, generator)
     else:
-        t = eps + (1 - eps) * torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+        t = t_min + (1 - t_min) * torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
         weight = 1.0
     scale, std = batch_marginal(sde, t, x)
     z = randn_like(x, generator)

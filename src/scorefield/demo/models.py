@@ -26,7 +26,7 @@ from ..nets.mlp import MLP
 from ..scalers import Standardizer
 from ..score import ScoreModel
 from ..sde import VPSDE
-from .settings import VP_EPS, Budget, Streams
+from .settings import VP_T_MIN, Budget, Streams
 
 __all__ = ["VP_LR", "LearnedDensity", "fit_model", "mlp", "train_vp"]
 
@@ -80,7 +80,7 @@ def train_vp(
     sde = VPSDE()
     model = ScoreModel(mlp(streams.seed, budget.hidden, depth=3, cond=True), sde, param="denoiser")
     wall = fit_model(
-        model, lambda x, g: losses.sde_dsm(model, sde, x, eps=VP_EPS, generator=g), z, steps, budget.batch_size,
+        model, lambda x, g: losses.sde_dsm(model, sde, x, t_min=VP_T_MIN, generator=g), z, steps, budget.batch_size,
         streams.generator(purpose), lr=VP_LR,
     )  # fmt: skip
     return model, scaler, wall
@@ -88,13 +88,15 @@ def train_vp(
 
 class LearnedDensity:
     """A VP score model trained on standardised data, seen in data units as a density (``viz``'s protocol):
-    ``log_prob`` by the probability-flow ODE plus the scaler's log-determinant, ``score`` at ``t = eps``."""
+    ``log_prob`` by the probability-flow ODE plus the scaler's log-determinant, ``score`` at ``t = VP_T_MIN``."""
 
     def __init__(self, model: ScoreModel, scaler: Standardizer):
         self.model, self.scaler = model, scaler
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scaler.log_prob(lambda z: log_likelihood(self.model, self.model.sde, z, eps=VP_EPS)[0], x)
+        return self.scaler.log_prob(
+            lambda z: log_likelihood(self.model, self.model.sde, z, eps=VP_T_MIN)[0], x
+        )
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scaler.score(lambda z: self.model(z, VP_EPS), x)
+        return self.scaler.score(lambda z: self.model(z, VP_T_MIN), x)

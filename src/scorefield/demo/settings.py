@@ -22,7 +22,7 @@ __all__ = [
     "PNG_DPI",
     "QUICK",
     "SHOWN_LEVELS",
-    "VP_EPS",
+    "VP_T_MIN",
     "Budget",
     "Streams",
 ]
@@ -30,7 +30,7 @@ __all__ = [
 EXTENT = (-9.0, 9.0, -9.0, 9.0)  # the window holding both modes of two_gaussians() with 4 std to spare
 MOONS_EXTENT = (-1.8, 1.8, -1.2, 1.2)
 DSM_SIGMA = 0.1  # "small" against the components' unit standard deviation
-VP_EPS = 1e-5  # the smallest time, for training and likelihoods (docs/math.md#evaluating-at-a-small-time)
+VP_T_MIN = 1e-5  # the smallest time, for training and likelihoods (docs/math.md#evaluating-at-a-small-time)
 DENOISING_TIMES = (0.02, 0.1, 0.2, 0.4, 1.0)
 SHOWN_LEVELS = 4  # noise levels drawn in the "adding noise" figure (the smallest, the largest, two between)
 MOONS_NOISE = 0.05  # the standard deviation of the noise around the moons' arcs (datasets.moons' default)

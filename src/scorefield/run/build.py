@@ -261,7 +261,7 @@ def _sde_dsm(score_fn, x, diffusion, generator, y=None):
     o = diffusion.config.objective
     score = score_fn if y is None else lambda x_t, t: score_fn(x_t, t, y)
     return losses.sde_dsm(
-        score, diffusion.sde, x, weighting=o.weighting, eps=diffusion.config.sde.eps,
+        score, diffusion.sde, x, weighting=o.weighting, t_min=diffusion.config.sde.t_min,
         importance_sampling=o.importance_sampling, generator=generator,
     )  # fmt: skip
 

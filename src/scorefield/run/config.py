@@ -63,7 +63,7 @@ ObjectiveKindName = Literal[OBJECTIVE_KINDS]
 FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
 # the schedule's rates enter exp(-integral of beta) and beta * x; beyond this the products overflow
 MAX_CONFIG_BYTES = 2**20  # a config is a page of settings: a larger file is not one
-MAX_RATE = 1e6  # (scores near t = 0 reach ~1/(beta_min eps); their product with it stays far from 3.4e38)
+MAX_RATE = 1e6  # (scores near t = 0 reach ~1/(beta_min t_min); their product with it stays far from 3.4e38)
 
 
 class ConfigError(ValueError):
@@ -199,8 +199,8 @@ class SDEConfig(_Section):
         20.0, gt=0, le=MAX_RATE, description="noise rate at t=1 (vp, subvp): m(1) close to 0"
     )
     n_levels: int = Field(10, ge=2, description="number of geometric noise levels (ncsn)")
-    eps: float = Field(
-        1e-5, gt=0, lt=1, description="smallest time in training and sampling (t=0 is singular)"
+    t_min: float = Field(
+        1e-5, gt=0, lt=1, description="smallest time in training and likelihoods (t=0 is singular)"
     )
 
     @field_validator("sigma_max")

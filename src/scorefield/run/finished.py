@@ -344,7 +344,7 @@ class Run:
         clusters: int = 1,
     ) -> torch.Tensor:
         """Log-density of ``x`` (data units, ``[N, *data_shape]``) in nats, ``[N]`` float64, through the
-        probability-flow ODE at ``t = sde.eps``, plus the scaler's log-determinant.
+        probability-flow ODE at ``t = sde.t_min``, plus the scaler's log-determinant.
 
         For a run conditioned on clusters, the lower bound ``log sum_k w_k p(x | k)`` of its mixture's
         ``log p(x)`` over the ``clusters`` clusters nearest to ``x``: 1 (the default) is the bound at the
@@ -377,7 +377,7 @@ class Run:
                     generator = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
                     logp, _ = log_likelihood(
                         score, self.diffusion.sde, z[start:stop], divergence=divergence, n_probes=n_probes,
-                        rtol=s.rtol, atol=s.atol, eps=self.config.sde.eps, generator=generator,
+                        rtol=s.rtol, atol=s.atol, eps=self.config.sde.t_min, generator=generator,
                     )  # fmt: skip
                     logps.append(logp.to(torch.float64) + log_weight)
                 out[start:stop] = torch.stack(logps).logsumexp(0)

@@ -22,7 +22,7 @@ from ...sde import VESDE
 from ..document import Page
 from ..experiments import line_mixture, standardized_mixture
 from ..models import train_vp
-from ..settings import DENOISING_TIMES, VP_EPS, Budget, Streams
+from ..settings import DENOISING_TIMES, VP_T_MIN, Budget, Streams
 from .common import DIAGONAL, Figures, ModeShares, Trained, doc, m, mode_shares, percent, weights_text
 
 __all__ = [
@@ -232,7 +232,7 @@ def compute(
             n_frames=b.gif_frames,
             extent=(-3.5, 3.5, -3.5, 3.5),
             generator=streams.generator(65),
-            background_at=lambda t: standardised.diffuse(sde, max(t, VP_EPS)),
+            background_at=lambda t: standardised.diffuse(sde, max(t, VP_T_MIN)),
             data=shown_data,
         ),  # fmt: skip
         "ode_trajectories": viz.plot_ode_trajectories(

@@ -16,7 +16,7 @@ from ...scalers import Standardizer
 from ...score import ScoreModel
 from ..document import Page, markup
 from ..experiments import standardized_mixture
-from ..settings import VP_EPS, Budget, Streams
+from ..settings import VP_T_MIN, Budget, Streams
 from .common import Section, doc, m, mean_and_stderr
 
 __all__ = ["ANCHOR", "OPENING", "TITLE", "LikelihoodNumbers", "compute", "write"]
@@ -75,7 +75,7 @@ def compute(
     """7. The exact log-likelihood of ``model`` (trained on data standardised by ``scaler``) by the
     probability-flow ODE on fresh samples, against the mixture's exact log-density at the same
     points and the closed form of ``E_p[log p]``; and the error taken apart: the same computation
-    with the exact score (what the solver, the small time ``eps`` and the prior contribute), the
+    with the exact score (what the solver, the small time ``VP_T_MIN`` and the prior contribute), the
     learned model at a tighter solver tolerance, and Hutchinson's estimate in place of the exact
     divergence."""
     b = budget
@@ -83,7 +83,7 @@ def compute(
     x = mixture.sample(b.n_test, generator=streams.generator(70))
     z = scaler.transform(x)
     start = time.perf_counter()
-    logp_z, info = log_likelihood(model, sde, z, eps=VP_EPS)
+    logp_z, info = log_likelihood(model, sde, z, eps=VP_T_MIN)
     wall = time.perf_counter() - start
     logp = logp_z.double() + scaler.log_det
     exact = mixture.to(torch.float64).log_prob(x.double())
@@ -91,12 +91,12 @@ def compute(
     error, error_stderr = mean_and_stderr(diff)
     standardised = standardized_mixture(mixture.to(torch.float64), scaler)
     exact_score = viz.exact_time_score(standardised, sde)
-    pipeline_z, _ = log_likelihood(exact_score, sde, z.double(), eps=VP_EPS)
+    pipeline_z, _ = log_likelihood(exact_score, sde, z.double(), eps=VP_T_MIN)
     pipeline, pipeline_stderr = mean_and_stderr(pipeline_z + scaler.log_det.double() - exact)
     n = b.n_solver_check
-    tight_z, tight_info = log_likelihood(model, sde, z[:n], eps=VP_EPS, rtol=1e-7, atol=1e-7)
+    tight_z, tight_info = log_likelihood(model, sde, z[:n], eps=VP_T_MIN, rtol=1e-7, atol=1e-7)
     solver = (logp_z[:n].double() - tight_z.double()).abs()
-    hutchinson_z, _ = log_likelihood(model, sde, z, divergence="hutchinson", eps=VP_EPS,
+    hutchinson_z, _ = log_likelihood(model, sde, z, divergence="hutchinson", eps=VP_T_MIN,
                                      generator=streams.generator(71))  # fmt: skip
     hutch, hutch_stderr = mean_and_stderr(hutchinson_z.double() - logp_z.double())
     numbers = LikelihoodNumbers(
@@ -118,7 +118,7 @@ def compute(
         nfe=info["nfe"],
         wall_s=wall,
         n_test=b.n_test,
-        std_eps=float(sde.marginal(VP_EPS)[1]),
+        std_eps=float(sde.marginal(VP_T_MIN)[1]),
     )
     return Section(numbers, {})
 
@@ -136,7 +136,7 @@ def write(page: Page, lk: LikelihoodNumbers, budget: Budget) -> None:
     page.equation(
         r"\log p_\varepsilon(x_\varepsilon) = \log \pi(x_1) + \int_\varepsilon^1 \nabla \cdot \tilde f(x_t, t)\, dt, "
         r"\qquad \tilde f = f - \tfrac12 g^2\, s_\theta",
-        f"Solved by dopri5 (rtol = atol = 10<sup>−5</sup>), with the exact divergence, from ε = {VP_EPS:g} to "
+        f"Solved by dopri5 (rtol = atol = 10<sup>−5</sup>), with the exact divergence, from ε = {VP_T_MIN:g} to "
         "1; π = N(0, I) stands in for p<sub>1</sub>; plus the log-determinant of the standardisation.",
     )
     page.para(
@@ -178,7 +178,7 @@ def write(page: Page, lk: LikelihoodNumbers, budget: Budget) -> None:
         f"{max(-lk.error_nats, 0.0):.3f} nats; point by point the model is off by {lk.mean_abs_error_nats:.3f} "
         f"nats on average, in both directions. {cause} Driven by the exact score "
         f"of the mixture, the same ODE, solver, small time and prior give {lk.pipeline_error_nats:.2g} "
-        f"&plusmn; {lk.pipeline_error_stderr:.2g} nats: evaluating at t = {VP_EPS:g} (where the data are "
+        f"&plusmn; {lk.pipeline_error_stderr:.2g} nats: evaluating at t = {VP_T_MIN:g} (where the data are "
         f"smoothed by std(ε) = {lk.std_eps:.1g}) and replacing p<sub>1</sub> by N(0, I) cost nothing visible "
         f"({doc('the-priors-approximation-error')}, {doc('evaluating-at-a-small-time')}). A tighter solver "
         f"tolerance moves the model's values by at most {lk.solver_max_abs_nats:.2g} nats. The divergence is "

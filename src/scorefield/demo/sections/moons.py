@@ -20,7 +20,7 @@ from ..experiments import (
     near_inner_tips,
 )
 from ..models import LearnedDensity, train_vp
-from ..settings import MOONS_EXTENT, MOONS_NOISE, VP_EPS, Budget, Streams
+from ..settings import MOONS_EXTENT, MOONS_NOISE, VP_T_MIN, Budget, Streams
 from .common import Section, m, mean_and_stderr, percent
 
 __all__ = ["ANCHOR", "OFF_ARC", "OPENING", "TITLE", "MoonsNumbers", "compute", "write"]
@@ -80,7 +80,7 @@ def compute(budget: Budget, streams: Streams) -> Section[MoonsNumbers]:
     density_figure = viz.plot_score_field(
         density, extent=MOONS_EXTENT, grid=18, data=data[:300], density_grid=b.density_grid
     )
-    density_figure.axes[0].set_title(f"learned density and score, t = {VP_EPS:g}", fontsize="medium")
+    density_figure.axes[0].set_title(f"learned density and score, t = {VP_T_MIN:g}", fontsize="medium")
     density_figure.set_size_inches(4.6, 3.6)
     density_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -161,7 +161,7 @@ def write(page: Page, mo: MoonsNumbers, budget: Budget) -> None:
     page.figure(
         "moons_density",
         f"The learned density exp(log p<sub>θ</sub>) from the probability-flow ODE on a {b.density_grid} "
-        f"&times; {b.density_grid} grid, under the learned score at t = {VP_EPS:g}, with training points in red. "
+        f"&times; {b.density_grid} grid, under the learned score at t = {VP_T_MIN:g}, with training points in red. "
         f"Its held-out log-likelihood is {mo.test_log_likelihood_nats:.3f} nats against the KDE's "
         f"{kde.nats:.3f}.",
         "the learned density of moons and its score",
