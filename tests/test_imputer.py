@@ -13,7 +13,8 @@ from sklearn.pipeline import Pipeline
 from torch import nn
 
 from scorefield import ScoreImputer
-from scorefield.estimators.imputer import draw_interval, gaussian_draw, gaussian_em, min_draws
+from scorefield.distributions import Gaussian
+from scorefield.estimators.imputer import draw_interval, gaussian_em, min_draws
 from scorefield.score import ScoreModel
 
 MEAN = np.array([1.0, -20.0, 0.3])
@@ -78,7 +79,9 @@ def test_em_recovers_the_covariance_and_draws_keep_the_observed_cells(data):
     complete = np.cov(x.T, bias=True)
     assert np.abs((cov.numpy() - complete) / np.outer(SCALE, SCALE)).max() < 0.05
     assert np.abs((mean.numpy() - x.mean(0)) / SCALE).max() < 0.03
-    drawn = gaussian_draw(x_nan, mean, cov, torch.Generator().manual_seed(0))
+    missing = torch.from_numpy(np.isnan(x_nan))
+    given = Gaussian(mean, cov).condition(torch.from_numpy(x_nan), missing)
+    drawn = given.sample(1, torch.Generator().manual_seed(0))[0].numpy()
     m = np.isnan(x_nan)
     assert np.array_equal(drawn[~m], x_nan[~m]) and np.isfinite(drawn).all()
     # the draws have the conditional law: standardised residuals about the conditional mean are N(0, 1)

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
 from .sde import HasMarginal
+from .utils import Generator, rand_like, randn_like
 
 __all__ = [
     "LOG_2PI",
     "Banana",
+    "ConditionalMixture",
     "Gaussian",
     "GaussianMixture",
     "Parzen",
@@ -184,6 +187,98 @@ class GaussianMixture:
         eye = torch.eye(self.dim, dtype=self.covs.dtype, device=self.covs.device)
         return self._like(scale * self.means, scale**2 * self.covs + std**2 * eye)
 
+    def condition(self, x: torch.Tensor, missing: torch.Tensor) -> ConditionalMixture:
+        """Each row's ``missing`` cells given its observed ones, rows of different patterns at once: the
+        conditional law, again a Gaussian mixture per row (docs/math.md#conditioning-a-mixture).
+
+        Component ``k`` keeps its conditional Gaussian, mean ``mu_M + S_MO S_OO^-1 (x_O - mu_O)`` and
+        covariance ``S_MM - S_MO S_OO^-1 S_OM`` (the Schur complement), and its weight becomes
+        proportional to ``w_k N(x_O; mu_O, S_OO)``. Both come from the Cholesky factor of
+        ``S o (o o^T) + diag(m)`` (``o``, ``m``: the row's observed and missing indicators), which is
+        ``S_OO``'s factor on the observed block and the identity on the missing one, so rows of every
+        pattern share one batched factorisation. Components with equal covariances share it too (a
+        kernel density estimate costs one factorisation per row, not one per kernel).
+
+        Args:
+            x: ``[n, d]``; the missing cells are not read (they may hold NaN).
+            missing: ``[n, d]`` booleans, True where a cell is to be filled.
+        """
+        _check_x(x, self.dim)
+        if missing.shape != x.shape or missing.dtype != torch.bool:
+            raise ValueError(
+                f"missing must be booleans shaped like x {tuple(x.shape)}, got {missing.dtype} "
+                f"{tuple(missing.shape)}"
+            )
+        observed = ~missing
+        x = torch.where(missing, 0.0, x)
+        n, d = x.shape
+        covs, group = torch.unique(self.covs.to(x).flatten(1), dim=0, return_inverse=True)
+        covs = covs.view(-1, d, d)
+        means, log_w = self.means.to(x), self._log_weights.to(x)
+        pair_oo = observed[:, :, None] & observed[:, None, :]
+        pair_mo = missing[:, :, None] & observed[:, None, :]
+        pair_mm = missing[:, :, None] & missing[:, None, :]
+        n_obs = observed.sum(1, keepdim=True).to(x.dtype)
+        log_joint = x.new_empty(n, len(means))
+        filled = x.new_empty(n, len(means), d)
+        cond_covs = x.new_empty(n, len(covs), d, d)
+        for g, cov in enumerate(covs):
+            k = torch.nonzero(group == g).flatten()
+            chol = torch.linalg.cholesky(torch.where(pair_oo, cov, 0.0) + torch.diag_embed(missing.to(x)))
+            log_det = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1, keepdim=True)  # S_OO's
+            delta = torch.where(observed[:, None, :], x[:, None, :] - means[k], 0.0).transpose(1, 2)
+            quad = torch.linalg.solve_triangular(chol, delta, upper=False).square().sum(1)  # [n, K_g]
+            log_joint[:, k] = log_w[k] + gaussian_log_density(quad, log_det, n_obs)
+            shift = torch.where(pair_mo, cov, 0.0) @ torch.cholesky_solve(delta, chol)  # S_MO S_OO^-1 delta_O
+            filled[:, k] = torch.where(missing[:, None, :], means[k] + shift.transpose(1, 2), x[:, None, :])
+            gain = torch.linalg.solve_triangular(
+                chol, torch.where(pair_mo.transpose(1, 2), cov, 0.0), upper=False
+            )
+            cond_covs[:, g] = torch.where(pair_mm, cov, 0.0) - gain.transpose(1, 2) @ gain
+        log_evidence = torch.logsumexp(log_joint, dim=1)
+        return ConditionalMixture(
+            log_joint - log_evidence[:, None], filled, cond_covs, group, missing, log_evidence
+        )
+
+
+class ConditionalMixture(NamedTuple):
+    """The law of each row's missing cells given its observed ones (``GaussianMixture.condition``): per
+    row a Gaussian mixture over the whole row, degenerate on the observed cells, which it holds fixed.
+
+    Fields: ``log_weights`` ``[n, K]`` (each component's log posterior weight given the observed cells),
+    ``means`` ``[n, K, d]`` (each component's conditional mean, the observed cells as given), ``covs``
+    ``[n, G, d, d]`` (the ``G`` distinct conditional covariances, zero outside the missing block),
+    ``group`` ``[K]`` (the covariance of each component), ``missing`` ``[n, d]`` and ``log_evidence``
+    ``[n]`` (``log p(x_O)``, the observed cells' marginal log-density).
+    """
+
+    log_weights: torch.Tensor
+    means: torch.Tensor
+    covs: torch.Tensor
+    group: torch.Tensor
+    missing: torch.Tensor
+    log_evidence: torch.Tensor
+
+    def mean(self) -> torch.Tensor:
+        """The conditional mean of each row, ``sum_k r_k m_k``: ``[n, d]``, the observed cells as given."""
+        mean = torch.einsum("nk,nkd->nd", self.log_weights.exp(), self.means)
+        return torch.where(self.missing, mean, self.means[:, 0])  # (a weighted sum may round x_O)
+
+    def sample(self, n: int, generator: Generator | None = None) -> torch.Tensor:
+        """``n`` exact draws of each row: ``[n, rows, d]``, the observed cells exactly as given. A component
+        by inverse transform of one uniform, then its Gaussian; with a ``KeyedNoise`` (one key per row),
+        a row's draws do not depend on the other rows."""
+        rows = len(self.means)
+        u = rand_like(self.means.new_empty(rows, n), generator)
+        cdf = self.log_weights.exp().cumsum(1)
+        k = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_(max=cdf.shape[1] - 1)  # [rows, n]
+        at = torch.arange(rows, device=k.device)[:, None]
+        eye = torch.diag_embed((~self.missing).to(self.covs))[:, None]
+        chol = torch.linalg.cholesky(self.covs + eye)  # the identity on the observed block: blocks kept apart
+        z = randn_like(self.means.new_empty(rows, n, self.means.shape[2]), generator)
+        noise = (chol[at, self.group[k]] @ z[..., None])[..., 0]
+        return torch.where(self.missing[:, None], noise, 0.0).add_(self.means[at, k]).transpose(0, 1)
+
 
 class Gaussian(GaussianMixture):
     """A single Gaussian ``N(mean, cov)``; score ``-cov^{-1}(x - mean)``."""
@@ -204,24 +299,6 @@ class Gaussian(GaussianMixture):
 
     def mean(self) -> torch.Tensor:  # type: ignore[override]
         return self.means[0]
-
-    def condition(self, x: torch.Tensor, missing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's ``missing`` cells given its observed ones (rows of different patterns at once): the
-        rows completed by the conditional mean ``[n, d]``, and ``[n, d, d]`` matrices equal to the
-        conditional covariance ``P_MM^-1`` (``P = cov^-1``) on the missing block and the identity on the
-        observed one (docs/math.md#gaussians-and-mixtures).
-
-        Through ``A = P o (m m^T) + diag(1 - m)`` (``m`` the row's missing indicator), whose inverse is
-        ``P_MM^-1`` on the missing block and the identity elsewhere; the missing deviations' conditional
-        mean is ``-P_MM^-1 P_MO delta_O``. The Cholesky factor of ``A`` keeps the blocks apart, so it
-        draws the missing cells with their conditional covariance.
-        """
-        mean = self.mean().to(x)
-        m = missing.to(x.dtype)
-        precision = torch.cholesky_inverse(self._chol[0].to(x))
-        delta = torch.where(missing, 0.0, x - mean)  # (n, d), 0 at the missing cells
-        a_inv = torch.linalg.inv(precision * (m[:, :, None] * m[:, None, :]) + torch.diag_embed(1 - m))
-        return mean + delta + torch.einsum("nij,nj->ni", a_inv, -m * (delta @ precision)), a_inv
 
 
 class Parzen:

@@ -69,7 +69,7 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     and the network then learn that weaker law (on breast_cancer with 20% missing, imputations from a
     model fitted on mean-filled rows had an RMSE of 0.52 standard deviations, against 0.39 with the
     filling below). So the first fit sees each missing cell drawn from its conditional law under a
-    Gaussian fitted by EM to the incomplete rows (``gaussian_em``, ``gaussian_draw``): the Gaussian
+    Gaussian fitted by EM to the incomplete rows (``gaussian_em``): the Gaussian
     that a zero network represents, with the correlations of the data. Each of the ``n_rounds - 1``
     later fits sees the cells drawn from the previous score model instead (a stochastic EM: Celeux &
     Diebolt 1985), which adds what the network learnt beyond the Gaussian; one round is the default,
@@ -194,7 +194,9 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.seed_ = root_seed(self.random_state)
         seeds = Streams(self.seed_)
         self.gaussian_ = gaussian_em(X)
-        filled = gaussian_draw(X, *self.gaussian_, seeds.generator("fill"))
+        missing = torch.from_numpy(np.isnan(X))
+        given = Gaussian(*self.gaussian_).condition(torch.from_numpy(np.nan_to_num(X)), missing)
+        filled = given.sample(1, seeds.generator("fill"))[0].numpy()
         for k in range(self.n_rounds):
             if k:
                 filled = self._draws(X, 1, derive_seed(self.seed_, "round", k))[0]
@@ -361,7 +363,7 @@ def gaussian_em(X: np.ndarray, n_iter: int = 50, tol: float = 1e-5) -> tuple[tor
     """Mean ``[d]`` and covariance ``[d, d]`` (float64) of a Gaussian fitted by EM to rows with missing
     cells, NaN (Dempster, Laird & Rubin 1977; Little & Rubin 2019, section 11.2).
 
-    E-step: each row's missing cells' conditional mean and covariance (``distributions.Gaussian.condition``).
+    E-step: each row's missing cells' conditional mean and covariance (``GaussianMixture.condition``).
     M-step: the mean and covariance of the completed rows plus the mean conditional covariance. The
     columns are standardised by their observed cells first, so that one ridge, ``RIDGE`` added to the
     covariance at each step, keeps it invertible whatever the units. Starts from the identity; stops
@@ -376,29 +378,14 @@ def gaussian_em(X: np.ndarray, n_iter: int = 50, tol: float = 1e-5) -> tuple[tor
     mean, cov = torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
     eye = torch.eye(d, dtype=torch.float64)
     for _ in range(n_iter):
-        filled, a_inv = Gaussian(mean, cov).condition(x, missing)
-        cond_cov = a_inv - eye * (~missing)[:, :, None]  # the identity on the observed block removed
+        given = Gaussian(mean, cov).condition(x, missing)
+        filled = given.means[:, 0]
         mean = filled.mean(0)
         centred = filled - mean
-        new_cov = (centred.T @ centred + cond_cov.sum(0)) / len(x) + RIDGE * eye
+        new_cov = (centred.T @ centred + given.covs[:, 0].sum(0)) / len(x) + RIDGE * eye
         change = float(torch.linalg.norm(new_cov - cov) / torch.linalg.norm(cov))
         cov = 0.5 * (new_cov + new_cov.T)
         if change < tol:
             break
     scale_t = torch.from_numpy(scale)
     return torch.from_numpy(loc) + mean * scale_t, cov * scale_t[:, None] * scale_t[None, :]
-
-
-def gaussian_draw(
-    X: np.ndarray, mean: torch.Tensor, cov: torch.Tensor, generator: torch.Generator
-) -> np.ndarray:
-    """``X`` with each row's missing cells drawn from their conditional law under ``N(mean, cov)``.
-
-    The Cholesky factor of ``distributions.Gaussian.condition``'s block matrix keeps its blocks apart (a zero
-    ``A_ij`` between blocks stays zero in ``L``), so ``L z`` on the missing cells has their conditional
-    covariance."""
-    missing = torch.from_numpy(np.isnan(X))
-    filled, a_inv = Gaussian(mean, cov).condition(torch.from_numpy(np.where(np.isnan(X), 0.0, X)), missing)
-    z = torch.randn(filled.shape, generator=generator, dtype=torch.float64)
-    noise = torch.einsum("nij,nj->ni", torch.linalg.cholesky(a_inv), z)
-    return np.where(np.isnan(X), (filled + noise).numpy(), X)
