@@ -29,7 +29,7 @@ train, test = train_test_split(np.arange(len(X)), random_state=0)
 imputers = {
     "column means": SimpleImputer(),
     "iterative (BayesianRidge)": IterativeImputer(max_iter=30, random_state=0),
-    "scorefield": sf.ScoreImputer(n_draws=4, nfe=50, steps=1000, random_state=0),
+    "scorefield": sf.ScoreImputer(n_draws=4, steps=1000, random_state=0),
 }
 errors, r2 = {}, {}
 for name, imputer in imputers.items():

@@ -157,7 +157,7 @@ def test_a_search_over_a_parameter_the_fit_ignores_warns():
     [
         ScoreDensityEstimator(**{**FAST, "steps": 5, "hidden": 8}),
         ScoreAnomalyDetector(**{**FAST, "steps": 5, "hidden": 8}),
-        ScoreImputer(steps=5, hidden=8, nfe=10, resample=1, n_draws=2, random_state=0),
+        ScoreImputer(steps=5, hidden=8, n_draws=2, random_state=0),
     ],
     ids=lambda est: type(est).__name__,
 )
