@@ -45,7 +45,7 @@ def run_naive_vs_annealed(
     sigmas: torch.Tensor | None = None,
     step_size: float = 0.05,
     n_steps: int = 500,
-    step_lr: float | None = None,
+    annealed_step_size: float | None = None,
     n_steps_each: int = 100,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,7 +54,7 @@ def run_naive_vs_annealed(
     ``x_init`` is uniform over a square holding every mode of ``mixture`` with 3 standard deviations
     to spare (docs/math.md#naive-versus-annealed-langevin-on-separated-modes). The naive chain follows the score at the smallest level ``sigmas[-1]``; the annealed
     chain descends the geometric ``sigmas`` (default 20 levels from the width of that square down to
-    0.01) with ``step_lr`` (default ``0.1 σ_L²``: every step ``α_i`` is at most a tenth of the
+    0.01) with ``annealed_step_size`` (default ``0.1 σ_L²``: every step ``α_i`` is at most a tenth of the
     smoothed variance ``1 + σ_i²``, stable, and long enough to mix at each level). The score at
     level ``σ`` is ``noise_score_fn(x, σ[B])``, by default the exact score of the smoothed mixture
     ``p * N(0, σ²I)`` (``mixture.smooth(σ).score``; docs/math.md#smoothing-and-diffusion), so the
@@ -73,13 +73,13 @@ def run_naive_vs_annealed(
         if noise_score_fn is None
         else noise_score_fn
     )
-    step_lr = 0.1 * float(sigmas[-1]) ** 2 if step_lr is None else step_lr
+    annealed_step_size = 0.1 * float(sigmas[-1]) ** 2 if annealed_step_size is None else annealed_step_size
     x_init = lo + (hi - lo) * torch.rand(n, mixture.dim, generator=generator, dtype=means.dtype)
     naive, _ = langevin(
         at_level(score, float(sigmas[-1])), x_init, n_steps, step_size=step_size, generator=generator
     )
     annealed, _ = annealed_langevin(
-        score, x_init, sigmas, n_steps_each=n_steps_each, step_size=step_lr, generator=generator
+        score, x_init, sigmas, n_steps_each=n_steps_each, step_size=annealed_step_size, generator=generator
     )
     return x_init, naive, annealed
 

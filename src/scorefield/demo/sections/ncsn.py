@@ -63,7 +63,7 @@ class NcsnNumbers:
     naive: Chain
     annealed: Chain
     levels: list[Level]
-    step_lr: float
+    step_size: float
 
 
 def _shown_levels(sigmas: torch.Tensor) -> list[int]:
@@ -120,7 +120,7 @@ def compute(
         naive=_chain(naive, mixture, truth),
         annealed=_chain(annealed, mixture, truth),
         levels=levels,
-        step_lr=0.1 * sigma_min**2,
+        step_size=0.1 * sigma_min**2,
     )
     samples = viz.plot_naive_vs_annealed(mixture, naive, annealed, extent=EXTENT)
     scores = viz.plot_smoothed_scores(
@@ -130,7 +130,7 @@ def compute(
     g = streams.generator(54)
     x_init = -8.0 + 16.0 * torch.rand(b.gif_particles, 2, generator=g)
     gif = viz.annealed_langevin_animation(
-        model, x_init, out / "annealed_langevin.gif", sigmas, step_size=numbers.step_lr,
+        model, x_init, out / "annealed_langevin.gif", sigmas, step_size=numbers.step_size,
         n_steps_each=b.n_steps_each, n_frames=b.gif_frames, background_at=mixture.smooth,
         extent=EXTENT, generator=g,
     )  # fmt: skip
@@ -196,7 +196,7 @@ def write(page: Page, nc: NcsnNumbers, budget: Budget) -> None:
         r"\text{for } i = L, L-1, \ldots, 1: \quad x \leftarrow x + \alpha_i\, s_\theta(x, \sigma_i) + "
         r"\sqrt{2 \alpha_i}\, z, \quad \alpha_i = \varepsilon \frac{\sigma_i^2}{\sigma_1^2}; \qquad "
         r"\text{then } x \leftarrow x + \sigma_1^2\, s_\theta(x, \sigma_1)",
-        f"Here ε = {nc.step_lr:g} and {b.n_steps_each} steps at each level; naive Langevin runs "
+        f"Here ε = {nc.step_size:g} and {b.n_steps_each} steps at each level; naive Langevin runs "
         f"{b.langevin_steps} steps at σ<sub>1</sub> alone.",
     )
     page.table(
