@@ -34,17 +34,20 @@ from . import noise
 from .gaussian import DataMoments, gaussian_flow, gaussian_start
 from .ode import counted
 from .score import posterior_mean
-from .sde import SDE, VPSDE, ScoreFn
+from .sde import SDE, ScoreFn
 
 __all__ = [
     "FAST_GRIDS",
     "FAST_SOLVERS",
+    "GAUSSIAN_START_MAX_NFE",
+    "GAUSSIAN_START_SNR",
     "SOLVERS",
     "VARIANTS",
     "fast_grid",
     "log_snr_coefficients",
     "optimize_grid",
     "sample_fast",
+    "sde_family",
     "sample_multistep",
 ]
 
@@ -196,9 +199,8 @@ def sample_multistep(
     return history[-1][1], {"nfe": nfe[0], "times": times}
 
 
-# sample_fast's solvers by name. "unipc" (UniP with UniC, of the order FAST_GRIDS gives the budget) is the
-# default: the best at every budget from 8 evaluations in bench_samplers (exact scores of two mixtures
-# and a trained model).
+# sample_fast's solvers by name. "unipc" (UniP with UniC, of the order and variant FAST_GRIDS gives the
+# budget) is the default.
 FAST_SOLVERS: dict[str, dict] = {
     "unipc": {"solver": "unipc", "corrector": True},
     "unipc2": {"solver": "unipc", "order": 2, "corrector": True},
@@ -207,38 +209,48 @@ FAST_SOLVERS: dict[str, dict] = {
     "dpm++2": {"solver": "dpm++", "order": 2, "corrector": False},
     "ddim": {"solver": "dpm++", "order": 1, "corrector": False},
 }
-# By budget (NFE): the default UniPC's order, and the power grid t_i = t_min + (1 - t_min) (1 - i/K)^rho
-# in the time of REFERENCE (the VP SDE); fast_grid places any SDE's grid at the same noise levels.
-# Chosen on bench_samplers' three-mode mixture (exact VP scores) and its trained model, and confirmed
-# on its four-mode mixture, which played no part in the choice. Order 2 below 20 evaluations: with a
-# learned denoiser, order 3's extrapolation over the long early steps amplifies the network's errors
-# (2x the RMS error at 8-10 evaluations on the trained model) while order 2 stays robust; from 20 the
-# steps are short enough for order 3 to pay. t_min falls as the budget grows; rho > 1 puts the steps
-# where the denoiser changes fastest, near the data.
-FAST_GRIDS: dict[int, tuple[int, float, float]] = {
-    5: (2, 0.2, 1.0), 6: (2, 0.1, 1.25), 8: (2, 0.05, 1.25), 10: (2, 0.05, 1.25), 15: (2, 0.03, 1.25),
-    20: (3, 0.02, 1.5), 30: (3, 0.01, 1.5), 50: (3, 0.003, 1.5),
-}  # fmt: skip
-# With the data's moments, up to GAUSSIAN_START_MAX_NFE evaluations: the Gaussian start's signal-to-noise
-# ratio (gaussian_start; the grid then runs from t_0 = gaussian_start(sde, moments, snr)), the order, t_min
-# and rho. Chosen on the same two tuning targets by the smallest worst-case ratio to the best diffusers
-# sampler's RMS error, averaged over the neighbouring rho so that a lucky spike is not chosen. (That
-# averaging was added after the plain smallest worst case, snr 0.3 with rho 1.25 at 5 evaluations, came
-# out at 0.87 on the four-mode mixture: the confirmation mixture shaped the rule, if not the numbers.)
-# From 10 evaluations the Gaussian start no longer helped on the trained model, whose own flow near
-# t = 1 departs from the data's Gaussian by more than the solver's error.
-GAUSSIAN_STARTS: dict[int, tuple[float, int, float, float]] = {
-    5: (0.3, 2, 0.1, 1.0),
-    8: (0.003, 3, 0.05, 1.5),
+# By SDE family (sde_family: "VE" leaves the data unscaled; "VP" holds VP and sub-VP, which both start at
+# the noise level 152) and budget (NFE): the default UniPC's order and variant, and the grid's noise
+# levels sigma = std / m (noise.noise_level), a ladder from the SDE's level at the start to sigma_end
+# spaced as Karras et al.'s with exponent rho (math.inf: equal steps in log-SNR), of which only the first
+# level lies above sigma_cap (fast_grid). Levels, not times: what sets a step's error is the noise against
+# the data's scale, and the SDEs reach a level at unrelated times. The cap spends one evaluation on the
+# stretch where the noise dwarfs data of unit scale and D is nearly their mean (a VE SDE's sigma_max of a
+# few tens stays below it). The answer is D at sigma_end, Tweedie's step there: stopping early shrinks
+# the samples towards their posterior means, and sigma_end falls as the budget grows and the solver's
+# error over the last steps with it. Chosen on bench_samplers' tuning problems (a 2-D and a 16-D mixture
+# under each SDE) by the smallest worst ratio to the best peer's RMS over the family's problems; its
+# confirmation problems played no part. Order 2 at 5 evaluations: order 3's extrapolation over so few,
+# long steps sent a guided trained model's samples of one class to the other (tests/test_guidance.py),
+# and e^h - 1 there for the same reason. Rows 30 and 50 continue sigma_end's fall (not benchmarked
+# against peers). Levels are absolute: data of about unit scale, as the SDEs' own levels assume.
+FAST_GRIDS: dict[str, dict[int, tuple[int, str, float, float, float]]] = {
+    "VE": {
+        5: (2, "bh2", 30.0, 0.3, math.inf),
+        8: (3, "bh2", 30.0, 0.3, math.inf),
+        10: (3, "bh2", 30.0, 0.2, 12.0),
+        15: (3, "bh2", 30.0, 0.1, 7.0),
+        20: (3, "bh2", 30.0, 0.05, 5.0),
+        30: (3, "bh2", 30.0, 0.025, 5.0),
+        50: (3, "bh2", 30.0, 0.01, 5.0),
+    },
+    "VP": {
+        5: (2, "bh2", 20.0, 0.8, 7.0),
+        8: (3, "bh2", 20.0, 0.4, math.inf),
+        10: (3, "bh2", 30.0, 0.2, math.inf),
+        15: (3, "bh2", 30.0, 0.15, math.inf),
+        20: (3, "bh2", 30.0, 0.1, math.inf),
+        30: (3, "bh2", 30.0, 0.05, math.inf),
+        50: (3, "bh2", 30.0, 0.02, math.inf),
+    },
 }
+# With the data's moments, up to GAUSSIAN_START_MAX_NFE evaluations, the Gaussian start hands over where
+# the data's largest variance is GAUSSIAN_START_SNR times the noise's (gaussian_start); the grid's ladder
+# then runs from the hand-over's level, sqrt(largest variance / snr) on every SDE. Chosen on the same
+# tuning problems as FAST_GRIDS (snr 0.01 to 3): from 10 evaluations the start at 1 did better on the
+# 16-D ones, whose flow departs from their Gaussian's at that level by more than the solver's error.
+GAUSSIAN_START_SNR = 0.1
 GAUSSIAN_START_MAX_NFE = 8
-# Without the moments, up to this budget the default UniPC takes B(h) = h ("bh1") rather than e^h - 1: on
-# bench_samplers' tuning problems at 5 evaluations its RMS is 7% lower on the 2-D VP and sub-VP mixture
-# and 14-37% lower on the 16-D one under every SDE (2% higher on the 2-D VE); from 8 evaluations bh2
-# wins on the 2-D mixture by 30-45% and loses on the 16-D one, so the tables keep it there.
-BH1_MAX_NFE = 5
-# The SDE whose times the tables above are in: fast_grid carries their noise levels to any other SDE.
-REFERENCE = VPSDE()
 
 
 def _interpolate(table: dict[int, tuple], nfe: int) -> tuple[float, tuple, tuple]:
@@ -251,20 +263,35 @@ def _interpolate(table: dict[int, tuple], nfe: int) -> tuple[float, tuple, tuple
     return w, table[lo], table[hi]
 
 
-def _fast_setting(nfe: int, gaussian: bool = False) -> tuple[int, float, float, float | None]:
-    """``sample_fast``'s order, ``t_min``, ``rho`` and Gaussian-start ``snr`` (None: start at 1) at ``nfe``:
-    ``GAUSSIAN_STARTS`` when ``gaussian`` (the data's moments are known) and ``nfe`` is at most
-    ``GAUSSIAN_START_MAX_NFE``, else ``FAST_GRIDS``; ``log t_min``, ``rho`` and ``log snr`` interpolated
-    linearly in ``log nfe`` between the tabulated budgets, the order of the budget below."""
+def sde_family(sde: SDE) -> str:
+    """``"VE"`` for an SDE that leaves the data unscaled (``m = 1``), ``"VP"`` for one that shrinks them
+    (VP, sub-VP): the row of ``FAST_GRIDS`` it samples with."""
+    scale, _ = sde.marginal(torch.tensor(1.0, dtype=torch.float64))
+    return "VE" if float(scale) == 1.0 else "VP"
+
+
+def _fast_setting(nfe: int, sde: SDE) -> tuple[int, str, float, float, float]:
+    """``sample_fast``'s order, variant, ``sigma_cap``, ``sigma_end`` and ``rho`` at ``nfe`` on ``sde``
+    (``FAST_GRIDS[sde_family(sde)]``):
+    ``log sigma_cap``, ``log sigma_end`` and ``1 / rho`` interpolated linearly in ``log nfe`` between the
+    tabulated budgets, the order and variant of the budget below."""
     if int(nfe) != nfe or nfe < 2:
         raise ValueError(f"nfe must be an integer >= 2, got {nfe}")
-    if gaussian and nfe <= GAUSSIAN_START_MAX_NFE:
-        w, (snr_lo, order, t_lo, r_lo), (snr_hi, _, t_hi, r_hi) = _interpolate(GAUSSIAN_STARTS, nfe)
-        snr = math.exp((1 - w) * math.log(snr_lo) + w * math.log(snr_hi))
-    else:
-        w, (order, t_lo, r_lo), (_, t_hi, r_hi) = _interpolate(FAST_GRIDS, nfe)
-        snr = None
-    return order, math.exp((1 - w) * math.log(t_lo) + w * math.log(t_hi)), (1 - w) * r_lo + w * r_hi, snr
+    w, (order, variant, cap_lo, end_lo, rho_lo), (_, _, cap_hi, end_hi, rho_hi) = _interpolate(
+        FAST_GRIDS[sde_family(sde)], nfe
+    )
+
+    def between(a: float, b: float) -> float:
+        return math.exp((1 - w) * math.log(a) + w * math.log(b))
+
+    inv_rho = (1 - w) / rho_lo + w / rho_hi
+    return (
+        order,
+        variant,
+        between(cap_lo, cap_hi),
+        between(end_lo, end_hi),
+        math.inf if inv_rho == 0 else 1 / inv_rho,
+    )
 
 
 def fast_grid(
@@ -275,44 +302,47 @@ def fast_grid(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """``sample_fast``'s default grid of ``nfe`` times, placed by noise level so that it holds on every SDE.
+    """``sample_fast``'s default grid of ``nfe`` times, placed by noise level so that it holds on every SDE
+    (docs/math.md#multistep-solvers-and-few-step-sampling).
 
-    The tables (``FAST_GRIDS``; ``GAUSSIAN_STARTS`` given the data's ``moments``, at most
-    ``GAUSSIAN_START_MAX_NFE`` evaluations) give a power grid in the time of ``REFERENCE``, the VP SDE they
-    were tuned on; its noise levels ``sigma = std / m`` are what carries over. The grid keeps their last
-    level (where the data's scale is reached, which no SDE changes) and, from 1 (or the Gaussian start
-    ``gaussian_start``), the share of the log-SNR range each step takes; each time is then the one at
-    which ``sde`` reaches that level (``noise.time_at_noise_level``). For the VP SDE of the tables it is
-    their power grid; a VE SDE whose ``sigma_max`` is below the VP's ``sigma(1)`` gets the same steps
-    compressed onto its shorter range, where times uniform in ``t`` would spend half the budget below
-    the data's scale (docs/math.md#multistep-solvers-and-few-step-sampling)."""
-    _, t_min, rho, snr = _fast_setting(nfe, gaussian=moments is not None)
-    start = 1.0 if snr is None else gaussian_start(REFERENCE, moments, snr)
-    if start <= t_min:
-        start = 1.0  # data so narrow that the Gaussian would carry them past the grid's end: start at 1
-    reference = noise.time_grid(
-        int(nfe) - 1, kind="power", t_end=t_min, t_start=start, rho=rho, dtype=torch.float64
+    The first time is 1, or with the data's ``moments`` (up to ``GAUSSIAN_START_MAX_NFE`` evaluations)
+    the Gaussian start's hand-over ``gaussian_start(sde, moments, GAUSSIAN_START_SNR)``. From the noise level there,
+    ``sigma_0``, the levels follow Karras et al.'s ladder ``noise.time_grid(kind="edm")`` to
+    ``sigma_end`` with the exponent ``rho`` of ``FAST_GRIDS``; when that ladder's second level lies above
+    ``sigma_cap``, the other ``nfe - 1`` levels are the ladder from ``sigma_cap`` instead, so a long
+    stretch of noise that dwarfs the data costs one step. The last time is where ``sde`` reaches
+    ``sigma_end``, held at or above ``noise.T_END``."""
+    _, _, cap, sigma_end, rho = _fast_setting(nfe, sde)
+    gaussian = moments is not None and nfe <= GAUSSIAN_START_MAX_NFE
+    start = gaussian_start(sde, moments, GAUSSIAN_START_SNR) if gaussian else 1.0
+    return _ladder(sde, nfe, start, cap, sigma_end, rho).to(dtype=dtype, device=device)
+
+
+def _ladder(sde: SDE, nfe: int, start: float, cap: float, sigma_end: float, rho: float) -> torch.Tensor:
+    """``nfe`` times (float64) from ``start`` whose noise levels follow Karras et al.'s ladder to
+    ``sigma_end`` (``fast_grid``), the levels after the first held at or below ``cap``."""
+    t_end = max(
+        float(noise.time_at_noise_level(sde, torch.tensor(sigma_end, dtype=torch.float64))), noise.T_END
     )
-    log_sigma = noise.noise_level(REFERENCE, reference).log()
-    top = float(noise.noise_level(sde, torch.tensor(1.0, dtype=torch.float64)).log())
-    end = float(log_sigma[-1])
-    from_top = start == 1.0 or float(log_sigma[0]) >= top
-    if from_top:  # keep the shares of the log-SNR range from sde's t = 1
-        if not top > end:
-            raise ValueError(
-                f"the SDE's noise level at t = 1 ({math.exp(top):.3g}) is below the level where few-step "
-                f"sampling ends ({math.exp(end):.3g}); raise sigma_max"
-            )
-        log_sigma = end + (log_sigma - end) * (top - end) / (float(log_sigma[0]) - end)
-    times = noise.time_at_noise_level(sde, log_sigma.exp(), 0.0, 1.0)
-    if from_top:
-        times[0] = 1.0
-    if not (bool((times.diff() < 0).all()) and float(times[-1]) > 0):
+    if start <= t_end:
+        start = 1.0  # data so narrow that the Gaussian would carry them past the grid's end: start at 1
+    top = float(noise.noise_level(sde, torch.tensor(start, dtype=torch.float64)))
+    if not top > sigma_end:
         raise ValueError(
-            "the SDE's noise levels do not reach those of few-step sampling "
-            f"({math.exp(end):.3g} at the end); pass a time grid"
+            f"the SDE's noise level at t = {start:.3g} ({top:.3g}) is below the level where few-step "
+            f"sampling ends ({sigma_end:.3g}); raise sigma_max or pass a time grid"
         )
-    return times.to(dtype=dtype, device=device)
+
+    def ladder(n_steps: int, t_start: float) -> torch.Tensor:
+        return noise.time_grid(
+            n_steps, sde, kind="edm", t_start=t_start, t_end=t_end, rho=rho, dtype=torch.float64
+        )
+
+    times = ladder(int(nfe) - 1, start)
+    if nfe > 2 and float(noise.noise_level(sde, times[1])) > cap:
+        t_cap = float(noise.time_at_noise_level(sde, torch.tensor(cap, dtype=torch.float64), t_end, start))
+        times = torch.cat([times[:1], ladder(int(nfe) - 2, t_cap)])
+    return times
 
 
 @torch.no_grad()
@@ -335,12 +365,10 @@ def sample_fast(
 
     ``nfe_or_grid``: the budget ``nfe`` (at least 2; one evaluation at ``t = 1`` only returns the data's
     mean), spent on ``fast_grid(nfe, sde, moments=moments)``, or a grid of ``nfe`` decreasing times from
-    1 or below (one ``optimize_grid`` fitted to a model). ``solver=None`` takes the best configuration
-    ``bench_samplers`` found: UniPC with the UniC corrector of the order ``FAST_GRIDS`` gives the budget
-    (2 below 20 evaluations, 3 from 20; with ``moments``, ``GAUSSIAN_STARTS``'s up to 8), with
-    ``B(h) = h`` up to ``BH1_MAX_NFE`` evaluations without moments, ``e^h - 1`` otherwise. Other names:
-    ``FAST_SOLVERS`` (``"unipc2"``, ``"unipc3"``, ``"dpm++"`` for DPM-Solver++(3M), ``"dpm++2"``,
-    ``"ddim"``). Every solver here is deterministic: it takes no generator.
+    1 or below (one ``optimize_grid`` fitted to a model). ``solver=None`` takes UniPC with the UniC
+    corrector of the order and variant ``FAST_GRIDS`` gives the budget. Other names: ``FAST_SOLVERS``
+    (``"unipc2"``, ``"unipc3"``, ``"dpm++"`` for DPM-Solver++(3M), ``"dpm++2"``, ``"ddim"``). Every
+    solver here is deterministic: it takes no generator.
 
     ``moments`` (the data's mean and covariance, ``gaussian.data_moments``; a run stores them) turn on
     the Gaussian start: ``x_T`` is carried from 1 to the grid's first time by the exact flow of the data's
@@ -366,21 +394,18 @@ def sample_fast(
                 f"the grid starts at t = {start:.4g} < 1: pass the data's moments to carry x_T there"
             )
         x_T = gaussian_flow(sde, x_T, 1.0, start, moments, components)
-    options = {"order": _fast_setting(nfe, gaussian=moments is not None)[0], **FAST_SOLVERS[name]}
-    if solver is None and moments is None and nfe <= BH1_MAX_NFE:
-        options["variant"] = "bh1"
+    order, variant, *_ = _fast_setting(nfe, sde)
+    options = {"order": order, "variant": variant, **FAST_SOLVERS[name]}
     x, info = sample_multistep(score_fn, sde, x_T, time_grid, callback=callback, progress=progress, **options)
-    variant = options.get("variant", "bh2") if options["solver"] == "unipc" else None
+    variant = options["variant"] if options["solver"] == "unipc" else None
     return x, {**info, "solver": name, "order": options["order"], "variant": variant, "start": start}
 
 
-# optimize_grid's starting grids besides fast_grid(nfe): the power grids of these t_min and rho. On
-# bench_samplers' targets at 5 evaluations the RMS is dominated by the few draws that change mode, a
-# landscape of plateaus in which one Nelder-Mead run from fast_grid stopped at 0.296 (three-mode mixture,
-# 2,000 draws) and the best of three runs started from the best of these 26 grids reached 0.264.
-GRID_STARTS = tuple(
-    (t_min, rho) for t_min in (0.05, 0.1, 0.15, 0.2, 0.3) for rho in (0.75, 1.0, 1.25, 1.5, 2.0)
-)
+# optimize_grid's starting grids besides fast_grid(nfe): the ladders (fast_grid's, with its start and
+# cap) to these sigma_end with these rho. At a few evaluations the RMS is dominated by the few draws that
+# change mode, a landscape of plateaus in which one Nelder-Mead run from the default grid stops early;
+# runs from the best of several shapes go further.
+GRID_STARTS = tuple((sigma_end, rho) for sigma_end in (0.05, 0.1, 0.2, 0.4) for rho in (3.0, 7.0, math.inf))
 
 
 def optimize_grid(
@@ -405,13 +430,13 @@ def optimize_grid(
     The grid is parameterised by its log-time decrements (softplus of free numbers, so it always
     decreases from 1); with the data's ``moments`` its first time is free too, below 1, where
     ``sample_fast`` hands over from the Gaussian start, so the fit places the hand-over as well. The
-    search scores ``fast_grid(nfe)`` and the power grids of ``GRID_STARTS`` (from the default start), then
-    runs Nelder-Mead (``max_iter`` iterations each) from the ``n_starts`` best of them; it keeps the best
-    grid it saw on the draws it fits. At a few evaluations the RMS is set by the handful of draws that
+    search scores ``fast_grid(nfe)`` and the noise-level ladders of ``GRID_STARTS`` (from the default
+    start), then runs Nelder-Mead (``max_iter`` iterations each) from the ``n_starts`` best of them; it
+    keeps the best grid it saw on the draws it fits. At a few evaluations the RMS is set by the handful of draws that
     switch mode, so a grid can fit those draws and lose elsewhere: the last ``held_out`` share of ``x_T``
     is kept out of the fit, and the default grid is returned unless the fitted one also beats it there
     (``info["kept_default"]``), so the answer does not lose to the default on draws it never saw. Cost:
-    one dopri5 solve and about ``(26 + n_starts * max_iter) * nfe`` score evaluations on ``x_T``.
+    one dopri5 solve and about ``(13 + n_starts * max_iter) * nfe`` score evaluations on ``x_T``.
     Returns the grid (float64) and ``info`` with the RMS on the fitted draws before and after
     (``"rms_default"``, ``"rms"``) and on the held-out ones (``"rms_held_out_default"``,
     ``"rms_held_out"``). Store the grid with the model (a run does) and pass it to
@@ -468,12 +493,8 @@ def optimize_grid(
             best.update(rms=value, grid=grid, errors=errors)
         return value
 
-    t_0 = float(start[0])
-    candidates = [start] + [
-        noise.time_grid(int(nfe) - 1, kind="power", t_end=t_min, t_start=t_0, rho=rho, dtype=torch.float64)
-        for t_min, rho in GRID_STARTS
-        if t_min < t_0
-    ]
+    t_0, cap = float(start[0]), _fast_setting(nfe, sde)[2]
+    candidates = [start] + [_ladder(sde, nfe, t_0, cap, sigma_end, rho) for sigma_end, rho in GRID_STARTS]
     scored = sorted(
         range(len(candidates)), key=lambda i: default if i == 0 else objective(params_of(candidates[i]))
     )

@@ -236,7 +236,7 @@ def time_grid(
     - ``log_snr``: equal steps in ``log(std(t) / scale(t))``, i.e. in log-SNR (Kingma et al. 2021).
     - ``edm``: Karras et al. 2022, eq. 5, on the noise level ``sigma(t) = std(t) / scale(t)``:
       ``sigma_i = (sigma_max^{1/rho} + i/N (sigma_min^{1/rho} - sigma_max^{1/rho}))^rho``, which
-      concentrates steps at low noise for ``rho > 1``.
+      concentrates steps at low noise for ``rho > 1``; ``rho = math.inf`` is its limit, ``log_snr``.
     - ``power``: ``t_i = t_end + (t_start - t_end) (1 - i/N)^rho``, uniform in ``t`` for ``rho = 1`` and
       denser towards ``t_end`` for ``rho > 1``.
 
@@ -262,7 +262,7 @@ def time_grid(
             raise ValueError(f"rho must be > 0, got {rho}")
         ends = noise_level(sde, torch.tensor([t_start, t_end], dtype=torch.float64))
         frac = torch.linspace(0, 1, n + 1, dtype=torch.float64)
-        if kind == "log_snr":
+        if kind == "log_snr" or math.isinf(rho):
             ratio = torch.exp(ends[0].log() + frac * (ends[1].log() - ends[0].log()))
         else:
             lo, hi = ends[1] ** (1 / rho), ends[0] ** (1 / rho)
