@@ -33,7 +33,7 @@ __all__ = ["inpaint_settings", "sample_conditional"]
 # score evaluations), or, when resample is given, as RePaint's resampling of INPAINT_RESAMPLE per step.
 # On the exact 2-D conditional of tests/test_conditional.py (20,000 rows) the weight of its larger mode
 # is off by -0.006 (VP) and -0.011 (VE) at 16 particles and 51 evaluations, against +0.014 / -0.001
-# at 8 and 26 (the budget of 200 before): too few particles bias it one way (a finite particle system),
+# at 8 and 26 (a budget of 200): too few particles bias it one way (a finite particle system),
 # too few steps the other (the coarse kernel; 41 evaluations also miss the shape within the modes).
 INPAINT_BUDGET, INPAINT_PARTICLES, INPAINT_RESAMPLE = 800, 16, 4
 
