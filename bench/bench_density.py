@@ -185,8 +185,8 @@ def fit_gmm(train: np.ndarray) -> tuple[callable, str]:
 
 def fit_score(train: np.ndarray, quick: bool, **kwargs) -> tuple[callable, str]:
     est = ScoreDensityEstimator(random_state=0, steps=100 if quick else None, **kwargs).fit(train)
-    kept = "+ network" if est.correction_ else "alone"
-    return est.score_samples, f"base {est.base_} {kept}, {est.n_steps_} steps, t={est.t_eval_:.0e}"
+    correction = "+ network" if est.correction_ else "alone"
+    return est.score_samples, f"base {est.base_} {correction}, {est.n_steps_} steps, t={est.t_eval_:.0e}"
 
 
 PEERS = {"ScoreDensityEstimator": fit_score, "KDE (CV)": fit_kde, "GMM (BIC)": fit_gmm}

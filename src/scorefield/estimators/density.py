@@ -266,7 +266,7 @@ class ScoreDensityEstimator(BaseEstimator):
         self.validation_curve_ = trained.curve
         z_all = torch.cat([z_val, z_train])  # every row (dequantised once), in the seeded random order
         x_val = x[perm[:n_val]]
-        mixture = recipe.settle(
+        mixture = recipe.fit_mixture(
             self.model_, self.base_, trained, z_val, row_keys(x_val.numpy()), z_all, seeds, self.t_eval
         )
         self.base_weight_, self.t_eval_ = mixture.weight, mixture.t_eval
@@ -547,6 +547,8 @@ class ScoreAnomalyDetector(OutlierMixin, ScoreDensityEstimator):
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="neither")],
     }
 
+    # scikit-learn reads an estimator's parameters from its constructor's signature (``get_params``,
+    # ``clone``), which ``**kwargs`` would hide: the density estimator's list is repeated here
     def __init__(
         self,
         contamination: float | str = 0.1,

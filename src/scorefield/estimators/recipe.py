@@ -16,7 +16,7 @@ On whitened rows ``z``, split into training and held-out rows:
    improvement at the full rate start the low-rate phase early (for ``LR_DROP`` of the planned steps,
    with a fresh patience); within the low-rate phase they end training. The best EMA weights checked
    are the result.
-3. ``settle``: the fitted density is ``(1 - a) p_corr + a p_base``, the corrected model mixed with its
+3. ``fit_mixture``: the fitted density is ``(1 - a) p_corr + a p_base``, the corrected model mixed with its
    base, every row at least ``log a + log p_base``; ``a`` and the evaluation time ``t`` are chosen on the
    held-out rows, and K-fold cross-validation of their log-densities decides whether the correction
    is kept (``choose_mixture``). ``log_density``: ``log p_t`` of the corrected model through the
@@ -57,7 +57,8 @@ from .bases import (  # noqa: F401  (part of the recipe's namespace: recipe.choo
 from .io import Streams
 
 __all__ = [
-    "Phases",
+    "LearningRatePlan",
+    "fit_mixture",
     "Trained",
     "auto_sigma_max",
     "build_model",
@@ -129,7 +130,7 @@ VALIDATION_REPEATS = 8  # noise draws per held-out row at each check: a low-vari
 # Diffusion times at which log-densities may be evaluated; the held-out split picks one. The larger
 # ones smooth a small or discrete (lattice) data set into a density that generalises.
 EPS_CANDIDATES = (1e-5, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 2e-1)
-EPS_ROWS = 256  # held-out rows that settle the density (an ODE solve per row and candidate time)
+EPS_ROWS = 256  # held-out rows that choose the mixture (an ODE solve per row and candidate time)
 ODE_TIMES = 3  # the corrected model's candidate times: the base's best ODE_TIMES (closed form, cheap)
 # The fitted density is (1 - a) p_corr + a p_base with a among MIXTURE_WEIGHTS (1: the base alone), so
 # no row falls more than -log(MIXTURE_WEIGHTS[0]) = 4.6 nats below the base; CV_FOLDS-fold
@@ -228,7 +229,7 @@ def planned_steps(steps: int | None = None) -> int:
     return int(steps) if steps else MAX_STEPS
 
 
-class Phases:
+class LearningRatePlan:
     """The learning rate of one run of ``planned`` steps: warm-up, then the full rate until
     ``drop_at``, then ``LOW_RATE`` times it until ``end``.
 
@@ -327,10 +328,10 @@ def train(
     """
     n = len(z_train)
     batch = batch_size or min(BATCH, n)
-    phases = Phases(planned_steps(steps))
+    plan = LearningRatePlan(planned_steps(steps))
     opt = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     ema = EMA(model, EMA_DECAY, warmup=False)
-    schedule = Schedule(opt, phases.lr_factor)
+    schedule = Schedule(opt, plan.lr_factor)
     trainer = Trainer(model, opt, schedule, grad_clip=GRAD_CLIP, ema=ema)
 
     def held_out_loss() -> float:  # the same noise at every check, so the checks compare
@@ -349,24 +350,24 @@ def train(
         return loss(model, rows, gen).mean()
 
     def after_step(done: int, _loss: torch.Tensor, bar) -> bool:
-        if phases.drops_after(done):
+        if plan.drops_after(done):
             stopper.restart_patience()  # the low-rate phase gets its own patience
-        if done % EVAL_EVERY == 0 or done == phases.end:  # the last step too: a short run is kept
+        if done % EVAL_EVERY == 0 or done == plan.end:  # the last step too: a short run is kept
             plateau = stopper.check(done)
             bar.set_postfix(held_out_loss=f"{stopper.curve[-1][1]:.4f}")
-            if plateau and phases.at_low_rate(done):
+            if plateau and plan.at_low_rate(done):
                 return True
             if plateau and model.base is not None and stopper.best_step == 0:
                 return True  # no correction beat the base alone: it is the result
             if plateau:  # the full rate's gradient-noise floor: go on at the low rate
-                phases.drop_early(done)
+                plan.drop_early(done)
                 stopper.restart_patience()
-        return done >= phases.end
+        return done >= plan.end
 
-    n_steps = fit(trainer, batch_loss, phases.planned, after_step, progress=progress)
-    if steps is None and n_steps >= phases.planned and stopper.best_step == n_steps:
+    n_steps = fit(trainer, batch_loss, plan.planned, after_step, progress=progress)
+    if steps is None and n_steps >= plan.planned and stopper.best_step == n_steps:
         warnings.warn(
-            f"training used its whole budget of {phases.planned} steps while the held-out loss was still "
+            f"training used its whole budget of {plan.planned} steps while the held-out loss was still "
             "improving; pass a larger steps= to train longer",
             UserWarning,
             stacklevel=4,
@@ -398,7 +399,7 @@ def eps_candidates(
 
 
 class Mixture(NamedTuple):
-    """The settled density ``(1 - a) p_corr + a p_base`` at the time ``t_eval``; ``a = 1`` is the base alone.
+    """The fitted density ``(1 - a) p_corr + a p_base`` at the time ``t_eval``; ``a = 1`` is the base alone.
 
     ``cv_gain`` is the K-fold cross-validated mean gain per held-out row of choosing among mixtures over
     choosing the base alone (nats), ``scores`` the mean held-out log-density of each candidate ``(t, a)``.
@@ -462,7 +463,7 @@ def standard_normal(d: int, like: torch.Tensor) -> MixtureBase:
     ).to(like.device)
 
 
-def settle(
+def fit_mixture(
     model: ScoreModel,
     name: str,
     trained: Trained,
@@ -472,7 +473,7 @@ def settle(
     seeds: Streams,
     t_eval: float | None,
 ) -> Mixture:
-    """Settle the fitted density ``(1 - a) p_corr + a p_base`` (``choose_mixture``) on the held-out rows
+    """Choose the fitted density ``(1 - a) p_corr + a p_base`` (``choose_mixture``) on the held-out rows
     ``z_val`` (``keys_val``: their ``row_keys``).
 
     The correction is a candidate only if it first lowered the held-out loss below the base's
