@@ -6,6 +6,7 @@ Score functions: unconditional ``score_fn(x) -> [B, ...]`` (esm, ism, ssm), nois
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -171,6 +172,20 @@ def ncsn(
     return sigma**2 * dsm(score_fn, x, sigma, generator)
 
 
+@functools.lru_cache(maxsize=16)
+def _importance_table(
+    sde: SDE, t_min: float, n_grid: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``_importance_times``' grid, cell probabilities and their CDF: the same for every batch of a
+    run (SDEs are frozen dataclasses, equal by value), so computed once rather than at every step."""
+    grid = torch.logspace(math.log10(t_min), 0.0, n_grid, dtype=torch.float64, device=device)
+    _, std = sde.marginal(grid)
+    ratio = sde.diffusion(grid) ** 2 / std**2
+    mass = 0.5 * (ratio[1:] + ratio[:-1]) * grid.diff()
+    prob = mass / mass.sum()  # (n_grid - 1,)
+    return grid, prob, prob.cumsum(0)
+
+
 def _importance_times(
     sde: SDE, t_min: float, x: torch.Tensor, generator: torch.Generator | None, n_grid: int = 2049
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,12 +195,10 @@ def _importance_times(
     behaves like 1/t near 0 for VP SDEs). Sampling from this piecewise density is exact and the
     weight uses the same density, so the estimator is unbiased whatever the grid.
     """
-    grid = torch.logspace(math.log10(t_min), 0.0, n_grid, dtype=torch.float64, device=x.device)
-    _, std = sde.marginal(grid)
-    ratio = sde.diffusion(grid) ** 2 / std**2
-    mass = 0.5 * (ratio[1:] + ratio[:-1]) * grid.diff()
-    prob = mass / mass.sum()  # (n_grid - 1,)
-    cdf = prob.cumsum(0)
+    try:
+        grid, prob, cdf = _importance_table(sde, t_min, n_grid, x.device)
+    except TypeError:  # an SDE that is not hashable (a mutable one): computed afresh
+        grid, prob, cdf = _importance_table.__wrapped__(sde, t_min, n_grid, x.device)
     u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=torch.float64)
     cell = torch.searchsorted(cdf, u, right=True).clamp(max=prob.numel() - 1)
     width = grid[cell + 1] - grid[cell]
