@@ -109,3 +109,25 @@ def test_every_base_keeps_the_whitened_gaussians_tail():
             gaussian = gaussian_log_density(far.square().sum(1) / var, 3 * math.log(var), 3)
             logp = base.log_prob(far, m * one, std * one)
             assert (logp >= math.log(TAIL_WEIGHT) + gaussian - 1e-4).all()
+
+
+def test_a_fit_on_rows_its_base_already_matches_stops_early_and_drops_the_correction():
+    # Gaussian rows and a mixture-by-BIC base (one component plus the tail): the base is the truth, so
+    # no check beats its held-out loss by BEAT_BASE_SES standard errors; the first plateau after the
+    # trial ends training and no log-density ODE is solved for the correction
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3)) @ np.array([[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.5]]) + 5.0
+    est = ScoreDensityEstimator(base="gmm", random_state=0).fit(x)
+    assert not est.correction_ and est.base_weight_ == 1.0
+    # of a budget of MAX_STEPS = 20,000: the trial and one patience
+    assert est.n_steps_ <= recipe.BASE_TRIAL_STEPS + recipe.PATIENCE * recipe.EVAL_EVERY
+    assert all(a == 1.0 for _, a in est.mixture_scores_)  # only the base alone was a candidate
+    assert est.model_.net.net.output.weight.abs().max() == 0  # the model is the base alone
+
+
+def test_a_correction_that_clearly_beats_the_base_is_a_candidate():
+    # the planted table's curved relation, which a KDE of 255 rows in 4-D blurs: the held-out loss of
+    # a short run beats the KDE base's by more than BEAT_BASE_SES standard errors
+    train, _ = _planted_table(seed=3)
+    est = ScoreDensityEstimator(steps=300, hidden=32, base="kde", random_state=0).fit(train)
+    assert any(a < 1.0 for _, a in est.mixture_scores_)

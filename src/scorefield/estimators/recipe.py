@@ -14,8 +14,9 @@ On whitened rows ``z``, split into training and held-out rows:
    budget; the EMA of the weights is the model kept. Every ``EVAL_EVERY`` steps (and at the last one) the EMA's
    loss on the held-out rows is checked, with the same noise each time. ``PATIENCE`` checks without
    improvement at the full rate start the low-rate phase early (for ``LR_DROP`` of the planned steps,
-   with a fresh patience); within the low-rate phase they end training. The best EMA weights checked
-   are the result.
+   with a fresh patience); within the low-rate phase they end training. Until some check beats the
+   base's own held-out loss (``BEAT_BASE_SES``), a plateau after ``BASE_TRIAL_STEPS`` ends training
+   with the base alone. The best EMA weights checked are the result.
 3. ``fit_mixture``: the fitted density is ``(1 - a) p_corr + a p_base``, the corrected model mixed with its
    base, every row at least ``log a + log p_base``; ``a`` and the evaluation time ``t`` are chosen on the
    held-out rows, and K-fold cross-validation of their log-densities decides whether the correction
@@ -97,34 +98,38 @@ VE_SIGMA_MIN, SIGMA_MAX_ROWS, SIGMA_MAX_FACTOR, SIGMA_MAX_PAD = 0.01, 2000, 1.5,
 
 # -- training -------------------------------------------------------------------------------------
 # Training length: held-out rows decide (``train``: early stopping), within a budget of MAX_STEPS
-# steps that ``fit`` warns about when it ends the run while the held-out loss is still improving. (An
-# earlier rule counted passes over the data, 300 from 300 steps up, as the regulariser of small tables,
-# because on ~100 rows of 64 lattice-valued pixels the held-out loss went on improving while the
-# density memorised the pixel lattice, which the held-out rows share. Dequantising lattice columns
-# removes that failure; with it, letting the held-out loss decide gained 0.8 nat on wine (13
-# features, 125 rows), 0.7 on diabetes and 1.6 on breast_cancer, where the pass count had stopped at
-# 300 steps.)
+# steps that ``fit`` warns about when it ends the run while the held-out loss is still improving.
+# Lattice columns are dequantised first: on ~100 rows of 64 lattice-valued pixels the held-out loss
+# would otherwise go on improving while the density memorises the lattice the held-out rows share.
 MAX_STEPS = 20_000
 BATCH = 256  # rows per step (``batch_size=None``), or every training row when there are fewer
-WARMUP_STEPS = 200  # linear warm-up of the learning rate from lr / WARMUP_STEPS
+WARMUP_STEPS = 50  # linear warm-up of the learning rate from lr / WARMUP_STEPS
 # The last LR_DROP of the planned steps run at LOW_RATE times the rate, which averages the gradient
 # noise away; a plateau at the full rate (its noise floor) starts that phase early instead of ending
 # the run. (A cosine decay to zero gained ~0.02 nat on two 2-D toys but lost ~1.3 nats on digits.)
 LR_DROP, LOW_RATE = 0.2, 0.1
 GRAD_CLIP = 1.0  # the largest gradient norm a step applies: one rare, huge gradient cannot throw the weights
-# EMA of the weights (the evaluated model) with the fixed decay EMA_DECAY, an average over ~1,000
-# steps from the start (no warm-up): it begins at the untrained model, which with a base is the base
-# itself, and moves away only as fast as a long average of the weights does, a shrinkage towards the
-# base that small tables need. On diabetes (310 rows) a warmed-up decay (an average over the last ~10%
-# of the steps) let one test row in 132 fall to -1,300 nats (the base gives it -31) and lost 0.4-1.6
-# nats on wine, diabetes and breast_cancer; 0.999 with PATIENCE 4 matched 0.9995 with PATIENCE 6
-# (within 0.25 nat, 0.001 AUROC) in 15-25% fewer steps.
-EMA_DECAY = 0.999
-EVAL_EVERY = 200  # steps between held-out checks (each: VALIDATION_REPEATS passes over the held-out rows)
-# checks without improvement that end a phase (600 steps at EVAL_EVERY); 200 / 3 took 3,400 steps on
-# diabetes where 250 / 4 took 4,250, with as good a held-out log-likelihood (-26.09 / -26.71 nats)
-PATIENCE = 3
-VALIDATION_REPEATS = 8  # noise draws per held-out row at each check: a low-variance loss
+# EMA of the weights (the evaluated model) with the fixed decay EMA_DECAY, an average over ~200 steps
+# from the start (no warm-up): it begins at the untrained model, which with a base is the base itself.
+# The fitted mixture's weight on the base bounds every row's fall below the base, so the average need
+# not shrink towards the base for long as well. Against 0.999 with checks every 200 steps after a
+# 200-step warm-up, 0.995 with checks every 50 after 50 matched breast_cancer's test log-likelihood
+# (32.02 nats both) in 950 steps instead of 3,000 and lost 1.0 nat of 123 on digits in 750 instead of
+# 2,600; 0.99 gained 0.3 nat on breast_cancer but lost 1.9 on digits.
+EMA_DECAY = 0.995
+EVAL_EVERY = 50  # steps between held-out checks
+PATIENCE = 3  # checks without improvement that end a phase
+# A check beats the base when its held-out loss is below the base's (the check at step 0) by more than
+# BEAT_BASE_SES standard errors of the per-row differences (the same rows and noise: a paired test).
+# Until one does, a plateau after BASE_TRIAL_STEPS ends training with the base alone, and the
+# correction is no candidate of the fitted mixture (no log-density ODE is solved for it): on rows the
+# base already matches, the noise of the held-out loss alone would otherwise keep a correction. A
+# correction from a zero output layer may first lose to the base for a few hundred steps.
+BEAT_BASE_SES, BASE_TRIAL_STEPS = 2.0, 600
+# noise draws per held-out row at each check (a low-variance loss): VALIDATION_REPEATS, fewer where
+# the held-out rows number more than VALIDATION_ROWS / VALIDATION_REPEATS (at least one draw each), so
+# a check of 750 held-out rows against a 4,250-kernel base costs 2 passes, not 8
+VALIDATION_REPEATS, VALIDATION_ROWS = 8, 2048
 
 # -- log-densities ----------------------------------------------------------------------------------
 # Diffusion times at which log-densities may be evaluated; the held-out split picks one. The larger
@@ -136,7 +141,10 @@ ODE_TIMES = 3  # the corrected model's candidate times: the base's best ODE_TIME
 # no row falls more than -log(MIXTURE_WEIGHTS[0]) = 4.6 nats below the base; CV_FOLDS-fold
 # cross-validation of the held-out rows' log-densities decides whether the correction is kept.
 MIXTURE_WEIGHTS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-CV_FOLDS = 5
+# The cross-validated gain must exceed CV_SES standard errors of its per-row values: on 400 Gaussian
+# rows under their exact base a mean gain of 0.005 nat would otherwise keep a correction that lost
+# 0.007 nat on fresh rows.
+CV_FOLDS, CV_SES = 5, 2.0
 # The exact divergence costs one vector-Jacobian product per feature, Hutchinson's estimate N_PROBES
 # whatever the dimension (unbiased; its standard error shrinks as 1/sqrt(N_PROBES)), so beyond
 # EXACT_MAX_DIM features the estimate is used.
@@ -216,12 +224,15 @@ Loss = Callable[[ScoreModel, torch.Tensor, torch.Generator], torch.Tensor]  # (m
 
 
 class Trained(NamedTuple):
-    """What ``train`` reports: the steps taken, the best held-out loss, every ``(step, loss)`` checked."""
+    """What ``train`` reports: the steps taken, the best held-out loss, every ``(step, loss)`` checked,
+    the step of the best, and whether some check beat the base's own held-out loss by more than
+    ``BEAT_BASE_SES`` standard errors (always true without a base)."""
 
     n_steps: int
     best: float
     curve: list[tuple[int, float]]
     best_step: int
+    beats_base: bool
 
 
 def planned_steps(steps: int | None = None) -> int:
@@ -348,10 +359,22 @@ def train(
     schedule = Schedule(opt, plan.lr_factor)
     trainer = Trainer(model, opt, schedule, grad_clip=0, ema=ema)  # (the optimiser clips)
 
-    def held_out_loss() -> float:  # the same noise at every check, so the checks compare
+    repeats = max(1, min(VALIDATION_REPEATS, VALIDATION_ROWS // len(z_val)))
+
+    base_rows: list[torch.Tensor] = []  # the base's per-row held-out losses (the check at step 0)
+    beats_base = model.base is None  # a model without a base has no closed form to beat
+
+    def held_out_loss() -> float:  # the same noise at every check, so the checks compare row by row
+        nonlocal beats_base
         averaged, g = ema.averaged(model), seeds.generator("validation", z_val.device)
         with torch.no_grad():
-            return float(loss(averaged, z_val.repeat(VALIDATION_REPEATS, 1), g).mean())
+            rows = loss(averaged, z_val.repeat(repeats, 1), g).view(repeats, -1).double().mean(0)
+        if model.base is not None and not base_rows:
+            base_rows.append(rows)
+        elif not beats_base:  # a paired test: the same rows, times and noise as the base's check
+            diff = rows - base_rows[0]
+            beats_base = bool(diff.mean() < -BEAT_BASE_SES * diff.std() / math.sqrt(len(diff)))
+        return float(rows.mean())
 
     stopper = EarlyStopping(held_out_loss, lambda: ema.state_dict(model), PATIENCE)
     if model.base is not None:  # the untrained model is the base: it is the first candidate kept
@@ -371,9 +394,11 @@ def train(
             bar.set_postfix(held_out_loss=f"{stopper.curve[-1][1]:.4f}")
             if plateau and plan.at_low_rate(done):
                 return True
-            if plateau and model.base is not None and stopper.best_step == 0:
-                return True  # no correction beat the base alone: it is the result
-            if plateau:  # the full rate's gradient-noise floor: go on at the low rate
+            if plateau and not beats_base:
+                if done >= BASE_TRIAL_STEPS:
+                    return True  # no correction clearly beat the base alone: it is the result
+                stopper.restart_patience()  # the trial goes on at the full rate
+            elif plateau:  # the full rate's gradient-noise floor: go on at the low rate
                 plan.drop_early(done)
                 stopper.restart_patience()
         return done >= plan.end
@@ -387,7 +412,7 @@ def train(
             stacklevel=4,
         )
     model.load_state_dict(stopper.best_state)
-    return Trained(n_steps, stopper.best, stopper.curve, stopper.best_step)
+    return Trained(n_steps, stopper.best, stopper.curve, stopper.best_step, beats_base)
 
 
 def base_log_density(base: MixtureBase, sde: SDE, z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -449,7 +474,8 @@ def choose_mixture(log_corr: dict, log_base: dict, generator: torch.Generator) -
     corrected model and the base. The choice is the candidate with the best mean over every row; it
     keeps the correction (``weight < 1``) only if choosing among mixtures beats choosing among the base
     alone in ``CV_FOLDS``-fold cross-validation of the rows' log-densities (the choice made on the other
-    folds, each row scored once), so that the choice's own optimism cannot keep it.
+    folds, each row scored once), so that the choice's own optimism cannot keep it, by more than
+    ``CV_SES`` standard errors of the per-row gains: the same rows also chose when training stopped.
     """
     keys, table = _choices(log_corr, log_base)
     n = table.shape[1]
@@ -464,8 +490,9 @@ def choose_mixture(log_corr: dict, log_base: dict, generator: torch.Generator) -
         gain[out] = table[best_any, out] - table[best_alone, out]
     means = table.mean(1)
     cv_gain = float(gain.mean())
+    clear = cv_gain > CV_SES * float(gain.std()) / math.sqrt(n) if n > 1 else False
     scores = {key: float(v) for key, v in zip(keys, means, strict=True)}
-    pick = int(means.argmax()) if cv_gain > 0 else int(torch.where(alone, means, -math.inf).argmax())
+    pick = int(means.argmax()) if clear else int(torch.where(alone, means, -math.inf).argmax())
     t_eval, weight = keys[pick]
     return Mixture(weight, t_eval, cv_gain, scores)
 
@@ -490,8 +517,8 @@ def fit_mixture(
     """Choose the fitted density ``(1 - a) p_corr + a p_base`` (``choose_mixture``) on the held-out rows
     ``z_val`` (``keys_val``: their ``row_keys``).
 
-    The correction is a candidate only if it first lowered the held-out loss below the base's
-    (``trained.best_step > 0``; a model without a base always is); its probability-flow log-densities
+    The correction is a candidate only if training lowered the held-out loss clearly below the base's
+    (``trained.beats_base``; a model without a base always is); its probability-flow log-densities
     are computed at the ``ODE_TIMES`` best times of the base (or at ``t_eval``). Without the correction
     ``model`` becomes the base alone, in place: its output layer zeroed and the base fitted again on
     ``z_all`` (every row, the ``len(z_val)`` held-out ones first, as a KDE or a mixture is once its
@@ -502,7 +529,7 @@ def fit_mixture(
     z_val, keys_val = z_val[:EPS_ROWS], keys_val[:EPS_ROWS]
     log_base = eps_candidates(base, model.sde, z_val, candidates)
     log_corr = {}
-    if model.base is None or trained.best_step > 0:
+    if trained.beats_base:
         ranked = sorted(log_base, key=lambda t: -float(log_base[t].mean()))[:ODE_TIMES]
         log_corr = {t: log_density(model, z_val, t, keys_val, seeds.seed("probes")) for t in ranked}
     mixture = choose_mixture(log_corr, log_base, seeds.generator("folds"))
