@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from .sde import HasMarginal
 from .utils import Generator, rand_like, randn_like
+
+if TYPE_CHECKING:  # (sde imports the Gaussian log-density from here)
+    from .sde import HasMarginal
 
 __all__ = [
     "LOG_2PI",

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import torch
 
+from .distributions import gaussian_log_density
 from .sde import SDE
 
 __all__ = [
@@ -219,5 +220,5 @@ def component_log_probs(
             solved = torch.linalg.solve_triangular(chol, diff.permute(1, 2, 0), upper=False)  # [k, d, n]
             quad = solved.square().sum(1).T
             log_det = 2 * torch.diagonal(chol, dim1=1, dim2=2).log().sum(-1)
-        out[rows] = -0.5 * (quad + log_det + idx.numel() * math.log(2 * math.pi))
+        out[rows] = gaussian_log_density(quad, log_det, idx.numel())
     return out

@@ -20,6 +20,7 @@ from typing import ClassVar, Protocol
 
 import torch
 
+from .distributions import gaussian_log_density
 from .keyed import KeyedNoise
 from .utils import Generator, append_dims, batch_sum
 
@@ -33,9 +34,6 @@ class HasMarginal(Protocol):
     """Anything with the perturbation kernel ``x_t = m(t) x_0 + std(t) z``: ``marginal(t) -> (m, std)``."""
 
     def marginal(self, t: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 def _as_time(t: float | torch.Tensor) -> torch.Tensor:
@@ -114,9 +112,8 @@ class SDE(ABC):
 
     def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
         """``log N(z; 0, prior_std² I)`` summed over each example's dimensions: ``[B, ...] -> [B]``."""
-        d = z[0].numel()
-        var = self.prior_std**2
-        return -0.5 * d * (_LOG_2PI + math.log(var)) - 0.5 * batch_sum(z**2) / var
+        d, var = z[0].numel(), self.prior_std**2
+        return gaussian_log_density(batch_sum(z**2) / var, d * math.log(var), d)
 
 
 def _check_finite(**values: float) -> None:
