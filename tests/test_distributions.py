@@ -240,3 +240,109 @@ def test_bad_inputs_raise_clear_errors():
         Parzen(torch.zeros(3, 2), 0.0)
     with pytest.raises(ValueError, match=r"shape \[N, 2\]"):
         two_gaussians().log_prob(torch.zeros(3, 5))
+
+
+# -- every kind of covariance, diffused to a different time on each row ------------------------------
+def mixture_of_kind(kind: str, k: int = 3, d: int = 3, seed: int = 12) -> GaussianMixture:
+    full = random_mixture(k, d, seed)
+    if kind == "full":
+        return full
+    g = torch.Generator().manual_seed(seed + 1)
+    if kind == "diagonal":
+        variances = torch.rand(k, d, generator=g, dtype=torch.float64) + 0.2
+        return GaussianMixture.diagonal(full.means, variances, full.weights)
+    return GaussianMixture.spherical(
+        full.means, torch.rand(k, generator=g, dtype=torch.float64) + 0.2, full.weights
+    )
+
+
+def brute_force_log_prob(p: GaussianMixture, x: torch.Tensor, scale: torch.Tensor, std: torch.Tensor):
+    """Row by row: scipy's log-density of ``sum_k w_k N(m mu_k, m^2 Sigma_k + std^2 I)`` from ``covs``."""
+    eye = torch.eye(p.dim, dtype=torch.float64)
+    out = []
+    for xi, m, s in zip(x, scale.tolist(), std.tolist(), strict=True):
+        comps = [
+            math.log(w)
+            + stats.multivariate_normal((m * mu).numpy(), (m**2 * c + s**2 * eye).numpy()).logpdf(xi.numpy())
+            for w, mu, c in zip(p.weights.tolist(), p.means, p.covs, strict=True)
+        ]
+        out.append(logsumexp(comps))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kind", ["full", "diagonal", "spherical"])
+@pytest.mark.parametrize("sde_name", ["ve", "vp"])
+def test_diffused_log_prob_score_and_denoiser_match_their_closed_forms(kind, sde_name):
+    """At a different time on each row: ``log_prob`` is scipy's density of the noised mixture, ``score``
+    the autograd gradient of ``log_prob``, ``denoise`` Tweedie's ``(x + std^2 score) / m``, and each row
+    equals the mixture ``diffuse``d to that row's time alone."""
+    from scorefield.sde import VESDE, VPSDE
+
+    sde = VESDE(sigma_min=0.01, sigma_max=5.0) if sde_name == "ve" else VPSDE()
+    p, g = mixture_of_kind(kind), torch.Generator().manual_seed(13)
+    t = torch.rand(40, generator=g, dtype=torch.float64) * 0.98 + 0.02
+    scale, std = sde.marginal(t)
+    x = p.sample(40, g, scale, std).requires_grad_(True)
+    log_p = p.log_prob(x, scale, std)
+    torch.testing.assert_close(
+        log_p.detach(), brute_force_log_prob(p, x.detach(), scale, std), rtol=1e-9, atol=1e-9
+    )
+    (autograd,) = torch.autograd.grad(log_p.sum(), x)
+    x = x.detach()
+    score = p.score(x, scale, std)
+    torch.testing.assert_close(score, autograd, rtol=1e-9, atol=1e-9)
+    tweedie = (x + std[:, None] ** 2 * score) / scale[:, None]
+    torch.testing.assert_close(p.denoise(x, scale, std), tweedie, rtol=1e-8, atol=1e-8)
+    for i in (0, 17, 39):
+        alone = p.diffuse(sde, float(t[i]))
+        torch.testing.assert_close(
+            alone.log_prob(x[i : i + 1]), log_p[i : i + 1].detach(), rtol=1e-10, atol=1e-10
+        )
+        torch.testing.assert_close(alone.score(x[i : i + 1]), score[i : i + 1], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["full", "diagonal", "spherical"])
+def test_noised_draws_have_the_noised_moments(kind):
+    """``sample(n, scale=m, std=s)`` draws ``m x_0 + s z``: mean ``m mu`` and covariance ``m^2 C + s^2 I``."""
+    p, g = mixture_of_kind(kind, d=2), torch.Generator().manual_seed(14)
+    x = p.sample(400_000, g, 0.6, 0.5)
+    torch.testing.assert_close(x.mean(0), 0.6 * p.mean(), atol=0.03, rtol=0)
+    want = 0.36 * p.covariance() + 0.25 * torch.eye(2, dtype=torch.float64)
+    torch.testing.assert_close(torch.cov(x.T), want, atol=0.05 * float(want.diagonal().max()), rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "spherical"])
+def test_an_axis_aligned_mixture_conditions_by_the_schur_complement(kind):
+    """``condition`` of a diagonal or spherical mixture: each component's conditional mean and covariance
+    are the Schur complement's, and its weight is ``w_k N(x_O; mu_O, S_OO)`` normalised (scipy)."""
+    p, g = mixture_of_kind(kind, d=4), torch.Generator().manual_seed(15)
+    x = p.sample(6, g)
+    missing = torch.rand(6, 4, generator=g) < 0.5
+    missing[0], missing[1] = True, False  # nothing observed; nothing missing
+    given = p.condition(x, missing)
+    for i, row in enumerate(missing):
+        m, o = row.nonzero().flatten(), (~row).nonzero().flatten()
+        log_joint = []
+        for k, (mean, cov) in enumerate(zip(p.means, p.covs, strict=True)):
+            gain = cov[m][:, o] @ torch.linalg.inv(cov[o][:, o])
+            torch.testing.assert_close(given.means[i, k, m], mean[m] + gain @ (x[i, o] - mean[o]))
+            schur = given.covs[i, given.group[k]]
+            torch.testing.assert_close(schur[m][:, m], cov[m][:, m] - gain @ cov[o][:, m])
+            log_w = math.log(p.weights[k])
+            if len(o):
+                log_w += stats.multivariate_normal(mean[o].numpy(), cov[o][:, o].numpy()).logpdf(
+                    x[i, o].numpy()
+                )
+            log_joint.append(log_w)
+        want = torch.tensor(log_joint, dtype=torch.float64)
+        torch.testing.assert_close(given.log_weights[i], want - torch.logsumexp(want, 0))
+
+
+@pytest.mark.parametrize("kind", ["full", "diagonal", "spherical"])
+def test_component_entropies_are_scipys(kind):
+    p = mixture_of_kind(kind)
+    want = [
+        stats.multivariate_normal(mu.numpy(), c.numpy()).entropy()
+        for mu, c in zip(p.means, p.covs, strict=True)
+    ]
+    torch.testing.assert_close(p.component_entropies(), torch.tensor(want, dtype=torch.float64))

@@ -52,16 +52,51 @@ def _check_x(x: torch.Tensor, dim: int) -> None:
         raise ValueError(f"expected points of shape [N, {dim}], got {tuple(x.shape)}")
 
 
+Marginal = float | torch.Tensor  # a noise's scale or std: a number, or one value per row [N]
+
+
+def _per_row(value: Marginal, x: torch.Tensor) -> torch.Tensor:
+    """``scale`` or ``std`` as ``[N]`` in ``x``'s dtype and device."""
+    return torch.as_tensor(value).to(x).expand(x.shape[0])
+
+
+def _means_and_weights(means, weights) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked ``[K, d]`` means and ``[K]`` weights normalised to sum to 1."""
+    means = torch.as_tensor(means)
+    if not means.is_floating_point():
+        means = means.to(torch.get_default_dtype())
+    weights = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
+    if means.ndim != 2:
+        raise ValueError(f"means must be [K, d], got shape {tuple(means.shape)}")
+    if weights.shape != (means.shape[0],):
+        raise ValueError(f"weights must be [K] = [{means.shape[0]}], got {tuple(weights.shape)}")
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError("weights must be non-negative with a positive sum")
+    return means, weights / weights.sum()
+
+
 class GaussianMixture:
-    """A mixture ``sum_k w_k N(mu_k, Sigma_k)`` with exact log-density, score and samples.
+    """A mixture ``sum_k w_k N(mu_k, Sigma_k)`` with exact log-density, score, posterior mean and samples,
+    of itself and of its law under noise: ``scale x_0 + std z``, ``x_0`` drawn from it, ``z ~ N(0, I)``.
+
+    Each covariance is kept by its eigen-decomposition ``Sigma_k = U_k diag(lam_k) U_k^T`` (``variances``
+    ``[K, d]``, ``rotations`` ``[K, d, d]``), or axis-aligned without rotations: diagonal (``variances``
+    ``[K, d]``) or spherical (``[K, 1]``, ``lam_k I``). Under noise a component stays in its eigenbasis with
+    variances ``scale^2 lam_k + std^2``, so an SDE's marginal at any time, or at a different time for each
+    row, costs one rotation per component and no factorisation: every density method takes ``scale`` and
+    ``std``, numbers or ``[N]`` (``sde.marginal(t)``), and evaluates that law (the mixture itself by default).
+    A spherical mixture is evaluated from squared distances, one matrix product for all components.
+
+    The score is ``sum_k r_k(x) (-Sigma_k^{-1}(x - mu_k))`` with responsibilities
+    ``r_k = softmax_k(log w_k + log N(x; mu_k, Sigma_k))`` (docs/math.md#gaussians-and-mixtures),
+    computed in log space; the posterior mean of ``x_0`` sums each component's Gaussian posterior mean
+    with the same responsibilities (docs/math.md#a-base-density-for-the-denoiser).
 
     Args:
         means: ``[K, d]`` component means.
-        covs: ``[K, d, d]`` symmetric positive-definite covariances.
+        covs: ``[K, d, d]`` symmetric positive-definite covariances (``diagonal`` and ``spherical``
+            build the axis-aligned kinds).
         weights: ``[K]`` non-negative mixture weights (normalised here).
-
-    The score is ``sum_k r_k(x) (-Sigma_k^{-1}(x - mu_k))`` with responsibilities
-    ``r_k = softmax_k(log w_k + log N(x; mu_k, Sigma_k))`` (docs/math.md#gaussians-and-mixtures), computed in log space.
 
     Examples:
         Two unit Gaussians at -2 and 2 in one dimension. Halfway between them the score is zero;
@@ -79,36 +114,80 @@ class GaussianMixture:
         (tensor([-0.0131,  0.0131]), tensor([1., 1.]))
     """
 
+    means: torch.Tensor
+    log_weights: torch.Tensor
+    variances: torch.Tensor
+    rotations: torch.Tensor | None
+
     def __init__(self, means: torch.Tensor, covs: torch.Tensor, weights: torch.Tensor | Sequence[float]):
-        means = torch.as_tensor(means)
-        if not means.is_floating_point():
-            means = means.to(torch.get_default_dtype())
-        covs = torch.as_tensor(covs, dtype=means.dtype, device=means.device)
-        weights = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
-        if means.ndim != 2:
-            raise ValueError(f"means must be [K, d], got shape {tuple(means.shape)}")
+        means, weights = _means_and_weights(means, weights)
         k, d = means.shape
+        covs = torch.as_tensor(covs, dtype=means.dtype, device=means.device)
         if covs.shape != (k, d, d):
             raise ValueError(f"covs must be [K, d, d] = [{k}, {d}, {d}], got {tuple(covs.shape)}")
-        if weights.shape != (k,):
-            raise ValueError(f"weights must be [K] = [{k}], got {tuple(weights.shape)}")
-        if (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError("weights must be non-negative with a positive sum")
-        chol, info = torch.linalg.cholesky_ex(covs)
-        if (info != 0).any():
+        variances, rotations = torch.linalg.eigh(0.5 * (covs + covs.mT))
+        if not (variances > 0).all():
             raise ValueError("every covariance must be symmetric positive definite")
-        self.means = means
-        self.covs = covs
-        self.weights = weights / weights.sum()
-        self._chol = chol
-        self._log_weights = torch.log(self.weights)
-        # log N normaliser per component (sq = 0): -d/2 log 2pi - sum log diag(L)
-        log_det = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        self._log_norm = gaussian_log_density(torch.zeros_like(log_det), log_det, d)
+        self.means, self.log_weights, self.variances, self.rotations = (
+            means,
+            weights.log(),
+            variances,
+            rotations,
+        )
 
-    # -- construction helpers -------------------------------------------------------------------
-    def _like(self, means: torch.Tensor, covs: torch.Tensor) -> GaussianMixture:
-        return GaussianMixture(means, covs, self.weights)
+    @classmethod
+    def diagonal(cls, means: torch.Tensor, variances: torch.Tensor, weights) -> GaussianMixture:
+        """The mixture of diagonal covariances ``diag(variances_k)`` (``variances``: ``[K, d]``, positive)."""
+        means, weights = _means_and_weights(means, weights)
+        return cls._axis_aligned(means, weights, variances, means.shape)
+
+    @classmethod
+    def spherical(cls, means: torch.Tensor, variances: torch.Tensor, weights) -> GaussianMixture:
+        """The mixture of spherical covariances ``variances_k I`` (``variances``: ``[K]``, positive)."""
+        means, weights = _means_and_weights(means, weights)
+        variances = torch.as_tensor(variances, dtype=means.dtype, device=means.device)
+        return cls._axis_aligned(means, weights, variances[:, None], (means.shape[0], 1))
+
+    @classmethod
+    def _axis_aligned(cls, means, weights, variances, shape) -> GaussianMixture:
+        variances = torch.as_tensor(variances, dtype=means.dtype, device=means.device)
+        if variances.shape != shape or not (variances > 0).all():
+            raise ValueError(
+                f"variances must be positive, of shape {list(shape)}, got {tuple(variances.shape)}"
+            )
+        return cls._new(means, weights.log(), variances, None)
+
+    @classmethod
+    def from_eigen(
+        cls,
+        means: torch.Tensor,
+        log_weights: torch.Tensor,
+        variances: torch.Tensor,
+        rotations: torch.Tensor | None = None,
+    ) -> GaussianMixture:
+        """The mixture of these parameters as they are (normalised log-weights ``[K]``, positive
+        variances ``[K, d]`` or ``[K, 1]``, orthogonal ``rotations`` or ``None``), checking shapes only:
+        a value check would wait for the device on every call, and this is how a module holding the
+        parameters as buffers (``estimators.bases.MixtureBase``) rebuilds the mixture on each use."""
+        k, d = means.shape
+        ok = log_weights.shape == (k,) and variances.shape in ((k, d), (k, 1))
+        if not ok or (rotations is not None and (rotations.shape != (k, d, d) or variances.shape[1] != d)):
+            raise ValueError(
+                f"a mixture of {k} components in {d} dimensions needs log_weights [K], variances "
+                f"[K, d] or [K, 1] and rotations [K, d, d] or None"
+            )
+        return cls._new(means, log_weights, variances, rotations)
+
+    @classmethod
+    def _new(cls, means, log_weights, variances, rotations) -> GaussianMixture:
+        """An instance of ``cls`` (``Gaussian`` stays ``Gaussian``) holding these parameters unchecked."""
+        out = object.__new__(cls)
+        out.means, out.log_weights, out.variances, out.rotations = means, log_weights, variances, rotations
+        return out
+
+    def _with(self, means: torch.Tensor, variances: torch.Tensor) -> GaussianMixture:
+        """The same kind of mixture (and class) with the same weights and rotations."""
+        return self._new(means, self.log_weights, variances, self.rotations)
 
     @property
     def dim(self) -> int:
@@ -118,53 +197,116 @@ class GaussianMixture:
     def n_components(self) -> int:
         return self.means.shape[0]
 
+    @property
+    def weights(self) -> torch.Tensor:
+        return self.log_weights.exp()
+
+    @property
+    def is_spherical(self) -> bool:
+        return self.rotations is None and self.variances.shape[1] == 1
+
+    @property
+    def covs(self) -> torch.Tensor:
+        """The covariances ``[K, d, d]``, built from the stored kind."""
+        if self.rotations is None:
+            return torch.diag_embed(self.variances.expand(self.means.shape))
+        return (self.rotations * self.variances[:, None, :]) @ self.rotations.mT
+
     def to(self, *args, **kwargs) -> GaussianMixture:
         """A copy with every parameter moved/cast like ``Tensor.to``."""
-        out = self._like(self.means.to(*args, **kwargs), self.covs.to(*args, **kwargs))
-        out.weights = self.weights.to(*args, **kwargs)
-        out._log_weights = torch.log(out.weights)
-        return out
+        rotations = None if self.rotations is None else self.rotations.to(*args, **kwargs)
+        return self._new(
+            *(v.to(*args, **kwargs) for v in (self.means, self.log_weights, self.variances)), rotations
+        )
 
     # -- densities ------------------------------------------------------------------------------
-    def _whitened(self, x: torch.Tensor) -> torch.Tensor:
-        """``L_k^{-1}(x - mu_k)`` for every point and component: ``[K, d, N]``."""
+    def _terms(self, x: torch.Tensor, scale: Marginal, std: Marginal):
+        """``log w_k + log N(x; m mu_k, m^2 Sigma_k + std^2 I)`` ``[N, K]`` (``m = scale``), each row's
+        ``y = U_k^T (x - m mu_k)`` ``[N, K, d]`` (``None`` for a spherical mixture) and the noised
+        variances (``[N, K, d]``, or ``[N, K]`` for a spherical mixture), ``m`` and ``std^2`` as ``[N]``."""
         _check_x(x, self.dim)
-        diff = (x.unsqueeze(0) - self.means.to(x).unsqueeze(1)).transpose(1, 2)  # (K, d, N)
-        return torch.linalg.solve_triangular(self._chol.to(x), diff, upper=False)
+        m, s2 = _per_row(scale, x), _per_row(std, x) ** 2
+        mu, lam, d = self.means.to(x), self.variances.to(x), self.dim
+        if self.is_spherical:
+            var = (m**2)[:, None] * lam[:, 0] + s2[:, None]  # [N, K]
+            # ||x - m mu_k||^2 as |x|^2 - 2 m x.mu_k + m^2 |mu_k|^2: one matrix product for every component
+            sq = (
+                x.square().sum(1, keepdim=True)
+                - 2 * m[:, None] * (x @ mu.T)
+                + (m**2)[:, None] * mu.square().sum(1)
+            )
+            log_n = gaussian_log_density(sq.clamp_min(0) / var, d * var.log(), d)
+            return log_n + self.log_weights.to(x), None, var, m, s2
+        y = x[:, None, :] - m[:, None, None] * mu  # [N, K, d]
+        if self.rotations is not None:
+            y = torch.einsum("kdj,nkd->nkj", self.rotations.to(x), y)
+        var = (m**2)[:, None, None] * lam + s2[:, None, None]  # [N, K, d]
+        log_n = gaussian_log_density(y.square().div(var).sum(-1), var.log().sum(-1), d)
+        return log_n + self.log_weights.to(x), y, var, m, s2
 
-    def component_log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """``log w_k + log N(x; mu_k, Sigma_k)`` for every point and component: ``[N, K]``."""
-        y = self._whitened(x)  # (K, d, N)
-        quad = y.square().sum(1)  # (K, N)
-        return (self._log_weights.to(x)[:, None] + self._log_norm.to(x)[:, None] - 0.5 * quad).T
+    def _weighted(self, r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``sum_k r_k U_k v_k``: ``[N, d]`` from responsibilities ``[N, K]`` and eigenbasis vectors ``[N, K, d]``."""
+        if self.rotations is None:
+            return torch.einsum("nk,nkd->nd", r, v)
+        # weighting first makes the rotation back and the sum over k one matrix product
+        return torch.einsum("kdj,nkj->nd", self.rotations.to(v), r[:, :, None] * v)
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact ``log p(x)``: ``[N, d] -> [N]``."""
-        return torch.logsumexp(self.component_log_probs(x), dim=1)
+    def component_log_probs(
+        self, x: torch.Tensor, scale: Marginal = 1.0, std: Marginal = 0.0
+    ) -> torch.Tensor:
+        """``log w_k + log N(x; m mu_k, m^2 Sigma_k + std^2 I)`` for every point and component: ``[N, K]``."""
+        return self._terms(x, scale, std)[0]
 
-    def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, scale: Marginal = 1.0, std: Marginal = 0.0) -> torch.Tensor:
+        """Exact ``log p(x)`` (of ``scale x_0 + std z``): ``[N, d] -> [N]``."""
+        return torch.logsumexp(self.component_log_probs(x, scale, std), dim=1)
+
+    def responsibilities(self, x: torch.Tensor, scale: Marginal = 1.0, std: Marginal = 0.0) -> torch.Tensor:
         """Posterior component probabilities ``r_k(x)``: ``[N, K]``."""
-        return torch.softmax(self.component_log_probs(x), dim=1)
+        return torch.softmax(self.component_log_probs(x, scale, std), dim=1)
 
     def component_of(self, x: torch.Tensor) -> torch.Tensor:
         """The most responsible component of each point: ``[N]`` (long)."""
         return self.component_log_probs(x).argmax(dim=1)
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact ``grad_x log p(x)``: ``[N, d] -> [N, d]`` (docs/math.md#gaussians-and-mixtures)."""
-        y = self._whitened(x)  # (K, d, N)
-        log_r = self._log_weights.to(x)[:, None] + self._log_norm.to(x)[:, None] - 0.5 * y.square().sum(1)
-        r = torch.softmax(log_r, dim=0)  # (K, N)
-        # Sigma_k^{-1}(x - mu_k) = L_k^{-T} L_k^{-1}(x - mu_k)
-        prec_diff = torch.linalg.solve_triangular(self._chol.to(x).transpose(1, 2), y, upper=True)
-        return -(r.unsqueeze(1) * prec_diff).sum(0).T
+    def score(self, x: torch.Tensor, scale: Marginal = 1.0, std: Marginal = 0.0) -> torch.Tensor:
+        """Exact ``grad_x log p(x)`` (of ``scale x_0 + std z``): ``[N, d] -> [N, d]``
+        (docs/math.md#gaussians-and-mixtures)."""
+        log_joint, y, var, m, _ = self._terms(x, scale, std)
+        r = torch.softmax(log_joint, dim=1)
+        if y is None:  # -sum_k r_k (x - m mu_k) / var_k
+            g = r / var
+            return m[:, None] * (g @ self.means.to(x)) - g.sum(1, keepdim=True) * x
+        return -self._weighted(r, y / var)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` exact samples: ``[n, d]``."""
-        device = self.means.device
+    def denoise(self, x: torch.Tensor, scale: Marginal = 1.0, std: Marginal = 0.0) -> torch.Tensor:
+        """The exact posterior mean ``E[x_0 | scale x_0 + std z = x]``: ``[N, d]``; per component
+        ``mu_k + m Sigma_k (m^2 Sigma_k + std^2 I)^{-1} (x - m mu_k)`` (docs/math.md#a-base-density-for-the-denoiser)."""
+        log_joint, y, var, m, _ = self._terms(x, scale, std)
+        r = torch.softmax(log_joint, dim=1)
+        mu, lam = self.means.to(x), self.variances.to(x)
+        if y is None:  # sum_k r_k (mu_k + g_k (x - m mu_k)), g_k = m lam_k / var_k
+            g = r * (m[:, None] * lam[:, 0] / var)
+            return r @ mu + g.sum(1, keepdim=True) * x - m[:, None] * (g @ mu)
+        return r @ mu + self._weighted(r, m[:, None, None] * lam / var * y)
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, scale: Marginal = 1.0, std: Marginal = 0.0
+    ) -> torch.Tensor:
+        """``n`` exact draws (of ``scale x_0 + std z``; ``scale``, ``std`` numbers or ``[n]``): ``[n, d]``."""
+        like = dict(dtype=self.means.dtype, device=self.means.device)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        z = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype, device=device)
-        return self.means[k] + (self._chol[k] @ z.unsqueeze(-1)).squeeze(-1)
+        z = torch.randn(n, self.dim, generator=generator, **like)
+        m, s = (torch.as_tensor(v).to(**like).expand(n)[:, None] for v in (scale, std))
+        spread = (m**2 * self.variances[k] + s**2).sqrt() * z  # in each component's eigenbasis
+        if self.rotations is not None:
+            spread = torch.einsum("ndj,nj->nd", self.rotations[k], spread)
+        return m * self.means[k] + spread
+
+    def component_entropies(self) -> torch.Tensor:
+        """Each component's differential entropy ``-E[log N(x; mu_k, Sigma_k)] = log det(2 pi e Sigma_k) / 2``: ``[K]``."""
+        log_det = self.variances.log().sum(1) * (self.dim // self.variances.shape[1])
+        return -gaussian_log_density(torch.full_like(log_det, self.dim), log_det, self.dim)  # E[sq] = d
 
     def mean(self) -> torch.Tensor:
         """The mixture's mean ``sum_k w_k mu_k``: ``[d]``."""
@@ -176,18 +318,20 @@ class GaussianMixture:
         return torch.einsum("k,kij->ij", self.weights, self.covs + centred[:, :, None] * centred[:, None, :])
 
     # -- transformations ------------------------------------------------------------------------
+    def noised(self, scale: float, std: float) -> GaussianMixture:
+        """The law of ``scale x_0 + std z`` as a mixture: means ``scale mu_k``, variances ``scale^2 lam_k + std^2``."""
+        return self._with(scale * self.means, scale**2 * self.variances + std**2)
+
     def smooth(self, sigma: float) -> GaussianMixture:
         """``p * N(0, sigma^2 I)``: each component's covariance grows by ``sigma^2 I``."""
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
-        eye = torch.eye(self.dim, dtype=self.covs.dtype, device=self.covs.device)
-        return self._like(self.means, self.covs + sigma**2 * eye)
+        return self.noised(1.0, sigma)
 
     def diffuse(self, sde: HasMarginal, t: float) -> GaussianMixture:
-        """The exact marginal ``p_t`` of ``x_t = m(t) x_0 + std(t) z`` with ``x_0 ~ p``."""
-        scale, std = _marginal_floats(sde, t)
-        eye = torch.eye(self.dim, dtype=self.covs.dtype, device=self.covs.device)
-        return self._like(scale * self.means, scale**2 * self.covs + std**2 * eye)
+        """The exact marginal ``p_t`` of ``x_t = m(t) x_0 + std(t) z`` with ``x_0 ~ p`` (for a different
+        time on each row, pass ``sde.marginal(t)`` to the density methods instead)."""
+        return self.noised(*_marginal_floats(sde, t))
 
     def condition(self, x: torch.Tensor, missing: torch.Tensor) -> ConditionalMixture:
         """Each row's ``missing`` cells given its observed ones, rows of different patterns at once: the
@@ -216,7 +360,7 @@ class GaussianMixture:
         n, d = x.shape
         covs, group = torch.unique(self.covs.to(x).flatten(1), dim=0, return_inverse=True)
         covs = covs.view(-1, d, d)
-        means, log_w = self.means.to(x), self._log_weights.to(x)
+        means, log_w = self.means.to(x), self.log_weights.to(x)
         pair_oo = observed[:, :, None] & observed[:, None, :]
         pair_mo = missing[:, :, None] & observed[:, None, :]
         pair_mm = missing[:, :, None] & missing[:, None, :]
@@ -283,7 +427,7 @@ class ConditionalMixture(NamedTuple):
 
 
 class Gaussian(GaussianMixture):
-    """A single Gaussian ``N(mean, cov)``; score ``-cov^{-1}(x - mean)``."""
+    """A single Gaussian ``N(mean, cov)``: a mixture of one component; score ``-cov^{-1}(x - mean)``."""
 
     def __init__(self, mean: torch.Tensor, cov: torch.Tensor):
         mean = torch.as_tensor(mean)
@@ -291,9 +435,6 @@ class Gaussian(GaussianMixture):
             raise ValueError(f"mean must be [d], got shape {tuple(mean.shape)}")
         cov = torch.as_tensor(cov, dtype=mean.dtype if mean.is_floating_point() else None)
         super().__init__(mean.unsqueeze(0), cov.unsqueeze(0), torch.ones(1))
-
-    def _like(self, means: torch.Tensor, covs: torch.Tensor) -> Gaussian:
-        return Gaussian(means[0], covs[0])
 
     @property
     def cov(self) -> torch.Tensor:
@@ -370,9 +511,8 @@ class Parzen:
 
     def as_mixture(self) -> GaussianMixture:
         """The same density as an explicit ``GaussianMixture`` (for small data sets)."""
-        n, d = self.data.shape
-        eye = torch.eye(d, dtype=self.data.dtype, device=self.data.device)
-        return GaussianMixture(self.data, (self.sigma**2 * eye).expand(n, d, d).clone(), torch.ones(n))
+        n = self.data.shape[0]
+        return GaussianMixture.spherical(self.data, self.data.new_full((n,), self.sigma**2), torch.ones(n))
 
 
 def two_gaussians(
