@@ -33,7 +33,7 @@ def test_the_base_alone_gives_its_closed_form_through_the_ode():
     x = mix.sample(400, torch.Generator().manual_seed(1)).numpy()
     est = ScoreDensityEstimator(steps=50, base="kde").fit(x)
     z = est.scaler_.transform(torch.from_numpy(x[:64]).float())
-    closed = recipe.base_log_density(est.model_.base, est.model_.sde, z, 1e-3)
+    closed = recipe.base_log_density(est.model_.base.mixture, est.model_.sde, z, 1e-3)
     est.model_.net.net.output.weight.data.zero_()
     est.model_.net.net.output.bias.data.zero_()
     ode = recipe.log_density(est.model_, z, 1e-3, torch.arange(64), seed=0)

@@ -51,6 +51,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
+from ..distributions import GaussianMixture
 from ..losses import sde_dsm
 from ..samplers import sample_ode, sample_pc
 from ..scalers import Whitener
@@ -331,10 +332,12 @@ class ScoreDensityEstimator(BaseEstimator):
     def _device(self) -> torch.device:
         return next(self.model_.parameters()).device
 
-    def _base(self) -> MixtureBase:
+    def _base(self) -> GaussianMixture:
         """The base of the fitted mixture (the whitened Gaussian for a model without one)."""
         base = self.model_.base
-        return base if base is not None else recipe.standard_normal(self.n_features_in_, self._weights())
+        return (
+            base.mixture if base is not None else recipe.standard_normal(self.n_features_in_, self._weights())
+        )
 
     def _weights(self) -> torch.Tensor:
         return next(self.model_.parameters())
@@ -426,7 +429,7 @@ class ScoreDensityEstimator(BaseEstimator):
         g = make_generator(torch_seed(random_state), device)
         sde, d = self.model_.sde, self.n_features_in_
         scale, std = sde.marginal(torch.full((n,), float(t), device=device))
-        z = self._base().sample(scale, std, g)  # the base's share of the mixture, exactly
+        z = self._base().sample(n, g, scale, std)  # the base's share of the mixture, exactly
         if self.correction_:  # each row comes from the corrected model with probability 1 - a
             corr = torch.rand(n, generator=g, device=device) >= self.base_weight_
             x_T = sde.prior_sample((int(corr.sum()), d), generator=g).to(device)

@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..distributions import GaussianMixture
 from ..fit import EMA, EarlyStopping, Trainer, fit
 from ..keyed import KeyedNoise
 from ..likelihood import log_likelihood
@@ -415,7 +416,7 @@ def train(
     return Trained(n_steps, stopper.best, stopper.curve, stopper.best_step, beats_base)
 
 
-def base_log_density(base: MixtureBase, sde: SDE, z: torch.Tensor, eps: float) -> torch.Tensor:
+def base_log_density(base: GaussianMixture, sde: SDE, z: torch.Tensor, eps: float) -> torch.Tensor:
     """``log p_eps`` of the base alone, in closed form: ``[N]`` (what the probability-flow ODE of a
     model whose network outputs zero gives, without the solver's error)."""
     scale, std = sde.marginal(torch.full((len(z),), float(eps), dtype=z.dtype, device=z.device))
@@ -431,7 +432,7 @@ def base_log_density(base: MixtureBase, sde: SDE, z: torch.Tensor, eps: float) -
 
 
 def eps_candidates(
-    base: MixtureBase, sde: SDE, z_val: torch.Tensor, candidates: tuple[float, ...] = EPS_CANDIDATES
+    base: GaussianMixture, sde: SDE, z_val: torch.Tensor, candidates: tuple[float, ...] = EPS_CANDIDATES
 ) -> dict[float, torch.Tensor]:
     """Each candidate time's closed-form log-density of the base on the held-out rows: ``{eps: [n_val]}``."""
     return {eps: base_log_density(base, sde, z_val, eps) for eps in candidates}
@@ -497,11 +498,9 @@ def choose_mixture(log_corr: dict, log_base: dict, generator: torch.Generator) -
     return Mixture(weight, t_eval, cv_gain, scores)
 
 
-def standard_normal(d: int, like: torch.Tensor) -> MixtureBase:
-    """The whitened Gaussian ``N(0, I)`` as a one-component base (the base of a model without one)."""
-    return MixtureBase(
-        torch.zeros(1, d, dtype=like.dtype), torch.ones(1), torch.ones(1, d), torch.eye(d)[None]
-    ).to(like.device)
+def standard_normal(d: int, like: torch.Tensor) -> GaussianMixture:
+    """The whitened Gaussian ``N(0, I)`` as a one-component mixture (the base of a model without one)."""
+    return GaussianMixture.spherical(like.new_zeros(1, d), like.new_ones(1), like.new_ones(1))
 
 
 def fit_mixture(
@@ -524,7 +523,7 @@ def fit_mixture(
     ``z_all`` (every row, the ``len(z_val)`` held-out ones first, as a KDE or a mixture is once its
     settings are chosen); without a base, a denoiser's zeroed output is the whitened Gaussian.
     """
-    base = model.base if model.base is not None else standard_normal(z_val.shape[1], z_val)
+    base = model.base.mixture if model.base is not None else standard_normal(z_val.shape[1], z_val)
     candidates = EPS_CANDIDATES if t_eval is None else (t_eval,)
     z_val, keys_val = z_val[:EPS_ROWS], keys_val[:EPS_ROWS]
     log_base = eps_candidates(base, model.sde, z_val, candidates)
