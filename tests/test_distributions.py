@@ -346,3 +346,33 @@ def test_component_entropies_are_scipys(kind):
         for mu, c in zip(p.means, p.covs, strict=True)
     ]
     torch.testing.assert_close(p.component_entropies(), torch.tensor(want, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", ["full", "diagonal", "spherical"])
+def test_observed_log_probs_are_each_rows_marginal(kind):
+    """Rows of different patterns at once: ``log w_k`` plus scipy's log-density of the row's observed
+    entries under component ``k``'s mean and covariance restricted to them; nothing observed: ``log w_k``."""
+    p, g = mixture_of_kind(kind, d=4), torch.Generator().manual_seed(16)
+    x = p.sample(5, g)
+    observed = torch.tensor([[1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1], [1, 0, 1, 1], [0, 1, 0, 0]]).bool()
+    got = p.observed_log_probs(x, observed)
+    for i, row in enumerate(observed):
+        o = row.nonzero().flatten().numpy()
+        for k in range(p.n_components):
+            want = math.log(p.weights[k])
+            if len(o):
+                mean, cov = p.means[k].numpy()[o], p.covs[k].numpy()[np.ix_(o, o)]
+                want += stats.multivariate_normal(mean, cov).logpdf(x[i].numpy()[o])
+            assert float(got[i, k]) == pytest.approx(want, abs=1e-9)
+    assert p.marginal(torch.tensor([2, 0])).dim == 2
+
+
+def test_state_dict_round_trip_keeps_the_kind_and_the_class():
+    for p in (mixture_of_kind("full"), mixture_of_kind("diagonal"), mixture_of_kind("spherical")):
+        copy = GaussianMixture.from_state_dict(p.state_dict())
+        x = p.sample(7, torch.Generator().manual_seed(17))
+        assert torch.equal(copy.log_prob(x), p.log_prob(x)) and copy.is_spherical == p.is_spherical
+    gaussian = Gaussian(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
+    assert isinstance(Gaussian.from_state_dict(gaussian.state_dict()), Gaussian)
+    with pytest.raises(ValueError, match="needs log_weights"):
+        GaussianMixture.from_state_dict({**gaussian.state_dict(), "variances": torch.ones(3)})

@@ -179,6 +179,22 @@ class GaussianMixture:
         return cls._new(means, log_weights, variances, rotations)
 
     @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> GaussianMixture:
+        """The mixture ``state_dict`` describes (``from_eigen``'s checks: shapes only)."""
+        rotations = state["rotations"] if state["rotations"].numel() else None
+        return cls.from_eigen(state["means"], state["log_weights"], state["variances"], rotations)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The parameters as named tensors (``rotations`` empty for an axis-aligned mixture), for a file."""
+        rotations = self.rotations if self.rotations is not None else self.means.new_zeros(0)
+        return {
+            "means": self.means,
+            "log_weights": self.log_weights,
+            "variances": self.variances,
+            "rotations": rotations,
+        }
+
+    @classmethod
     def _new(cls, means, log_weights, variances, rotations) -> GaussianMixture:
         """An instance of ``cls`` (``Gaussian`` stays ``Gaussian``) holding these parameters unchecked."""
         out = object.__new__(cls)
@@ -257,6 +273,20 @@ class GaussianMixture:
         """``log w_k + log N(x; m mu_k, m^2 Sigma_k + std^2 I)`` for every point and component: ``[N, K]``."""
         return self._terms(x, scale, std)[0]
 
+    def observed_log_probs(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """``log w_k + log N(x_O; mu_k,O, Sigma_k,OO)`` ``[N, K]``: each row's entries ``observed`` (True;
+        ``[N, d]`` or broadcast to it) under each component's marginal on them. Rows that observe the same
+        entries share one marginal; a row that observes nothing scores ``log w_k``."""
+        _check_x(x, self.dim)
+        seen = torch.as_tensor(observed, dtype=torch.bool, device=x.device).expand(x.shape)
+        out = self.log_weights.to(x).expand(x.shape[0], -1).clone()
+        patterns, which = torch.unique(seen, dim=0, return_inverse=True)
+        for p, pattern in enumerate(patterns):
+            rows, index = which == p, pattern.nonzero().flatten()
+            if index.numel():
+                out[rows] = self.marginal(index).component_log_probs(x[rows][:, index])
+        return out
+
     def log_prob(self, x: torch.Tensor, scale: Marginal = 1.0, std: Marginal = 0.0) -> torch.Tensor:
         """Exact ``log p(x)`` (of ``scale x_0 + std z``): ``[N, d] -> [N]``."""
         return torch.logsumexp(self.component_log_probs(x, scale, std), dim=1)
@@ -307,6 +337,18 @@ class GaussianMixture:
         """Each component's differential entropy ``-E[log N(x; mu_k, Sigma_k)] = log det(2 pi e Sigma_k) / 2``: ``[K]``."""
         log_det = self.variances.log().sum(1) * (self.dim // self.variances.shape[1])
         return -gaussian_log_density(torch.full_like(log_det, self.dim), log_det, self.dim)  # E[sq] = d
+
+    def marginal(self, index: torch.Tensor) -> GaussianMixture:
+        """The law of the coordinates ``index`` (``[d']`` indices): each component's mean and covariance
+        restricted to them, the same weights."""
+        index = torch.as_tensor(index, device=self.means.device)
+        means = self.means[:, index]
+        if self.rotations is None:
+            variances = self.variances if self.is_spherical else self.variances[:, index]
+            return self._new(means, self.log_weights, variances, None)
+        covs = self.covs[:, index][:, :, index]
+        variances, rotations = torch.linalg.eigh(0.5 * (covs + covs.mT))
+        return self._new(means, self.log_weights, variances, rotations)
 
     def mean(self) -> torch.Tensor:
         """The mixture's mean ``sum_k w_k mu_k``: ``[d]``."""
