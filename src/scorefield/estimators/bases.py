@@ -71,22 +71,13 @@ class MixtureBase(nn.Module):
 
     def __init__(self, mixture: GaussianMixture):
         super().__init__()
-        rotations = mixture.rotations if mixture.rotations is not None else mixture.means.new_zeros(0)
-        self.register_buffer("means", mixture.means.clone())
-        self.register_buffer("log_weights", mixture.log_weights.clone())
-        self.register_buffer("variances", mixture.variances.clone())
-        self.register_buffer("rotations", rotations.clone())
+        for name, tensor in mixture.state_dict().items():
+            self.register_buffer(name, tensor.clone())
 
     @classmethod
     def empty_like(cls, state: dict[str, torch.Tensor]) -> MixtureBase:
         """A base of the shapes in ``state`` (a ``state_dict``), ready for ``load_state_dict``."""
-        k, d = state["means"].shape
-        rotations = torch.eye(d).expand(k, d, d) if state["rotations"].numel() else None
-        return cls(
-            GaussianMixture.from_eigen(
-                torch.zeros(k, d), torch.zeros(k), torch.ones(state["variances"].shape), rotations
-            )
-        )
+        return cls(GaussianMixture.from_state_dict({name: torch.zeros(t.shape) for name, t in state.items()}))
 
     @property
     def isotropic(self) -> bool:
