@@ -35,8 +35,7 @@ from collections.abc import Callable
 import torch
 
 from scorefield import noise
-from scorefield.distributions import GaussianMixture
-from scorefield.gaussian import DataMoments
+from scorefield.distributions import Gaussian, GaussianMixture
 from scorefield.multistep import optimize_grid, sample_fast
 from scorefield.samplers import counted, sample_ode, tweedie
 from scorefield.sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -267,7 +266,7 @@ def run_problem(mixture: GaussianMixture, sde: SDE, n: int, budgets) -> tuple[di
     ref, info = sample_ode(score, sde, x_T, rtol=1e-8, atol=1e-8)
     reference = tweedie(score, sde, ref, info["times"][-1].expand(n))
     results = {}
-    moments = DataMoments(mixture.mean(), mixture.covariance())
+    moments = Gaussian(mixture.mean(), mixture.covariance())
     ours = {FAST: None, FAST_MOMENTS: moments}
     for name, given in ours.items():
         for budget in budgets:

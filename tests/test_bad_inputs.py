@@ -23,7 +23,7 @@ from test_cli import TINY
 
 from scorefield.cli import main
 from scorefield.estimators import ScoreAnomalyDetector, ScoreDensityEstimator
-from scorefield.run.checkpoint import checkpoint_dir, load_checkpoint, save_checkpoint
+from scorefield.run.checkpoint import FORMAT, checkpoint_dir, load_checkpoint, save_checkpoint
 
 
 def sets(*overrides: str) -> list[str]:
@@ -378,11 +378,11 @@ CASES = {
     ),
     "sample-checkpoint-of-another-format": (
         lambda w: ["sample", "--run", w.old_format, "--n", 5, "--out", w.out / "s.npy"],
-        "is a checkpoint of format 1; this version reads format 2 only",
+        f"is a checkpoint of format 1; this version reads format {FORMAT} only",
     ),
     "train-resume-checkpoint-of-another-format": (
         lambda w: [*train(w, "train.steps=30"), "--out", w.old_format, "--resume"],
-        "is a checkpoint of format 1; this version reads format 2 only",
+        f"is a checkpoint of format 1; this version reads format {FORMAT} only",
     ),
     # symbolic links
     "train-out-dangling-symlink": (

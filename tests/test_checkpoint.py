@@ -11,6 +11,7 @@ from torch import nn
 
 from scorefield.files import atomic_write
 from scorefield.run.checkpoint import (
+    FORMAT,
     CheckpointError,
     checkpoint_dir,
     latest_good,
@@ -148,7 +149,9 @@ def test_unreadable_metadata_and_nothing_at_all(tmp_path):
     with pytest.raises(CheckpointError, match="is not a scorefield checkpoint"):
         load_checkpoint(meta)
     meta.write_text('{"format": "something else"}')
-    with pytest.raises(CheckpointError, match="of format 'something else'; this version reads format 2 only"):
+    with pytest.raises(
+        CheckpointError, match=f"of format 'something else'; this version reads format {FORMAT} only"
+    ):
         load_checkpoint(meta)
     with pytest.raises(
         CheckpointError, match=r"no checkpoint in .* verifies; the newest \(step 5\): .*of format"

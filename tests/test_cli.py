@@ -523,7 +523,7 @@ def test_a_run_keeps_the_gaussian_of_its_data_for_the_fast_samplers_start(run_di
 
     run = load_run(run_dir, device="cpu")
     expected = data_moments(run.scaler.transform(read_labelled_data(run.config.data)[0]))
-    torch.testing.assert_close(run.moments.mean, expected.mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(run.moments.mean(), expected.mean(), atol=1e-5, rtol=0)
     torch.testing.assert_close(run.moments.cov, expected.cov, atol=1e-5, rtol=1e-5)
     x_T = run.diffusion.sde.prior_std * KeyedNoise(2, torch.arange(8)).randn((8, 2))
     for moments in (run.moments, None):

@@ -160,7 +160,7 @@ def test_the_most_probable_cluster_weighs_the_clusters_gaussians_on_the_observed
     stack, log_w = clustered.component_moments, clustered.clusters["weights"].log()
     expected = torch.stack(
         [
-            Gaussian(stack.mean[k, :1], stack.cov[k, :1, :1]).log_prob(z[:, :1].double()) + log_w[k]
+            Gaussian(stack.means[k, :1], stack.covs[k, :1, :1]).log_prob(z[:, :1].double()) + log_w[k]
             for k in (0, 1)
         ],
         dim=1,
@@ -177,8 +177,9 @@ def test_each_clusters_few_step_samples_start_from_its_own_gaussian(clustered):
     """The run keeps one Gaussian per cluster (the mean of its rows, in model units, and their covariance
     shrunk toward the pooled one); ``sample_fast`` carries each sample from its cluster's Gaussian."""
     stack = clustered.component_moments
-    torch.testing.assert_close(stack.mean.float(), clustered.clusters["centroids"], atol=1e-5, rtol=0)
-    assert stack.cov.shape == (2, 2, 2) and bool((torch.linalg.eigvalsh(stack.cov) > 0).all())
+    torch.testing.assert_close(stack.means.float(), clustered.clusters["centroids"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(stack.weights, clustered.clusters["weights"])
+    assert stack.covs.shape == (2, 2, 2) and bool((stack.variances > 0).all())
     rows, sde = torch.arange(300), clustered.diffusion.sde
     drawn = clustered.draw_clusters(4, rows)
     x = clustered.sample(300, sampler="fast", steps=6, seed=4)

@@ -4,15 +4,8 @@ import pytest
 import torch
 from _exact import exact_score, held_apart_mixture
 
-from scorefield.distributions import Gaussian
-from scorefield.gaussian import (
-    DataMoments,
-    component_log_probs,
-    component_moments,
-    data_moments,
-    gaussian_flow,
-    gaussian_start,
-)
+from scorefield.distributions import Gaussian, GaussianMixture
+from scorefield.gaussian import component_moments, data_moments, gaussian_flow, gaussian_start
 from scorefield.multistep import fast_grid, optimize_grid, sample_fast, sample_multistep
 from scorefield.samplers import sample_ode, tweedie
 from scorefield.sde import VESDE, VPSDE, SubVPSDE
@@ -34,10 +27,10 @@ def test_the_flow_is_the_probability_flow_ode_of_gaussian_data(name):
     score = exact_score(Gaussian(MEAN, COV), sde)
     x_T = sde.prior_std * torch.randn(200, 3, generator=gen(0), dtype=torch.float64)
     solved, _ = sample_ode(score, sde, x_T, torch.tensor([1.0, 0.3]), rtol=1e-8, atol=1e-8)
-    moved = gaussian_flow(sde, x_T, 1.0, 0.3, DataMoments(MEAN, COV))
+    moved = gaussian_flow(sde, x_T, 1.0, 0.3, Gaussian(MEAN, COV))
     torch.testing.assert_close(moved, solved, atol=1e-5, rtol=0)
     # and back again: the map is invertible, the flow from 0.3 to 1 undoes it
-    torch.testing.assert_close(gaussian_flow(sde, moved, 0.3, 1.0, DataMoments(MEAN, COV)), x_T)
+    torch.testing.assert_close(gaussian_flow(sde, moved, 0.3, 1.0, Gaussian(MEAN, COV)), x_T)
 
 
 def test_moments_of_data_and_the_diagonal_form_above_the_size_limit():
@@ -47,21 +40,23 @@ def test_moments_of_data_and_the_diagonal_form_above_the_size_limit():
     )
     x = Gaussian(MEAN, COV).sample(200_000, gen(1))
     moments = data_moments(x)
-    torch.testing.assert_close(moments.mean, MEAN, atol=0.02, rtol=0)
+    torch.testing.assert_close(moments.mean(), MEAN, atol=0.02, rtol=0)
     torch.testing.assert_close(moments.cov, COV, atol=0.03, rtol=0)
     diagonal = data_moments(x, full_max_dim=2)
-    assert diagonal.cov.shape == (3,)
-    torch.testing.assert_close(diagonal.cov, moments.cov.diagonal())
+    assert (
+        isinstance(diagonal, Gaussian) and diagonal.rotations is None and diagonal.variances.shape == (1, 3)
+    )
+    torch.testing.assert_close(diagonal.cov, torch.diag(moments.cov.diagonal()))
     # a diagonal covariance flows as the full matrix with the same diagonal
     sde, x_T = VPSDE(), torch.randn(50, 3, generator=gen(2), dtype=torch.float64)
-    full = DataMoments(diagonal.mean, torch.diag(diagonal.cov))
+    full = Gaussian(diagonal.mean(), diagonal.cov)
     torch.testing.assert_close(
         gaussian_flow(sde, x_T, 1.0, 0.4, diagonal), gaussian_flow(sde, x_T, 1.0, 0.4, full)
     )
     # images: the moments are of the flattened pixels, and the flow keeps the shape
     images = torch.randn(10, 1, 2, 2, generator=gen(3))
     moments = data_moments(images)
-    assert moments.mean.shape == (4,) and moments.cov.shape == (4, 4)
+    assert moments.mean().shape == (4,) and moments.cov.shape == (4, 4)
     assert gaussian_flow(sde, images, 1.0, 0.5, moments).shape == images.shape
     with pytest.raises(ValueError, match="at least 2 examples"):
         data_moments(images[:1])
@@ -71,21 +66,21 @@ def test_moments_of_data_and_the_diagonal_form_above_the_size_limit():
 
 @pytest.mark.parametrize("name", list(SDES))
 def test_the_start_is_where_the_largest_variance_reaches_the_ratio(name):
-    sde, moments = SDES[name], DataMoments(MEAN, COV)
+    sde, moments = SDES[name], Gaussian(MEAN, COV)
     top = float(torch.linalg.eigvalsh(COV).max())
     for snr in (0.01, 0.1, 0.5):
         t = gaussian_start(sde, moments, snr)
         scale, std = sde.marginal(torch.tensor(t, dtype=torch.float64))
         assert 0 < t < 1 and float(scale**2 * top / std**2) == pytest.approx(snr, rel=1e-6)
     # data as wide as the prior: the ratio is reached at t = 1 already
-    assert gaussian_start(SDES["ve"], DataMoments(MEAN, 1e4 * COV), 0.1) == 1.0
+    assert gaussian_start(SDES["ve"], Gaussian(MEAN, 1e4 * COV), 0.1) == 1.0
     with pytest.raises(ValueError, match="snr must be > 0"):
         gaussian_start(sde, moments, 0.0)
 
 
-def mixture_moments(mix) -> DataMoments:
+def mixture_moments(mix) -> Gaussian:
     mix = mix.to(torch.float64)
-    return DataMoments(mix.mean(), mix.covariance())
+    return Gaussian(mix.mean(), mix.covariance())
 
 
 def test_sample_fast_starts_from_the_gaussian_and_spends_the_whole_budget_after_it():
@@ -129,21 +124,24 @@ def test_an_optimized_grid_with_moments_places_the_hand_over_too():
 
 def test_one_gaussian_per_class_shrinks_toward_the_pooled_covariance():
     """Each class's covariance is (S_k + D W) / (n_k + D): its scatter S_k plus D pseudo-examples of the
-    pooled within-class covariance W; diagonal above the size limit; a class without rows gets W."""
+    pooled within-class covariance W; diagonal above the size limit; a class without rows gets W and
+    weight 0, the others their shares of the rows."""
     labels = torch.tensor([0] * 12 + [1] * 18)
     x = torch.randn(30, 3, generator=gen(10), dtype=torch.float64) + 5.0 * labels[:, None]
     stack = component_moments(x, labels, 3)
-    assert stack.stacked and stack.mean.shape == (3, 3) and stack.cov.shape == (3, 3, 3)
+    assert stack.means.shape == (3, 3) and stack.covs.shape == (3, 3, 3)
+    torch.testing.assert_close(stack.weights, torch.tensor([0.4, 0.6, 0.0], dtype=torch.float64))
     centred = [x[labels == k] - x[labels == k].mean(0) for k in (0, 1)]
     scatter = [c.T @ c for c in centred]
     pooled = (scatter[0] + scatter[1]) / (30 - 3)
     for k, n in ((0, 12), (1, 18)):
-        torch.testing.assert_close(stack.mean[k], x[labels == k].mean(0))
-        torch.testing.assert_close(stack.cov[k], (scatter[k] + 3 * pooled) / (n + 3))
-    torch.testing.assert_close(stack.cov[2], pooled)  # no rows: the pooled covariance, the mean of all
-    torch.testing.assert_close(stack.mean[2], x.mean(0))
+        torch.testing.assert_close(stack.means[k], x[labels == k].mean(0))
+        torch.testing.assert_close(stack.covs[k], (scatter[k] + 3 * pooled) / (n + 3))
+    torch.testing.assert_close(stack.covs[2], pooled)  # no rows: the pooled covariance, the mean of all
+    torch.testing.assert_close(stack.means[2], x.mean(0))
     diagonal = component_moments(x, labels, 3, full_max_dim=2)
-    torch.testing.assert_close(diagonal.cov, torch.diagonal(stack.cov, dim1=1, dim2=2))
+    assert diagonal.rotations is None
+    torch.testing.assert_close(diagonal.variances, torch.diagonal(stack.covs, dim1=1, dim2=2))
     with pytest.raises(ValueError, match="3 classes need more than 3 examples"):
         component_moments(x[:3], labels[:3], 3)
 
@@ -162,7 +160,7 @@ def test_a_stack_of_gaussians_moves_each_row_by_its_own():
         gaussian_flow(sde, x_T, 1.0, 0.4, stack, 1), gaussian_flow(sde, x_T, 1.0, 0.4, stack.component(1))
     )
     # the hand-over is set by the widest Gaussian of the stack
-    widest = max(range(2), key=lambda k: float(torch.linalg.eigvalsh(stack.cov[k]).max()))
+    widest = max(range(2), key=lambda k: float(torch.linalg.eigvalsh(stack.covs[k]).max()))
     assert gaussian_start(sde, stack, 0.3) == gaussian_start(sde, stack.component(widest), 0.3)
     x, info = sample_fast(lambda z, t: -z, sde, x_T.float(), 5, moments=stack, components=labels)
     assert info["start"] < 1 and info["nfe"] == 5
@@ -170,27 +168,17 @@ def test_a_stack_of_gaussians_moves_each_row_by_its_own():
         gaussian_flow(sde, x_T, 1.0, 0.4, stack)
 
 
-def test_component_log_probs_are_the_marginals_on_each_rows_observed_entries():
+def test_a_coordinate_constant_in_the_data_still_has_a_density():
+    """An image's always-blank corner has no variance: the ridge keeps every Gaussian's density finite,
+    and a diagonal stack scores observed entries as the full stack of the same diagonals does."""
     labels = torch.arange(60) % 3
     x = torch.randn(60, 3, generator=gen(13), dtype=torch.float64) @ COV + 2.0 * labels[:, None]
-    stack = component_moments(x, labels, 3)
+    x[:, 1] = 0.5
     z = torch.randn(5, 3, generator=gen(14), dtype=torch.float64)
+    z[:, 1] = 0.5
     mask = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [1, 0, 1], [0, 0, 0]], dtype=torch.bool)
-    got = component_log_probs(stack, z, mask)
-    for i in range(4):
-        seen = mask[i].nonzero().squeeze(1)
-        for k in range(3):
-            marginal = Gaussian(stack.mean[k, seen], stack.cov[k][seen][:, seen])
-            # (to the 1e-9 relative ridge that keeps the Cholesky factor of a constant coordinate defined)
-            torch.testing.assert_close(
-                got[i, k], marginal.log_prob(z[i : i + 1, seen])[0], rtol=1e-5, atol=1e-5
-            )
-    assert torch.equal(got[4], torch.zeros(3, dtype=torch.float64))  # nothing observed: no evidence
-    torch.testing.assert_close(
-        component_log_probs(stack, z)[1:2], component_log_probs(stack, z[1:2], mask[0])
-    )
+    for moments in (data_moments(x), component_moments(x, labels, 3)):
+        assert bool(torch.isfinite(moments.observed_log_probs(z, mask)).all())
     diagonal = component_moments(x, labels, 3, full_max_dim=1)
-    expected = DataMoments(diagonal.mean, torch.diag_embed(diagonal.cov))
-    torch.testing.assert_close(component_log_probs(diagonal, z, mask), component_log_probs(expected, z, mask))
-    with pytest.raises(ValueError, match="needs a stack"):
-        component_log_probs(DataMoments(MEAN, COV), z)
+    full = GaussianMixture(diagonal.means, diagonal.covs, diagonal.weights)
+    torch.testing.assert_close(diagonal.observed_log_probs(z, mask), full.observed_log_probs(z, mask))

@@ -326,7 +326,7 @@ def test_a_class_starts_from_its_gaussian_and_guided_samples_from_t_1(cond_run, 
     run_dir = tmp_path / "run"
     shutil.copytree(cond_run, run_dir)
     run = load_run(run_dir)
-    assert run.component_moments.mean.shape == (2, 2)
+    assert run.component_moments.means.shape == (2, 2)
     info = run.tune_grid(5, n=64, max_iter=10, n_starts=1)  # the null label's grid, from the data's Gaussian
     assert 0 < float(info["grid"][0]) < 1
     x_T = run.diffusion.sde.prior_std * KeyedNoise(0, torch.arange(200)).randn((200, 2))

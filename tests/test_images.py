@@ -330,13 +330,13 @@ def test_a_run_keeps_the_moments_of_what_its_model_learns():
 
     config = load_config(None, IMAGE_TINY)
     z = image_scaler((1, 8, 8), 17).transform(digits(images=True)[:200].float())
-    kept = learned_moments(config, z, None)["moments"]
+    kept = Gaussian.from_state_dict(learned_moments(config, z, None)["moments"])
     generator = torch.Generator().manual_seed(0)
     draws = torch.cat([augment(config, z, generator) for _ in range(2000)]).flatten(1).double()
-    torch.testing.assert_close(kept["mean"], draws.mean(0), atol=2e-3, rtol=0)
+    torch.testing.assert_close(kept.mean(), draws.mean(0), atol=2e-3, rtol=0)
     torch.testing.assert_close(
-        kept["cov"], torch.cov(draws.T), atol=5e-3, rtol=0
+        kept.cov, torch.cov(draws.T), atol=5e-3, rtol=0
     )  # the flips' Monte Carlo error
     both = torch.cat([z, z.flip(-1)]).flatten(1)
     blank = int((both == -1).all(0).nonzero()[0])  # blank (-1) in every image and every mirror image
-    assert float(kept["cov"][blank, blank]) == pytest.approx((2 / 17) ** 2 / 12, rel=1e-6)
+    assert float(kept.cov[blank, blank]) == pytest.approx((2 / 17) ** 2 / 12, rel=1e-6)

@@ -9,7 +9,7 @@ from test_fast_samplers import observed_order
 
 from scorefield import noise
 from scorefield.distributions import GaussianMixture
-from scorefield.gaussian import DataMoments, gaussian_flow
+from scorefield.gaussian import gaussian_flow
 from scorefield.metrics import mode_weights
 from scorefield.multistep import (
     FAST_GRIDS,
@@ -261,10 +261,9 @@ def test_the_default_on_gaussian_data_errs_by_the_closed_form_shrinkage(name):
     cov = q @ torch.diag(torch.logspace(-2, math.log10(4.0), d, dtype=torch.float64)) @ q.T
     mean = torch.randn(d, generator=g, dtype=torch.float64)
     mix = GaussianMixture(mean[None], cov[None], torch.ones(1, dtype=torch.float64))
-    moments = DataMoments(mean, cov)
 
     def exact_denoised(t: float) -> torch.Tensor:
-        x = gaussian_flow(sde, x_T, 1.0, t, moments)
+        x = gaussian_flow(sde, x_T, 1.0, t, mix)
         m, s = (float(v) for v in sde.marginal(torch.tensor(t, dtype=torch.float64)))
         covariance = m**2 * cov + s**2 * torch.eye(d, dtype=torch.float64)
         return posterior_mean(x, -torch.linalg.solve(covariance, (x - m * mean).T).T, m, s)

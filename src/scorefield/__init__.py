@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .conditional import sample_conditional
 from .distributions import Gaussian, GaussianMixture, Parzen, two_gaussians
-from .gaussian import DataMoments, data_moments, gaussian_flow
+from .gaussian import data_moments, gaussian_flow
 from .keyed import KeyedNoise
 from .langevin import annealed_langevin, langevin, mala
 from .likelihood import bits_per_dim, log_likelihood
@@ -78,7 +78,6 @@ __all__ = [
     "sample_multistep",
     "sample_conditional",
     "optimize_grid",
-    "DataMoments",
     "data_moments",
     "gaussian_flow",
     "KeyedNoise",

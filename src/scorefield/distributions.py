@@ -338,6 +338,13 @@ class GaussianMixture:
         log_det = self.variances.log().sum(1) * (self.dim // self.variances.shape[1])
         return -gaussian_log_density(torch.full_like(log_det, self.dim), log_det, self.dim)  # E[sq] = d
 
+    def component(self, k: int) -> Gaussian:
+        """The ``k``-th component as a ``Gaussian``."""
+        rotations = None if self.rotations is None else self.rotations[k : k + 1]
+        return Gaussian._new(
+            self.means[k : k + 1], self.log_weights.new_zeros(1), self.variances[k : k + 1], rotations
+        )
+
     def marginal(self, index: torch.Tensor) -> GaussianMixture:
         """The law of the coordinates ``index`` (``[d']`` indices): each component's mean and covariance
         restricted to them, the same weights."""

@@ -31,7 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import noise
-from .gaussian import DataMoments, gaussian_flow, gaussian_start
+from .distributions import GaussianMixture
+from .gaussian import gaussian_flow, gaussian_start
 from .ode import counted
 from .score import posterior_mean
 from .sde import SDE, ScoreFn
@@ -298,7 +299,7 @@ def fast_grid(
     nfe: int,
     sde: SDE,
     *,
-    moments: DataMoments | None = None,
+    moments: GaussianMixture | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
@@ -353,7 +354,7 @@ def sample_fast(
     nfe_or_grid: int | torch.Tensor,
     *,
     solver: str | None = None,
-    moments: DataMoments | None = None,
+    moments: GaussianMixture | None = None,
     components: int | torch.Tensor | None = None,
     callback: Callable[[dict], None] | None = None,
     progress: bool = False,
@@ -429,7 +430,7 @@ def optimize_grid(
     max_iter: int = 300,
     rtol: float = 1e-5,
     n_starts: int = 3,
-    moments: DataMoments | None = None,
+    moments: GaussianMixture | None = None,
     components: int | torch.Tensor | None = None,
     held_out: float = 0.25,
 ) -> tuple[torch.Tensor, dict]:

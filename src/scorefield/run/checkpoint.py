@@ -46,7 +46,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
-FORMAT = 2  # the sidecar's layout; bumped whenever what a checkpoint holds changes
+FORMAT = 3  # the sidecar's layout; bumped whenever what a checkpoint holds changes
 MAX_SIDECAR_BYTES = 64 * 2**20  # a sidecar is structure and scalars: anything larger is not one of ours
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^step-(\d{7,})\.(safetensors|json)$")

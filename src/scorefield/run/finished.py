@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from ..conditional import inpaint_settings, sample_conditional
 from ..datasets import default_columns
+from ..distributions import Gaussian, GaussianMixture
 from ..files import atomic_write
-from ..gaussian import DataMoments, component_log_probs
 from ..keyed import KeyedNoise
 from ..likelihood import log_likelihood
 from ..multistep import optimize_grid
@@ -77,8 +77,8 @@ class Run:
     columns: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
     clusters: dict[str, torch.Tensor] | None = None  # data.labels = clusters: centroids [k, D], weights [k]
-    moments: DataMoments | None = None  # None only for a Run built by hand
-    component_moments: DataMoments | None = None
+    moments: Gaussian | None = None  # None only for a Run built by hand
+    component_moments: GaussianMixture | None = None
     class_weights: torch.Tensor | None = None  # class-conditional runs: each class's share of the data
 
     def __post_init__(self) -> None:
@@ -436,10 +436,9 @@ class Run:
     def most_probable_cluster(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The cluster each example of ``z`` (model units) most probably came from given the entries ``mask``
         observes: the largest ``log w_k + log N(z_obs; μ_k, Σ_k)`` under the clusters' Gaussians
-        (``component_moments``, marginal on the observed entries; ``gaussian.component_log_probs``). ``[N]``."""
-        clusters = self._clusters()
-        log_p = component_log_probs(self.component_moments, z, mask) + clusters["weights"].log()
-        return log_p.argmax(1).to(z.device)
+        (``component_moments``, weighted by the clusters' shares, marginal on the observed entries). ``[N]``."""
+        self._clusters()
+        return self._observed_log_probs(z, mask).argmax(1).to(z.device)
 
     def most_probable_class(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The class of a class-conditional run each example of ``z`` (model units) most probably belongs to
@@ -452,8 +451,18 @@ class Run:
                 f"the run in {self.run_dir} keeps no class Gaussians to choose a class with: it is not "
                 "class-conditional"
             )
-        log_p = component_log_probs(self.component_moments, z, mask) + self.label_shares.log()
-        return log_p.argmax(1).to(z.device)
+        return self._observed_log_probs(z, mask).argmax(1).to(z.device)
+
+    def _observed_log_probs(self, z: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``log π_k + log N(z_obs; μ_k, Σ_k)`` ``[N, k]`` under ``component_moments`` (weighted by the shares
+        of the classes or clusters), of the flattened examples' entries ``mask`` observes (all without one)."""
+        flat = z.reshape(z.shape[0], -1).to("cpu", torch.float64)
+        seen = (
+            torch.ones(())
+            if mask is None
+            else torch.as_tensor(mask).cpu().expand(z.shape).reshape(flat.shape)
+        )
+        return self.component_moments.observed_log_probs(flat, seen.bool())
 
     @property
     def label_shares(self) -> torch.Tensor:
@@ -522,8 +531,9 @@ def load_run(
     try:  # tensors that verify against their hash but do not fit the config: a file made by hand
         diffusion.model.load_state_dict(state["ema" if use_ema else "model"])
         scaler = Standardizer.from_state_dict(state["scaler"])
-        moments = DataMoments(**state["moments"])
-        components = DataMoments(**state["component_moments"]) if "component_moments" in state else None
+        moments = Gaussian.from_state_dict(state["moments"])
+        components = state.get("component_moments")
+        components = None if components is None else GaussianMixture.from_state_dict(components)
     except (RuntimeError, TypeError, ValueError, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"checkpoint {ckpt.path} does not fit its own config ({first})") from None

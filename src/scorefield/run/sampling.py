@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 
 from .. import noise
-from ..gaussian import DataMoments
+from ..distributions import GaussianMixture
 from ..langevin import annealed_langevin
 from ..multistep import sample_fast, sample_multistep
 from ..samplers import sample_ode, sample_pc
@@ -43,7 +43,7 @@ class Scores(NamedTuple):
 
     at_time: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     at_sigma: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    moments: DataMoments | None = (
+    moments: GaussianMixture | None = (
         None  # the Gaussian of what ``at_time`` models, when known: sample_fast's start
     )
     components: int | torch.Tensor | None = None  # with a stack of Gaussians: each sample's

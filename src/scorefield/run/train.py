@@ -54,6 +54,7 @@ import torch
 import torch.distributed as dist
 
 from ..datasets import IMAGE_LEVELS, TOY, image_scaler, random_hflip, read_labelled_data
+from ..distributions import GaussianMixture
 from ..files import FolderBusy, atomic_write, folder_lock, remove_orphans
 from ..fit import EMA, LossWindow, Trainer, fit, warmup_schedule
 from ..gaussian import component_moments, data_moments
@@ -365,8 +366,17 @@ def learned_moments(config: Config, data: torch.Tensor, labels: torch.Tensor | N
         moments["component_moments"] = component_moments(data, labels, config.model.num_classes)
     if config.data.dequantize:
         width = 2 / IMAGE_LEVELS[config.data.name]
-        moments = {key: value.plus_uniform(width) for key, value in moments.items()}
-    return {key: value._asdict() for key, value in moments.items()}
+        moments = {key: _plus_uniform(value, width) for key, value in moments.items()}
+    return {key: value.state_dict() for key, value in moments.items()}
+
+
+def _plus_uniform(gaussians: GaussianMixture, width: float) -> GaussianMixture:
+    """The moments of ``x + width u`` with ``u ~ U[0, 1)`` in every coordinate, independent of ``x``
+    (dequantisation): each mean moves by ``width / 2``, each variance grows by ``width² / 12``."""
+    spread = gaussians.smooth(width / math.sqrt(12))
+    return type(gaussians).from_eigen(
+        spread.means + width / 2, spread.log_weights, spread.variances, spread.rotations
+    )
 
 
 def drop_labels(y: torch.Tensor, p: float, null: int, generator: torch.Generator) -> torch.Tensor:
