@@ -86,7 +86,7 @@ def test_state_round_trip_and_bad_inputs():
         copy = MixtureBase.empty_like(base.state_dict())
         copy.load_state_dict(base.state_dict())
         assert torch.equal(copy.mixture.log_prob(x, one, 0.5 * one), base.mixture.log_prob(x, one, 0.5 * one))
-        assert copy.mixture.is_spherical == (base is kde)
+        assert copy.mixture.isotropic == (base is kde)
     with pytest.raises(ValueError, match="variances must be positive"):
         GaussianMixture.spherical(torch.randn(10, 2), torch.zeros(10), torch.ones(10))
     with pytest.raises(ValueError, match="weights"):

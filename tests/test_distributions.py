@@ -371,7 +371,7 @@ def test_state_dict_round_trip_keeps_the_kind_and_the_class():
     for p in (mixture_of_kind("full"), mixture_of_kind("diagonal"), mixture_of_kind("spherical")):
         copy = GaussianMixture.from_state_dict(p.state_dict())
         x = p.sample(7, torch.Generator().manual_seed(17))
-        assert torch.equal(copy.log_prob(x), p.log_prob(x)) and copy.is_spherical == p.is_spherical
+        assert torch.equal(copy.log_prob(x), p.log_prob(x)) and copy.isotropic == p.isotropic
     gaussian = Gaussian(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
     assert isinstance(Gaussian.from_state_dict(gaussian.state_dict()), Gaussian)
     with pytest.raises(ValueError, match="needs log_weights"):

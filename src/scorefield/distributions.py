@@ -218,7 +218,8 @@ class GaussianMixture:
         return self.log_weights.exp()
 
     @property
-    def is_spherical(self) -> bool:
+    def isotropic(self) -> bool:
+        """Whether each covariance is a multiple of the identity (``spherical``)."""
         return self.rotations is None and self.variances.shape[1] == 1
 
     @property
@@ -243,7 +244,7 @@ class GaussianMixture:
         _check_x(x, self.dim)
         m, s2 = _per_row(scale, x), _per_row(std, x) ** 2
         mu, lam, d = self.means.to(x), self.variances.to(x), self.dim
-        if self.is_spherical:
+        if self.isotropic:
             var = (m**2)[:, None] * lam[:, 0] + s2[:, None]  # [N, K]
             # ||x - m mu_k||^2 as |x|^2 - 2 m x.mu_k + m^2 |mu_k|^2: one matrix product for every component
             sq = (
@@ -351,7 +352,7 @@ class GaussianMixture:
         index = torch.as_tensor(index, device=self.means.device)
         means = self.means[:, index]
         if self.rotations is None:
-            variances = self.variances if self.is_spherical else self.variances[:, index]
+            variances = self.variances if self.isotropic else self.variances[:, index]
             return self._new(means, self.log_weights, variances, None)
         covs = self.covs[:, index][:, :, index]
         variances, rotations = torch.linalg.eigh(0.5 * (covs + covs.mT))

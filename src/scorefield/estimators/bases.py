@@ -80,11 +80,6 @@ class MixtureBase(nn.Module):
         return cls(GaussianMixture.from_state_dict({name: torch.zeros(t.shape) for name, t in state.items()}))
 
     @property
-    def isotropic(self) -> bool:
-        """Whether the components are axis-aligned (no rotations): a KDE's spherical kernels."""
-        return self.rotations.numel() == 0
-
-    @property
     def mixture(self) -> GaussianMixture:
         rotations = self.rotations if self.rotations.numel() else None
         return GaussianMixture.from_eigen(self.means, self.log_weights, self.variances, rotations)
