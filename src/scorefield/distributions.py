@@ -265,8 +265,10 @@ class GaussianMixture:
         """``sum_k r_k U_k v_k``: ``[N, d]`` from responsibilities ``[N, K]`` and eigenbasis vectors ``[N, K, d]``."""
         if self.rotations is None:
             return torch.einsum("nk,nkd->nd", r, v)
-        # weighting first makes the rotation back and the sum over k one matrix product
-        return torch.einsum("kdj,nkj->nd", self.rotations.to(v), r[:, :, None] * v)
+        # weighting first makes the rotation back and the sum over k one matrix product, [N, K d] @ [K d, d]
+        # (written out: einsum's own reshapes measured 1.4x slower at N = 256, K = 13, d = 30)
+        back = self.rotations.to(v).mT.reshape(-1, self.dim)
+        return (r[:, :, None] * v).reshape(len(v), -1) @ back
 
     def component_log_probs(
         self, x: torch.Tensor, scale: Marginal = 1.0, std: Marginal = 0.0
