@@ -74,3 +74,19 @@ def test_a_base_needs_the_denoiser_parameterisation():
         ScoreDensityEstimator(param="eps", base="kde", steps=5).fit(x)
     with pytest.raises(ValueError, match="base"):
         ScoreDensityEstimator(base="parzen", steps=5).fit(x)
+
+
+def test_a_kernel_base_denoises_by_runs_as_its_mixture_does():
+    # the KDE's kernels share a variance and the tail has another: the per-run matrix products give the
+    # mixture's exact posterior mean (float64: to rounding), with and without the tail
+    from scorefield.estimators.bases import RUNS_MIN_PAIRS, MixtureBase, _kde, with_tail
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(300, 3, generator=g, dtype=torch.float64)
+    x = 2 * torch.randn(256, 3, generator=g, dtype=torch.float64)
+    t = torch.rand(256, generator=g, dtype=torch.float64)
+    m, std = torch.exp(-t), (1 - torch.exp(-2 * t)).sqrt() + 1e-3
+    assert len(x) * len(rows) >= RUNS_MIN_PAIRS  # the runs' path
+    for mixture in (_kde(rows, 0.2), with_tail(_kde(rows, 0.2), 0.01)):
+        by_runs = MixtureBase(mixture).denoise(x, m, std)
+        torch.testing.assert_close(by_runs, mixture.denoise(x, m, std), rtol=1e-10, atol=1e-10)

@@ -56,6 +56,11 @@ MAX_KERNELS = 8192
 # no row falls more than 4.6 nats below the whitened Gaussian, at a cost of -log(0.99) = 0.01 nat.
 TAIL_WEIGHT = 0.01
 KDE_BANDWIDTHS = tuple(2.0 ** (k / 4) for k in range(-16, 5))
+# An isotropic base (a KDE and its tail) denoises by runs of equal variance (``_denoise_by_runs``) from
+# RUNS_MIN_PAIRS row-component pairs: on a batch of 256 rows 2.0x (341 kernels, 30-D), 1.8x (1,105,
+# 64-D) and 2.9x (4,250, 2-D) faster than the mixture's generic path, 0.8x on 105 kernels, where the
+# per-run bookkeeping outweighs it.
+RUNS_MIN_PAIRS = 65536
 
 
 # -- the base density as a module --------------------------------------------------------------
@@ -86,7 +91,43 @@ class MixtureBase(nn.Module):
 
     def denoise(self, x: torch.Tensor, m: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """The exact posterior mean ``E[x_0 | x_t = x]`` under the mixture diffused to ``(m, std)`` (``[B]`` each)."""
+        isotropic = self.rotations.numel() == 0 and self.variances.shape[1] == 1
+        if isotropic and x.shape[0] * self.means.shape[0] >= RUNS_MIN_PAIRS:
+            return _denoise_by_runs(self.means, self.log_weights, self.variances[:, 0], x, m, std)
         return self.mixture.denoise(x, m, std)
+
+
+def _denoise_by_runs(
+    means: torch.Tensor, log_weights: torch.Tensor, variances: torch.Tensor, x: torch.Tensor, m, std
+) -> torch.Tensor:
+    """``GaussianMixture.denoise`` of an isotropic mixture whose components come in runs of one
+    variance (a KDE's kernels, then the tail), with one matrix product per run for every row's
+    log-joint: ``log w_k + log N(x; m mu_k, var I)`` is ``[m x / var, -m^2 / (2 var), 1]`` times
+    ``[mu_k, |mu_k|^2, log w_k]`` plus a term of the row alone, and the posterior mean is
+    ``sum_runs (1 - m g) (r @ mu) + g (sum r) x`` with ``g = m lam / var`` the run's gain.
+    """
+    values, counts = torch.unique_consecutive(variances, return_counts=True)
+    d, m2, s2 = x.shape[1], m**2, std**2
+    x2 = x.square().sum(1)
+    logits, runs, start = [], [], 0
+    for lam, count in zip(values.tolist(), counts.tolist(), strict=True):
+        mu, log_w = means[start : start + count].to(x), log_weights[start : start + count].to(x)
+        start += count
+        var = m2 * lam + s2  # [B]
+        left = torch.cat(
+            [x * (m / var)[:, None], (-0.5 * m2 / var)[:, None], torch.ones_like(var)[:, None]], 1
+        )
+        right = torch.cat([mu, mu.square().sum(1, keepdim=True), log_w[:, None]], 1)
+        row = -0.5 * (x2 / var + d * (var.log() + math.log(2 * math.pi)))
+        logits.append(torch.addmm(row[:, None], left, right.T))
+        runs.append((mu, m * lam / var))
+    r = torch.softmax(torch.cat(logits, 1), dim=1)
+    out, start = torch.zeros_like(x), 0
+    for mu, gain in runs:
+        r_run = r[:, start : start + len(mu)]
+        start += len(mu)
+        out = out + (r_run @ mu) * (1 - m * gain)[:, None] + (gain * r_run.sum(1))[:, None] * x
+    return out
 
 
 def with_tail(mixture: GaussianMixture, weight: float) -> GaussianMixture:
