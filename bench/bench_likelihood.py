@@ -35,7 +35,7 @@ def mixture_in(dim: int) -> GaussianMixture:
 def evaluate(score_fn, sde, x, truth, **options) -> dict:
     start = time.perf_counter()
     logp, info = log_likelihood(
-        score_fn, sde, x, eps=EPS, generator=torch.Generator().manual_seed(0), **options
+        score_fn, sde, x, t_eval=EPS, generator=torch.Generator().manual_seed(0), **options
     )
     wall = time.perf_counter() - start
     error = logp - truth

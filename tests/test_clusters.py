@@ -116,7 +116,7 @@ def test_the_log_density_is_the_bound_at_the_nearest_cluster_and_nearly_the_mixt
     def log_joint(labels: torch.Tensor) -> torch.Tensor:
         logp, _ = log_likelihood(
             lambda x, t: clustered.diffusion.score_t(x, t, labels), clustered.diffusion.sde, z,
-            rtol=s.rtol, atol=s.atol, eps=clustered.config.sde.t_min,
+            rtol=s.rtol, atol=s.atol, t_eval=clustered.config.sde.t_min,
         )  # fmt: skip
         return logp.double() + clustered.clusters["weights"][labels].log() + clustered.scaler.log_det
 

@@ -37,11 +37,11 @@ def gen(seed):
 def test_exact_score_gives_the_closed_form_log_density(name):
     sde = SDES[name]()
     x = MIX.sample(64, gen(0))
-    eps = 1e-5
-    logp, info = log_likelihood(exact_score(MIX, sde), sde, x, rtol=1e-7, atol=1e-7, eps=eps)
-    # the ODE starts at t = eps: its density is p_eps, the mixture diffused to eps (under VE this is
+    t_eval = 1e-5
+    logp, info = log_likelihood(exact_score(MIX, sde), sde, x, rtol=1e-7, atol=1e-7, t_eval=t_eval)
+    # the ODE starts at t = t_eval: its density is p_{t_eval}, the mixture diffused to t_eval (under VE this is
     # the data smoothed by sigma_min, see VESDE); under VP/sub-VP it is p_0 to ~1e-9
-    truth = MIX.diffuse(sde, eps).log_prob(x)
+    truth = MIX.diffuse(sde, t_eval).log_prob(x)
     assert (logp - truth).abs().mean() < 1e-3
     if name != "ve":
         assert (logp - MIX.log_prob(x)).abs().mean() < 1e-3
@@ -125,5 +125,5 @@ def test_bad_arguments_are_refused():
     x = torch.zeros(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="unknown divergence"):
         log_likelihood(exact_score(MIX, sde), sde, x, divergence="nope")
-    with pytest.raises(ValueError, match="eps"):
-        log_likelihood(exact_score(MIX, sde), sde, x, eps=0.0)
+    with pytest.raises(ValueError, match="t_eval"):
+        log_likelihood(exact_score(MIX, sde), sde, x, t_eval=0.0)

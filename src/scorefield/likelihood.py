@@ -3,7 +3,7 @@
 Along the ODE ``dx/dt = f̃(x, t) = f(x, t) - ½ g(t)² s(x, t)`` the log-density obeys the
 instantaneous change of variables (Chen et al. 2018), so
 ``log p_0(x_0) = log p_1(x_1) + ∫_0^1 ∇·f̃(x_t, t) dt`` (docs/math.md#likelihood). The state and the
-accumulated divergence are integrated together from ``eps`` to 1, and ``p_1`` is replaced by the
+accumulated divergence are integrated together from ``t_eval`` to 1, and ``p_1`` is replaced by the
 SDE's prior. The divergence is exact (one vector-Jacobian product per dimension, batched) or
 Hutchinson's estimate ``E_v[vᵀ (∇f̃) v]`` with Rademacher probes held fixed along the path.
 """
@@ -107,24 +107,24 @@ def log_likelihood(
     score_fn: ScoreFn,
     sde: SDE,
     x: torch.Tensor,
+    *,
     divergence: str = "exact",
     n_probes: int = 1,
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    eps: float = 1e-5,
+    t_eval: float = 1e-5,
     method: str = "dopri5",
-    n_steps: int | None = None,
+    steps_or_grid: int | torch.Tensor | None = None,
     generator: Generator | None = None,
-    time_grid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
-    """Log-likelihood by the probability-flow ODE (Song et al. 2021, eq. 39): ``log p_eps(x)`` in nats, ``[N]``.
+    """Log-likelihood by the probability-flow ODE (Song et al. 2021, eq. 39): ``log p_{t_eval}(x)`` in nats, ``[N]``.
 
-    Integrates ``(x_t, Δ_t)`` with ``dΔ/dt = ∇·f̃(x_t, t)`` from ``t = eps`` (``x``) to 1 and returns
-    ``sde.prior_logp(x_1) + Δ_1``. The answer is the density at time ``eps``, which for small ``eps``
+    Integrates ``(x_t, Δ_t)`` with ``dΔ/dt = ∇·f̃(x_t, t)`` from ``t = t_eval`` (``x``) to 1 and returns
+    ``sde.prior_logp(x_1) + Δ_1``. The answer is the density at time ``t_eval``, which for small ``t_eval``
     is the data density (under VE, smoothed by ``sigma_min``; see ``VESDE``); it errs by how far the
     prior is from the true ``p_1`` (docs/math.md#likelihood). ``method`` is dopri5 (``rtol``/``atol``) or a fixed-step
-    method on ``n_steps`` uniform steps or on ``time_grid`` (decreasing from 1 to ``eps``, as the
-    samplers take it). A fixed-step method gives each row a log-density that depends on that row
+    method on ``steps_or_grid``: a number of uniform steps, or a time grid decreasing from 1 to
+    ``t_eval``, as the samplers take it. A fixed-step method gives each row a log-density that depends on that row
     alone; dopri5's steps adapt to the error of the whole batch, so a row's value moves (within the
     tolerance) with the rows solved beside it.
 
@@ -151,8 +151,8 @@ def log_likelihood(
         (tensor([-2.0831, -3.0830], dtype=torch.float64), tensor([-2.0879, -3.0879], dtype=torch.float64))
     """
     _check_kind(divergence)
-    if not 0 < eps < 1:
-        raise ValueError(f"eps must lie in (0, 1), got {eps}")
+    if not 0 < t_eval < 1:
+        raise ValueError(f"t_eval must lie in (0, 1), got {t_eval}")
     probes = None if divergence == "exact" else _draw_probes(x, n_probes, generator)
     score, nfe = counted(score_fn)
 
@@ -162,20 +162,19 @@ def log_likelihood(
     def dynamics(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         return value_and_divergence(flow, state[0], t, probes)
 
-    steps_or_grid = n_steps if time_grid is None else time_grid
-    times = ode_times(method, steps_or_grid, eps, x).flip(0)  # from eps up to 1
+    times = ode_times(method, steps_or_grid, t_eval, x).flip(0)  # from t_eval up to 1
     n_estimates = 1 if probes is None else probes.shape[0]
     delta0 = x.new_zeros(n_estimates, x.shape[0])
     with torch.no_grad():
         try:
-            xs, deltas = solve_ode(dynamics, (x.detach(), delta0), times, method, rtol, atol, t_min=eps)
+            xs, deltas = solve_ode(dynamics, (x.detach(), delta0), times, method, rtol, atol, t_min=t_eval)
         except AssertionError as err:  # torchdiffeq's way of saying that dopri5's step fell to nothing
             if "underflow in dt" not in str(err):
                 raise
             raise ValueError(
                 "the probability-flow ODE could not be solved: dopri5's step size underflowed, which means "
                 "the score is not finite or changes too fast at these inputs (values far outside the data "
-                "or beyond float32's range); check the inputs, or pass a fixed-step method with n_steps"
+                "or beyond float32's range); check the inputs, or pass a fixed-step method with steps_or_grid"
             ) from None
     z, delta = xs[-1], deltas[-1]  # (B, ...), (P, B)
     prior = sde.prior_logp(z)

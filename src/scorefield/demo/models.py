@@ -95,7 +95,7 @@ class LearnedDensity:
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return self.scaler.log_prob(
-            lambda z: log_likelihood(self.model, self.model.sde, z, eps=VP_T_MIN)[0], x
+            lambda z: log_likelihood(self.model, self.model.sde, z, t_eval=VP_T_MIN)[0], x
         )
 
     def score(self, x: torch.Tensor) -> torch.Tensor:

@@ -562,9 +562,9 @@ def log_density(
             chunk,
             divergence=kind,
             n_probes=N_PROBES,
-            eps=eps,
+            t_eval=eps,
             method=ODE_METHOD,
-            time_grid=grid,
+            steps_or_grid=grid,
             generator=KeyedNoise(seed, chunk_keys.to(z.device)),
         )[0]
         for chunk, chunk_keys in zip(z.split(ODE_BATCH), keys.split(ODE_BATCH), strict=True)

@@ -377,7 +377,7 @@ class Run:
                     generator = KeyedNoise(seed, torch.arange(start, stop, device=self.device))
                     logp, _ = log_likelihood(
                         score, self.diffusion.sde, z[start:stop], divergence=divergence, n_probes=n_probes,
-                        rtol=s.rtol, atol=s.atol, eps=self.config.sde.t_min, generator=generator,
+                        rtol=s.rtol, atol=s.atol, t_eval=self.config.sde.t_min, generator=generator,
                     )  # fmt: skip
                     logps.append(logp.to(torch.float64) + log_weight)
                 out[start:stop] = torch.stack(logps).logsumexp(0)

@@ -81,7 +81,7 @@ def compute(
     x = mixture.sample(b.n_test, generator=streams.generator(70))
     z = scaler.transform(x)
     start = time.perf_counter()
-    logp_z, info = log_likelihood(model, sde, z, eps=VP_T_MIN)
+    logp_z, info = log_likelihood(model, sde, z, t_eval=VP_T_MIN)
     wall = time.perf_counter() - start
     logp = logp_z.double() + scaler.log_det
     exact = mixture.to(torch.float64).log_prob(x.double())
@@ -89,12 +89,12 @@ def compute(
     error, error_stderr = mean_and_stderr(diff)
     standardised = standardized_mixture(mixture.to(torch.float64), scaler)
     exact_score = viz.exact_time_score(standardised, sde)
-    pipeline_z, _ = log_likelihood(exact_score, sde, z.double(), eps=VP_T_MIN)
+    pipeline_z, _ = log_likelihood(exact_score, sde, z.double(), t_eval=VP_T_MIN)
     pipeline, pipeline_stderr = mean_and_stderr(pipeline_z + scaler.log_det.double() - exact)
     n = b.n_solver_check
-    tight_z, tight_info = log_likelihood(model, sde, z[:n], eps=VP_T_MIN, rtol=1e-7, atol=1e-7)
+    tight_z, tight_info = log_likelihood(model, sde, z[:n], t_eval=VP_T_MIN, rtol=1e-7, atol=1e-7)
     solver = (logp_z[:n].double() - tight_z.double()).abs()
-    hutchinson_z, _ = log_likelihood(model, sde, z, divergence="hutchinson", eps=VP_T_MIN,
+    hutchinson_z, _ = log_likelihood(model, sde, z, divergence="hutchinson", t_eval=VP_T_MIN,
                                      generator=streams.generator(71))  # fmt: skip
     hutch, hutch_stderr = mean_and_stderr(hutchinson_z.double() - logp_z.double())
     numbers = LikelihoodNumbers(
