@@ -116,10 +116,14 @@ class SDE(ABC):
         return gaussian_log_density(batch_sum(z**2) / var, d * math.log(var), d)
 
 
-def _check_finite(**values: float) -> None:
-    for name, value in values.items():
+def _check_range(owner: str, **bounds: float) -> None:
+    """Refuse a schedule whose two bounds (lower, then upper) are not finite with ``0 < lower < upper``."""
+    (lo_name, lo), (hi_name, hi) = bounds.items()
+    for name, value in bounds.items():
         if not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value}")
+    if not 0 < lo < hi:
+        raise ValueError(f"{owner} needs 0 < {lo_name} < {hi_name}, got {lo_name}={lo}, {hi_name}={hi}")
 
 
 @dataclass(frozen=True)
@@ -147,12 +151,7 @@ class VESDE(SDE):
     sigma_max: float = 50.0
 
     def __post_init__(self) -> None:
-        _check_finite(sigma_min=self.sigma_min, sigma_max=self.sigma_max)
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(
-                f"VESDE needs 0 < sigma_min < sigma_max, got sigma_min={self.sigma_min}, "
-                f"sigma_max={self.sigma_max}"
-            )
+        _check_range("VESDE", sigma_min=self.sigma_min, sigma_max=self.sigma_max)
 
     @property
     def prior_std(self) -> float:
@@ -185,12 +184,7 @@ class _LinearBeta(SDE):
     beta_max: float = 20.0
 
     def __post_init__(self) -> None:
-        _check_finite(beta_min=self.beta_min, beta_max=self.beta_max)
-        if not 0 < self.beta_min < self.beta_max:
-            raise ValueError(
-                f"{type(self).__name__} needs 0 < beta_min < beta_max, got beta_min={self.beta_min}, "
-                f"beta_max={self.beta_max}"
-            )
+        _check_range(type(self).__name__, beta_min=self.beta_min, beta_max=self.beta_max)
 
     @property
     def prior_std(self) -> float:
