@@ -51,7 +51,7 @@ _FINITE = (
     else "force_all_finite"
 )
 ROW_CHUNK = 256  # rows per conditional-sampling batch (each with its own d x d rotation)
-SAMPLE_EPS = 1e-3  # the last diffusion time of the conditional sampler (then Tweedie's denoising)
+SAMPLE_T_END = 1e-3  # the last diffusion time of the conditional sampler (then Tweedie's denoising)
 # rows per closed-form conditioning batch: MIXTURE_CHUNK / (components x features), so that the
 # components' conditional means ([rows, K, d], float64) stay within about 32 MB
 MIXTURE_CHUNK = 2**22
@@ -87,14 +87,13 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     Args:
         n_draws: conditional draws averaged per missing cell by ``transform`` when a correction is kept.
         n_rounds: fits of the density model (the first on rows filled by the Gaussian, see above).
-        nfe: score evaluations per conditional draw (``sample_conditional``'s budget).
-        resample: ``sample_conditional``'s resampling count ``R`` (RePaint's jumps back).
         sde: passed to each ``ScoreDensityEstimator``.
         steps: passed to each ``ScoreDensityEstimator``.
         hidden: passed to each ``ScoreDensityEstimator``.
         random_state: None, an int or a numpy ``RandomState``: ``fit`` takes ``seed_`` from it (an int
-            is the seed itself), whose named streams (``io.Streams``) seed every fit and, keyed by row, the draws of ``transform`` and ``sample_imputations``
-            (the same rows give the same imputations, whatever the other rows of ``X``).
+            is the seed itself), whose named streams (``io.Streams``) seed every fit and, keyed by row,
+            the draws of ``transform`` and ``sample_imputations`` (the same rows give the same
+            imputations, whatever the other rows of ``X``).
         device: ``None`` picks CUDA when available.
 
     Attributes (after ``fit``): ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame),
@@ -292,7 +291,7 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 y_obs.repeat_interleave(n, 0).to(device, dtype),
                 obs.repeat_interleave(n, 0).to(device),
                 generator=KeyedNoise(seed, (keys[:, None] * n + torch.arange(n)).reshape(-1).to(device)),
-                t_end=SAMPLE_EPS,
+                t_end=SAMPLE_T_END,
             )
             z = torch.einsum("rij,rkj->rki", q, y.view(r, n, d).cpu().double())  # (r, n, d)
             return z @ w_inv  # back in standardised units
