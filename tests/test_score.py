@@ -170,6 +170,19 @@ def test_tweedie_denoise_is_gaussian_posterior_mean(param, sde):
         torch.testing.assert_close(model.denoise(xt, t), posterior_mean)
 
 
+@pytest.mark.parametrize("param", PARAMS)
+@pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
+def test_affine_form_gives_the_score(param, sde):
+    # s = offset + gain F(inputs, c_noise) for whatever F the network computes
+    model = ScoreModel(InverseParamOracle(_mixture(), sde, 0.3, param), sde, param=param)
+    x = torch.randn(16, 2, generator=_gen(6), dtype=DT)
+    scale, std = (torch.full((16,), float(v), dtype=DT) for v in sde.marginal(0.3))
+    inputs, c_noise, offset, gain = model.affine(x, scale, std)
+    score = gain * model.net(inputs, c_noise) + (0 if offset is None else offset)
+    torch.testing.assert_close(score, model.score(x, 0.3))
+    assert (offset is None) == (param != "denoiser")
+
+
 class Zero(nn.Module):
     def forward(self, x, c):
         return torch.zeros_like(x)

@@ -128,22 +128,45 @@ class ScoreModel(nn.Module):
             raise ValueError(f"a base density applies to param='denoiser' only, not {param!r}")
         self.net, self.sde, self.param, self.base = net, sde, param, base
 
+    def affine(
+        self, x: torch.Tensor, scale: torch.Tensor, std: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The score as an affine function of the network's output: ``s = offset + gain F(inputs, c_noise)``.
+
+        Returns ``(inputs, c_noise, offset, gain)`` (``scale``, ``std``: ``[B]``): ``inputs = c_in x``,
+        ``c_noise = log std``, ``offset`` shaped like ``x`` (``None`` for ``"eps"`` and ``"score"``,
+        where it is zero) and ``gain`` ``[B, 1, ...]``. Nothing of it depends on the network's weights,
+        so a trainer may compute it once for many steps' rows; for ``"denoiser"`` it holds the skip
+        term, the base density's exact posterior mean.
+        """
+        return self._affine(x, scale, std)[:4]
+
+    def _affine(self, x: torch.Tensor, scale: torch.Tensor, std: torch.Tensor) -> tuple:
+        """``affine``'s four terms, then (``"denoiser"`` only, else ``None``) ``skip`` and ``c_out``
+        of ``D = skip + c_out F``."""
+        m, sd = append_dims(scale, x.ndim), append_dims(std, x.ndim)
+        norm2 = m**2 + sd**2  # variance of x_t for standardised data; c_in = norm2^(-1/2)
+        inputs, c_noise = x * norm2.rsqrt(), std.log()
+        if self.param == "eps":
+            return inputs, c_noise, None, -1 / sd, None, None
+        if self.param == "score":
+            return inputs, c_noise, None, 1 / sd, None, None
+        # c_skip x/m, the posterior mean under N(0, I), or the base density's exact posterior mean;
+        # s = (m D - x) / std^2 with D = skip + c_out F
+        skip = m * x / norm2 if self.base is None else self.base.denoise(x, scale, std)
+        c_out = sd * norm2.rsqrt()
+        return inputs, c_noise, (m * skip - x) / sd**2, m * c_out / sd**2, skip, c_out
+
     def _score_and_denoised(
         self, x: torch.Tensor, scale: torch.Tensor, std: torch.Tensor, y: torch.Tensor | int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The score and, for param="denoiser", D; ``scale``, ``std`` are ``[B]``."""
-        m, sd = append_dims(scale, x.ndim), append_dims(std, x.ndim)
-        norm2 = m**2 + sd**2  # variance of x_t for standardised data; c_in = norm2^(-1/2)
+        inputs, c_noise, offset, gain, skip, c_out = self._affine(x, scale, std)
         label = () if y is None else (y,)
-        out = self.net(x * norm2.rsqrt(), std.log(), *label)  # F(c_in x, c_noise[, y])
-        if self.param == "eps":
-            return -out / sd, None
-        if self.param == "score":
-            return out / sd, None
-        # c_skip x/m, the posterior mean under N(0, I), or the base density's exact posterior mean
-        skip = m * x / norm2 if self.base is None else self.base.denoise(x, scale, std)
-        denoised = skip + sd * norm2.rsqrt() * out  # + c_out F
-        return (m * denoised - x) / sd**2, denoised
+        out = self.net(inputs, c_noise, *label)  # F(c_in x, c_noise[, y])
+        if offset is None:
+            return gain * out, None
+        return offset + gain * out, skip + c_out * out
 
     def score(
         self, x: torch.Tensor, t: float | torch.Tensor, y: torch.Tensor | int | None = None
