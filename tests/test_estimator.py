@@ -209,3 +209,25 @@ def test_the_learning_rate_plan_warms_up_then_drops_tenfold_on_schedule_or_at_a_
     plan.drop_early(900)  # never past the planned end
     assert plan.end == 1000
     assert recipe.planned_steps() == recipe.MAX_STEPS and recipe.planned_steps(42) == 42
+
+
+@pytest.mark.parametrize("weighting", ["likelihood", "std2"])
+def test_training_loss_from_targets_is_sde_dsm(weighting):
+    # the terms drawn once per chunk of rows give sde_dsm's loss of the same draws, row by row
+    from scorefield.losses import sde_dsm
+
+    z = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    base = recipe.MixtureBase(recipe.fit_gmm(z, seed=0, components=(2,)))
+    model = recipe.build_model(recipe.make_sde("vp"), recipe.squash_bound(z), 16, 2, "denoiser", 0, base)
+    torch.nn.init.normal_(model.net.net.output.weight, std=0.1)  # a network that is not zero
+    rows = recipe.targets(model, z, weighting, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        direct = sde_dsm(
+            model,
+            model.sde,
+            z,
+            weighting=weighting,
+            importance_sampling=weighting == "likelihood",
+            generator=torch.Generator().manual_seed(1),
+        )
+        torch.testing.assert_close(recipe.dsm_loss(model, rows), direct, rtol=1e-4, atol=1e-5)

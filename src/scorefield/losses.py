@@ -176,7 +176,7 @@ def ncsn(
 def _importance_table(
     sde: SDE, t_min: float, n_grid: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``_importance_times``' grid, cell probabilities and their CDF: the same for every batch of a
+    """``importance_times``' grid, cell probabilities and their CDF: the same for every batch of a
     run (SDEs are frozen dataclasses, equal by value), so computed once rather than at every step."""
     grid = torch.logspace(math.log10(t_min), 0.0, n_grid, dtype=torch.float64, device=device)
     _, std = sde.marginal(grid)
@@ -186,7 +186,7 @@ def _importance_table(
     return grid, prob, prob.cumsum(0)
 
 
-def _importance_times(
+def importance_times(
     sde: SDE, t_min: float, x: torch.Tensor, generator: torch.Generator | None, n_grid: int = 2049
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``t ~ q(t) ∝ g(t)²/std(t)²`` on [t_min, 1] by inverting its CDF, and the weights ``U(t) / q(t)``.
@@ -229,7 +229,7 @@ def sde_dsm(
     if importance_sampling and weighting != "likelihood":
         raise ValueError("importance_sampling applies to weighting='likelihood' only")
     if importance_sampling:
-        t, weight = _importance_times(sde, t_min, x, generator)
+        t, weight = importance_times(sde, t_min, x, generator)
     else:
         t = t_min + (1 - t_min) * torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
         weight = 1.0

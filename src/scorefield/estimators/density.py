@@ -52,7 +52,6 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.validation import check_is_fitted
 
 from ..distributions import GaussianMixture
-from ..losses import sde_dsm
 from ..samplers import sample_ode, sample_pc
 from ..scalers import Whitener
 from ..score import ScoreModel
@@ -253,7 +252,7 @@ class ScoreDensityEstimator(BaseEstimator):
             model,
             z_clean if jitter is not None else z_train,
             z_val,
-            self._loss,
+            self.weighting,
             lr=self.lr,
             weight_decay=self.weight_decay,
             batch_size=self.batch_size,
@@ -316,17 +315,6 @@ class ScoreDensityEstimator(BaseEstimator):
         sde = recipe.make_sde(self.sde, sigma_max)
         init = Streams(self.seed_).seed("init")
         return recipe.build_model(sde, bound, self.hidden_, self.depth_, self.param, init, base)
-
-    def _loss(self, model: ScoreModel, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The per-row training loss: ``sde_dsm`` with ``weighting`` (importance-sampled for ``"likelihood"``)."""
-        return sde_dsm(
-            model,
-            model.sde,
-            z,
-            weighting=self.weighting,
-            importance_sampling=self.weighting == "likelihood",
-            generator=generator,
-        )
 
     # -- inference --------------------------------------------------------------------------------
     def _device(self) -> torch.device:

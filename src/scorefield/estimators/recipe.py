@@ -37,10 +37,11 @@ from ..distributions import GaussianMixture
 from ..fit import EMA, EarlyStopping, Trainer, fit
 from ..keyed import KeyedNoise
 from ..likelihood import log_likelihood
+from ..losses import importance_times
 from ..nets.mlp import MLP
 from ..nets.squashed import Squashed
 from ..noise import resolve_sigma_max, time_grid
-from ..score import ScoreModel
+from ..score import ScoreModel, batch_marginal
 from ..sde import KINDS, SDE
 from .bases import (  # noqa: F401  (part of the recipe's namespace: recipe.choose_base, ...)
     BASES,
@@ -61,15 +62,18 @@ from .io import Streams
 __all__ = [
     "LearningRatePlan",
     "fit_mixture",
+    "Targets",
     "Trained",
     "auto_sigma_max",
     "build_model",
     "choose_mixture",
+    "dsm_loss",
     "log_density",
     "Mixture",
     "make_sde",
     "planned_steps",
     "squash_bound",
+    "targets",
     "train",
     "size",
 ]
@@ -131,6 +135,9 @@ BEAT_BASE_SES, BASE_TRIAL_STEPS = 2.0, 600
 # the held-out rows number more than VALIDATION_ROWS / VALIDATION_REPEATS (at least one draw each), so
 # a check of 750 held-out rows against a 4,250-kernel base costs 2 passes, not 8
 VALIDATION_REPEATS, VALIDATION_ROWS = 8, 2048
+# rows whose ``targets`` are drawn in one call (the batches of CHUNK_ROWS // batch steps), and the
+# smallest diffusion time trained on (``losses.sde_dsm``'s default)
+CHUNK_ROWS, DSM_T_MIN = 4096, 1e-5
 
 # -- log-densities ----------------------------------------------------------------------------------
 # Diffusion times at which log-densities may be evaluated; the held-out split picks one. The larger
@@ -221,7 +228,50 @@ def build_model(
 
 
 # -- training -------------------------------------------------------------------------------------
-Loss = Callable[[ScoreModel, torch.Tensor, torch.Generator], torch.Tensor]  # (model, rows, generator) -> [B]
+class Targets(NamedTuple):
+    """Denoising score matching's per-row terms that do not depend on the weights (``targets``): the
+    loss of a row is ``weight * ||residual + gain F(inputs, c_noise)||^2`` for the network's output
+    ``F``, Song et al. 2021's ``lambda(t) ||s(x_t, t) + z / std||^2 / 2`` with ``s`` affine in ``F``
+    (``ScoreModel.affine``)."""
+
+    inputs: torch.Tensor  # [N, d]
+    c_noise: torch.Tensor  # [N]
+    residual: torch.Tensor  # [N, d]: std * offset + z
+    gain: torch.Tensor  # [N, 1]: std * gain
+    weight: torch.Tensor  # [N]
+
+    def rows(self, start: int, stop: int) -> Targets:
+        return Targets(*(v[start:stop] for v in self))
+
+
+def targets(model: ScoreModel, x0: torch.Tensor, weighting: str, generator: torch.Generator) -> Targets:
+    """``Targets`` of the rows ``x0`` at fresh times and noise, as ``losses.sde_dsm`` draws them (``t``
+    from ``t_min = 1e-5``, importance-sampled with density ``g^2 / std^2`` for ``"likelihood"``).
+
+    Everything but the network is computed here once per row, the base's exact posterior mean included,
+    so that a training step evaluates only the network: drawing the rows of ``CHUNK_ROWS`` steps in one
+    call cost 28-32% less per step than a loss computed step by step (256-row batches of diabetes,
+    breast_cancer and star98).
+    """
+    sde = model.sde
+    if weighting == "likelihood":
+        t, w = importance_times(sde, DSM_T_MIN, x0, generator)
+    else:
+        t = DSM_T_MIN + (1 - DSM_T_MIN) * torch.rand(len(x0), generator=generator, device=x0.device)
+        w = torch.ones_like(t)
+    scale, std = batch_marginal(sde, t, x0)
+    z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    with torch.no_grad():
+        inputs, c_noise, offset, gain = model.affine(scale[:, None] * x0 + std[:, None] * z, scale, std)
+    residual = z if offset is None else z + std[:, None] * offset
+    lam_over_std2 = sde.diffusion(t) ** 2 / std**2 if weighting == "likelihood" else torch.ones_like(t)
+    return Targets(inputs, c_noise, residual, std[:, None] * gain, 0.5 * w * lam_over_std2)
+
+
+def dsm_loss(model: ScoreModel, rows: Targets) -> torch.Tensor:
+    """The per-row denoising score-matching loss of ``rows`` (``targets``) under the current weights: ``[N]``."""
+    out = model.net(rows.inputs, rows.c_noise)
+    return rows.weight * (rows.residual + rows.gain * out).square().sum(1)
 
 
 class Trained(NamedTuple):
@@ -335,7 +385,7 @@ def train(
     model: ScoreModel,
     z_train: torch.Tensor,
     z_val: torch.Tensor,
-    loss: Loss,
+    weighting: str,
     *,
     lr: float,
     weight_decay: float,
@@ -347,10 +397,12 @@ def train(
 ) -> Trained:
     """Train ``model`` in place by the recipe (module docstring, step 2) and load its best EMA weights.
 
-    ``jitter(n, generator)``, when given, is added to every batch of ``n`` rows (dequantisation noise,
-    drawn afresh at each step). ``loss(model, rows, generator)`` is the per-row training loss; ``batch_size=None`` is
-    ``min(BATCH, len(z_train))`` and ``steps=None`` is ``planned_steps``. The batches and their noise
-    come from the stream ``"batches"`` of ``seeds``, the held-out noise from ``"validation"`` (the same at every check).
+    The loss is ``losses.sde_dsm``'s with ``weighting`` (importance-sampled for ``"likelihood"``),
+    computed from ``targets`` drawn for ``CHUNK_ROWS`` rows at a time. ``jitter(n, generator)``, when
+    given, is added to every batch of ``n`` rows (dequantisation noise, drawn afresh at each step).
+    ``batch_size=None`` is ``min(BATCH, len(z_train))`` and ``steps=None`` is ``planned_steps``. The
+    batches and their noise come from the stream ``"batches"`` of ``seeds``, the held-out noise from
+    ``"validation"`` (the same at every check).
     """
     n = len(z_train)
     batch = batch_size or min(BATCH, n)
@@ -361,15 +413,21 @@ def train(
     trainer = Trainer(model, opt, schedule, grad_clip=0, ema=ema)  # (the optimiser clips)
 
     repeats = max(1, min(VALIDATION_REPEATS, VALIDATION_ROWS // len(z_val)))
-
+    # the held-out rows' terms, the same noise at every check, so the checks compare row by row
+    val_rows = targets(
+        model, z_val.repeat(repeats, 1), weighting, seeds.generator("validation", z_val.device)
+    )
     base_rows: list[torch.Tensor] = []  # the base's per-row held-out losses (the check at step 0)
     beats_base = model.base is None  # a model without a base has no closed form to beat
 
-    def held_out_loss() -> float:  # the same noise at every check, so the checks compare row by row
+    def held_out_loss() -> float:  # under the EMA weights, swapped in for the check
         nonlocal beats_base
-        averaged, g = ema.averaged(model), seeds.generator("validation", z_val.device)
+        weights = [p.detach() for p in model.parameters()]
+        current = [w.clone() for w in weights]
         with torch.no_grad():
-            rows = loss(averaged, z_val.repeat(repeats, 1), g).view(repeats, -1).double().mean(0)
+            torch._foreach_copy_(weights, ema.shadow)
+            rows = dsm_loss(model, val_rows).view(repeats, -1).double().mean(0)
+            torch._foreach_copy_(weights, current)
         if model.base is not None and not base_rows:
             base_rows.append(rows)
         elif not beats_base:  # a paired test: the same rows, times and noise as the base's check
@@ -381,11 +439,16 @@ def train(
     if model.base is not None:  # the untrained model is the base: it is the first candidate kept
         stopper.check(0)
     gen = seeds.generator("batches", z_train.device)
+    per_chunk = max(1, CHUNK_ROWS // batch)
+    chunk: list[Targets] = []
 
     def batch_loss(step: int) -> torch.Tensor:
-        idx = torch.randint(0, n, (batch,), generator=gen, device=z_train.device)
-        rows = z_train[idx] if jitter is None else z_train[idx] + jitter(batch, gen)  # fresh dequantisation
-        return loss(model, rows, gen).mean()
+        if step % per_chunk == 0:  # the next per_chunk batches, each with its own rows, times and noise
+            idx = torch.randint(0, n, (per_chunk * batch,), generator=gen, device=z_train.device)
+            rows = z_train[idx] if jitter is None else z_train[idx] + jitter(len(idx), gen)
+            chunk[:] = [targets(model, rows, weighting, gen)]
+        k = step % per_chunk
+        return dsm_loss(model, chunk[0].rows(k * batch, (k + 1) * batch)).mean()
 
     def after_step(done: int, _loss: torch.Tensor, bar) -> bool:
         if plan.drops_after(done):
