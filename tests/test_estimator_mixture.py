@@ -120,7 +120,8 @@ def test_a_fit_on_rows_its_base_already_matches_stops_early_and_drops_the_correc
     est = ScoreDensityEstimator(base="gmm", random_state=0).fit(x)
     assert not est.correction_ and est.base_weight_ == 1.0
     # of a budget of MAX_STEPS = 20,000: the trial and one patience
-    assert est.n_steps_ <= recipe.BASE_TRIAL_STEPS + recipe.PATIENCE * recipe.EVAL_EVERY
+    pace = recipe.pace(len(x))
+    assert est.n_steps_ <= pace.base_trial_steps + recipe.PATIENCE * pace.eval_every
     assert all(a == 1.0 for _, a in est.mixture_scores_)  # only the base alone was a candidate
     assert est.model_.net.net.output.weight.abs().max() == 0  # the model is the base alone
 

@@ -90,7 +90,8 @@ class ScoreDensityEstimator(BaseEstimator):
         hidden: MLP width; ``None`` sizes it to the data (``recipe.size``: 64 below 1,000 training
             rows, else 128, or 256 beyond 8 features).
         depth: MLP hidden layers; ``None`` sizes it to the data (2 below 1,000 training rows, else 3).
-        lr: AdamW learning rate.
+        lr: AdamW learning rate; ``None`` is the ``recipe.pace``'s (5e-3 below 1,000 training rows,
+            else 2e-3).
         weight_decay: AdamW's decoupled weight decay (towards the whitened Gaussian, see above).
         validation_fraction: share of rows held out for early stopping and for ``t_eval_``.
         t_eval: the diffusion time at which densities are evaluated; ``None`` picks it on the
@@ -120,7 +121,8 @@ class ScoreDensityEstimator(BaseEstimator):
     Attributes (after ``fit``): ``n_features_in_``; ``feature_names_in_`` when ``X`` was a DataFrame
     with string column names (``score_samples`` and ``grad_log_prob`` then check the names);
     ``scaler_`` (the ``Whitener``), ``model_`` (the EMA score model), ``n_steps_``,
-    ``validation_loss_`` (the best held-out loss, checked every ``EVAL_EVERY`` steps and at the last),
+    ``validation_loss_`` (the best held-out loss, checked every ``eval_every`` steps of the ``recipe.pace``
+    and at the last),
     ``validation_curve_`` (every ``(step, loss)`` checked), ``hidden_`` and ``depth_`` (the MLP's size), ``t_eval_``, ``base_`` (the
     base chosen), ``base_scores_`` (each candidate's held-out mean log-density in whitened units),
     ``base_weight_`` (``a`` of the fitted density ``(1 - a) p_corr + a p_base``: every row's log-density
@@ -137,7 +139,7 @@ class ScoreDensityEstimator(BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "hidden": [Interval(Integral, 1, None, closed="left"), None],
         "depth": [Interval(Integral, 1, None, closed="left"), None],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr": [Interval(Real, 0, None, closed="neither"), None],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 0.5, closed="neither")],
         "t_eval": [Interval(Real, 0, 1, closed="neither"), None],
@@ -174,7 +176,7 @@ class ScoreDensityEstimator(BaseEstimator):
         batch_size: int | None = None,
         hidden: int | None = None,
         depth: int | None = None,
-        lr: float = 2e-3,
+        lr: float | None = None,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.15,
         t_eval: float | None = None,
@@ -548,7 +550,7 @@ class ScoreAnomalyDetector(OutlierMixin, ScoreDensityEstimator):
         batch_size: int | None = None,
         hidden: int | None = None,
         depth: int | None = None,
-        lr: float = 2e-3,
+        lr: float | None = None,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.15,
         t_eval: float | None = None,

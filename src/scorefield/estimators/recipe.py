@@ -11,11 +11,12 @@ On whitened rows ``z``, split into training and held-out rows:
    random state.
 2. ``train``: AdamW on ``sde_dsm`` within a budget of ``planned_steps`` steps, warming up over
    ``WARMUP_STEPS``, then the full rate, then ``LOW_RATE`` times it for the last ``LR_DROP`` of the
-   budget; the EMA of the weights is the model kept. Every ``EVAL_EVERY`` steps (and at the last one) the EMA's
+   budget; the EMA of the weights is the model kept. The rate, the EMA's decay and the checks follow
+   the ``pace`` of the data's size: every ``eval_every`` steps (and at the last one) the EMA's
    loss on the held-out rows is checked, with the same noise each time. ``PATIENCE`` checks without
    improvement at the full rate start the low-rate phase early (for ``LR_DROP`` of the planned steps,
    with a fresh patience); within the low-rate phase they end training. Until some check beats the
-   base's own held-out loss (``BEAT_BASE_SES``), a plateau after ``BASE_TRIAL_STEPS`` ends training
+   base's own held-out loss (``BEAT_BASE_SES``), a plateau after ``base_trial_steps`` ends training
    with the base alone. The best EMA weights checked are the result.
 3. ``fit_mixture``: the fitted density is ``(1 - a) p_corr + a p_base``, the corrected model mixed with its
    base, every row at least ``log a + log p_base``; ``a`` and the evaluation time ``t`` are chosen on the
@@ -71,6 +72,8 @@ __all__ = [
     "log_density",
     "Mixture",
     "make_sde",
+    "Pace",
+    "pace",
     "planned_steps",
     "squash_bound",
     "targets",
@@ -114,23 +117,41 @@ WARMUP_STEPS = 50  # linear warm-up of the learning rate from lr / WARMUP_STEPS
 # the run. (A cosine decay to zero gained ~0.02 nat on two 2-D toys but lost ~1.3 nats on digits.)
 LR_DROP, LOW_RATE = 0.2, 0.1
 GRAD_CLIP = 1.0  # the largest gradient norm a step applies: one rare, huge gradient cannot throw the weights
-# EMA of the weights (the evaluated model) with the fixed decay EMA_DECAY, an average over ~200 steps
-# from the start (no warm-up): it begins at the untrained model, which with a base is the base itself.
-# The fitted mixture's weight on the base bounds every row's fall below the base, so the average need
-# not shrink towards the base for long as well. Against 0.999 with checks every 200 steps after a
-# 200-step warm-up, 0.995 with checks every 50 after 50 matched breast_cancer's test log-likelihood
-# (32.02 nats both) in 950 steps instead of 3,000 and lost 1.0 nat of 123 on digits in 750 instead of
-# 2,600; 0.99 gained 0.3 nat on breast_cancer but lost 1.9 on digits.
-EMA_DECAY = 0.995
-EVAL_EVERY = 50  # steps between held-out checks
-PATIENCE = 3  # checks without improvement that end a phase
+# EMA of the weights (the evaluated model) with a fixed decay, from the start (no warm-up): it begins
+# at the untrained model, which with a base is the base itself. The fitted mixture's weight on the base
+# bounds every row's fall below the base, so the average need not shrink towards the base for long as
+# well. The learning rate, the decay, the steps between held-out checks and the trial against the base
+# (below) make the pace of training, ``pace``: LARGE_PACE from WIDE_MIN_ROWS training rows, SMALL_PACE
+# below. At LARGE_PACE (an average over ~200 steps, checks every 50), against 0.999 with checks every
+# 200 steps after a 200-step warm-up, breast_cancer's test log-likelihood matched (32.02 nats both) in
+# 950 steps instead of 3,000 and digits lost 1.0 nat of 123 in 750 instead of 2,600; a decay of 0.99
+# lost 1.9 nats on digits. The small network of a small table learns faster: at SMALL_PACE (2.5x the
+# rate, an average over ~100 steps, checks every 25 and a trial of 300 steps) the 16 fits of the
+# benchmark's eight real tables of at most 1,000 rows (both protocols) took 250-1,375 steps instead of
+# 600-2,250, with held-out log-likelihoods within 0.6 nat of LARGE_PACE's or better (protocol (a):
+# diabetes -26.04 both, macrodata -37.4 / -39.3, star98 -110.0 / -110.1, breast_cancer 31.7 / 32.0,
+# anes96 -25.31 / -24.95; (b): star98 -111.5 / -110.9 nats).
 # A check beats the base when its held-out loss is below the base's (the check at step 0) by more than
 # BEAT_BASE_SES standard errors of the per-row differences (the same rows and noise: a paired test).
-# Until one does, a plateau after BASE_TRIAL_STEPS ends training with the base alone, and the
-# correction is no candidate of the fitted mixture (no log-density ODE is solved for it): on rows the
-# base already matches, the noise of the held-out loss alone would otherwise keep a correction. A
+# Until one does, a plateau after the pace's ``base_trial_steps`` ends training with the base alone, and
+# the correction is no candidate of the fitted mixture (no log-density ODE is solved for it): on rows
+# the base already matches, the noise of the held-out loss alone would otherwise keep a correction. A
 # correction from a zero output layer may first lose to the base for a few hundred steps.
-BEAT_BASE_SES, BASE_TRIAL_STEPS = 2.0, 600
+BEAT_BASE_SES = 2.0
+PATIENCE = 3  # checks without improvement that end a phase
+
+
+class Pace(NamedTuple):
+    """How fast training goes (``pace``): the default learning rate, the EMA's decay, the steps between
+    held-out checks and the steps of the trial against the base."""
+
+    lr: float
+    ema_decay: float
+    eval_every: int
+    base_trial_steps: int
+
+
+LARGE_PACE, SMALL_PACE = Pace(2e-3, 0.995, 50, 600), Pace(5e-3, 0.99, 25, 300)
 # noise draws per held-out row at each check (a low-variance loss): VALIDATION_REPEATS, fewer where
 # the held-out rows number more than VALIDATION_ROWS / VALIDATION_REPEATS (at least one draw each), so
 # a check of 750 held-out rows against a 4,250-kernel base costs 2 passes, not 8
@@ -197,6 +218,12 @@ def size(n_features: int, n_rows: int) -> tuple[int, int]:
     if n_rows < WIDE_MIN_ROWS:
         return SMALL
     return (WIDE if n_features > WIDTH_MAX_DIM else NARROW), DEEP
+
+
+def pace(n_rows: int) -> Pace:
+    """The pace of training on ``n_rows`` training rows: ``SMALL_PACE`` below ``WIDE_MIN_ROWS``, else
+    ``LARGE_PACE`` (the rows that also size the network, ``size``)."""
+    return SMALL_PACE if n_rows < WIDE_MIN_ROWS else LARGE_PACE
 
 
 def build_model(
@@ -387,7 +414,7 @@ def train(
     z_val: torch.Tensor,
     weighting: str,
     *,
-    lr: float,
+    lr: float | None,
     weight_decay: float,
     batch_size: int | None,
     steps: int | None,
@@ -400,15 +427,16 @@ def train(
     The loss is ``losses.sde_dsm``'s with ``weighting`` (importance-sampled for ``"likelihood"``),
     computed from ``targets`` drawn for ``CHUNK_ROWS`` rows at a time. ``jitter(n, generator)``, when
     given, is added to every batch of ``n`` rows (dequantisation noise, drawn afresh at each step).
-    ``batch_size=None`` is ``min(BATCH, len(z_train))`` and ``steps=None`` is ``planned_steps``. The
+    ``batch_size=None`` is ``min(BATCH, len(z_train))``, ``lr=None`` the ``pace``'s rate and
+    ``steps=None`` is ``planned_steps``. The
     batches and their noise come from the stream ``"batches"`` of ``seeds``, the held-out noise from
     ``"validation"`` (the same at every check).
     """
     n = len(z_train)
-    batch = batch_size or min(BATCH, n)
+    batch, speed = batch_size or min(BATCH, n), pace(n)
     plan = LearningRatePlan(planned_steps(steps))
-    opt = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, max_norm=GRAD_CLIP)
-    ema = EMA(model, EMA_DECAY, warmup=False)
+    opt = AdamW(model.parameters(), lr=lr or speed.lr, weight_decay=weight_decay, max_norm=GRAD_CLIP)
+    ema = EMA(model, speed.ema_decay, warmup=False)
     schedule = Schedule(opt, plan.lr_factor)
     trainer = Trainer(model, opt, schedule, grad_clip=0, ema=ema)  # (the optimiser clips)
 
@@ -453,13 +481,13 @@ def train(
     def after_step(done: int, _loss: torch.Tensor, bar) -> bool:
         if plan.drops_after(done):
             stopper.restart_patience()  # the low-rate phase gets its own patience
-        if done % EVAL_EVERY == 0 or done == plan.end:  # the last step too: a short run is kept
+        if done % speed.eval_every == 0 or done == plan.end:  # the last step too: a short run is kept
             plateau = stopper.check(done)
             bar.set_postfix(held_out_loss=f"{stopper.curve[-1][1]:.4f}")
             if plateau and plan.at_low_rate(done):
                 return True
             if plateau and not beats_base:
-                if done >= BASE_TRIAL_STEPS:
+                if done >= speed.base_trial_steps:
                     return True  # no correction clearly beat the base alone: it is the result
                 stopper.restart_patience()  # the trial goes on at the full rate
             elif plateau:  # the full rate's gradient-noise floor: go on at the low rate
