@@ -9,11 +9,13 @@ from test_fast_samplers import observed_order
 
 from scorefield import noise
 from scorefield.distributions import GaussianMixture
-from scorefield.gaussian import gaussian_flow
+from scorefield.gaussian import gaussian_flow, gaussian_start
 from scorefield.metrics import mode_weights
 from scorefield.multistep import (
     FAST_GRIDS,
     FAST_SOLVERS,
+    GAUSSIAN_GRIDS,
+    GAUSSIAN_START_MAX_NFE,
     fast_grid,
     optimize_grid,
     sample_fast,
@@ -179,6 +181,31 @@ def test_fast_grid_is_the_tabulated_noise_ladder_and_interpolates_between_budget
         assert level(400) == pytest.approx(max(table[50][3], floor), rel=1e-9)  # held at t >= T_END
 
 
+@pytest.mark.parametrize("name", list(SDES))
+def test_with_moments_the_grid_is_the_gaussian_table_ladder_from_the_hand_over(name):
+    """Up to GAUSSIAN_START_MAX_NFE evaluations the grid starts at the hand-over for GAUSSIAN_GRIDS' snr,
+    whose level is sqrt(largest variance / snr), and its levels are the Karras ladder from there to that
+    table's sigma_end; between tabulated budgets its last level lies between theirs; above the limit
+    the moments change nothing."""
+    sde = SDES[name]
+    cov = torch.diag(torch.tensor([0.5, 0.1], dtype=torch.float64))
+    moments = GaussianMixture(
+        torch.zeros(1, 2, dtype=torch.float64), cov[None], torch.ones(1, dtype=torch.float64)
+    )
+    table = GAUSSIAN_GRIDS[sde_family(sde)]
+    for nfe in (5, 8):
+        snr, end, rho = table[nfe]
+        grid = fast_grid(nfe, sde, moments=moments, dtype=torch.float64)
+        assert float(grid[0]) == pytest.approx(gaussian_start(sde, moments, snr), rel=1e-12)
+        levels = noise.noise_level(sde, grid)
+        assert float(levels[0]) == pytest.approx(math.sqrt(0.5 / snr), rel=1e-6)
+        torch.testing.assert_close(levels, karras_levels(float(levels[0]), end, rho, nfe), rtol=1e-6, atol=0)
+    last = float(noise.noise_level(sde, fast_grid(6, sde, moments=moments, dtype=torch.float64)[-1]))
+    assert min(table[5][1], table[8][1]) * (1 - 1e-9) <= last <= max(table[5][1], table[8][1]) * (1 + 1e-9)
+    nfe = GAUSSIAN_START_MAX_NFE + 2
+    torch.testing.assert_close(fast_grid(nfe, sde, moments=moments), fast_grid(nfe, sde))
+
+
 def test_sample_fast_refuses_what_it_cannot_honour():
     sde, x_T = VPSDE(), torch.zeros(3, 2)
     with pytest.raises(ValueError, match="nfe must be an integer >= 2"):
@@ -249,12 +276,15 @@ def test_fast_grid_is_placed_by_noise_level_on_every_sde():
 
 
 @pytest.mark.parametrize("name", list(SDES))
-def test_the_default_on_gaussian_data_errs_by_the_closed_form_shrinkage(name):
+@pytest.mark.parametrize("given", [False, True], ids=["no moments", "moments"])
+def test_the_default_on_gaussian_data_errs_by_the_closed_form_shrinkage(name, given):
     """For Gaussian data the probability-flow ODE is solved in closed form (gaussian_flow), and so is
     the error the default grid accepts by stopping at sigma_end: Tweedie's D there against D at t = 1e-3
     on the same exact path. The grid ends where the solver's own error is below that shrinkage: on 8-D
     data with scales 0.1 to 2 it is 0.03-0.82x of it over VE, VP, sub-VP and 5-20 evaluations (4000
-    draws, float64, deterministic), and the total falls to 0.06 at 20 evaluations (measured 0.014-0.046)."""
+    draws, float64, deterministic), and the total falls to 0.06 at 20 evaluations (measured 0.014-0.046).
+    Given the data's moments the start up to 8 evaluations is exact here, and the lower last levels of
+    GAUSSIAN_GRIDS leave less shrinkage than the grids from t = 1 at the same budgets."""
     sde, d = SDES[name], 8
     g = gen(40)
     q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
@@ -274,11 +304,15 @@ def test_the_default_on_gaussian_data_errs_by_the_closed_form_shrinkage(name):
     x_T = sde.prior_sample((4000, d), generator=gen(41), dtype=torch.float64)
     reference, totals = exact_denoised(noise.T_END), []
     for nfe in (5, 8, 10, 15, 20):
-        x, info = sample_fast(exact_score(mix, sde), sde, x_T, nfe)
+        x, info = sample_fast(exact_score(mix, sde), sde, x_T, nfe, moments=mix if given else None)
         stopped = exact_denoised(float(info["times"][-1]))
         assert rms(x, stopped) < rms(stopped, reference), nfe
         totals.append(rms(x, reference))
-    assert totals[-1] < 0.06 and all(a > b for a, b in zip(totals[1:], totals[2:], strict=False)), totals
+        if given and nfe <= GAUSSIAN_START_MAX_NFE:
+            assert totals[-1] < rms(sample_fast(exact_score(mix, sde), sde, x_T, nfe)[0], reference), nfe
+    # each grid family's total falls with the budget (with moments the start changes after 8 evaluations)
+    families = [totals[:2], totals[2:]] if given else [totals[1:]]
+    assert totals[-1] < 0.06 and all(a > b for f in families for a, b in zip(f, f[1:], strict=False)), totals
 
 
 @pytest.mark.parametrize("name", list(SDES))

@@ -40,8 +40,8 @@ from .sde import SDE, ScoreFn
 __all__ = [
     "FAST_GRIDS",
     "FAST_SOLVERS",
+    "GAUSSIAN_GRIDS",
     "GAUSSIAN_START_MAX_NFE",
-    "GAUSSIAN_START_SNR",
     "SOLVERS",
     "VARIANTS",
     "fast_grid",
@@ -221,10 +221,16 @@ FAST_SOLVERS: dict[str, dict] = {
 # the samples towards their posterior means, and sigma_end falls as the budget grows and the solver's
 # error over the last steps with it. Chosen on bench_samplers' tuning problems (a 2-D and a 16-D mixture
 # under each SDE) by the smallest worst ratio to the best peer's RMS over the family's problems; its
-# confirmation problems played no part. Order 2 at 5 evaluations: order 3's extrapolation over so few,
-# long steps sent a guided trained model's samples of one class to the other (tests/test_guidance.py),
-# and e^h - 1 there for the same reason. Rows 30 and 50 continue sigma_end's fall (not benchmarked
-# against peers). Levels are absolute: data of about unit scale, as the SDEs' own levels assume.
+# confirmation problems played no part. That RMS forgives a high sigma_end: D there is a posterior mean,
+# which hedges between the modes a few draws switch to; a trained model's samples lose their detail to
+# it instead (bench_digits, started at t = 1: Fréchet distance 2.3x the floor at 5 evaluations with
+# sigma_end 0.8, 1.6x with 0.4). VP's row 8 is the level where both held (0.3: the digits' distance from
+# 1.36x to 1.20x its floor, the tuning problems' worst ratio from 0.92 to 0.99); at 5 the RMS wanted
+# 0.6-0.8 (1.26-1.29 against 1.42 at 0.4), and a run's samples take the Gaussian start (GAUSSIAN_GRIDS).
+# Order 2 at 5 evaluations: order 3's extrapolation over so few, long steps sent a guided trained
+# model's samples of one class to the other (tests/test_guidance.py), and e^h - 1 there for the same
+# reason. Rows 30 and 50 continue sigma_end's fall (not benchmarked against peers). Levels are
+# absolute: data of about unit scale, as the SDEs' own levels assume.
 FAST_GRIDS: dict[str, dict[int, tuple[int, str, float, float, float]]] = {
     "VE": {
         5: (2, "bh2", 30.0, 0.3, math.inf),
@@ -237,7 +243,7 @@ FAST_GRIDS: dict[str, dict[int, tuple[int, str, float, float, float]]] = {
     },
     "VP": {
         5: (2, "bh2", 20.0, 0.8, 7.0),
-        8: (3, "bh2", 20.0, 0.4, math.inf),
+        8: (3, "bh2", 20.0, 0.3, math.inf),
         10: (3, "bh2", 30.0, 0.2, math.inf),
         15: (3, "bh2", 30.0, 0.15, math.inf),
         20: (3, "bh2", 30.0, 0.1, math.inf),
@@ -245,12 +251,25 @@ FAST_GRIDS: dict[str, dict[int, tuple[int, str, float, float, float]]] = {
         50: (3, "bh2", 30.0, 0.02, math.inf),
     },
 }
-# With the data's moments, up to GAUSSIAN_START_MAX_NFE evaluations, the Gaussian start hands over where
-# the data's largest variance is GAUSSIAN_START_SNR times the noise's (gaussian_start); the grid's ladder
-# then runs from the hand-over's level, sqrt(largest variance / snr) on every SDE. Chosen on the same
-# tuning problems as FAST_GRIDS (snr 0.01 to 3): from 10 evaluations the start at 1 did better on the
-# 16-D ones, whose flow departs from their Gaussian's at that level by more than the solver's error.
-GAUSSIAN_START_SNR = 0.1
+# With the data's moments, up to GAUSSIAN_START_MAX_NFE evaluations (a budget GAUSSIAN_GRIDS tabulates or
+# one between), the Gaussian start hands over where the data's largest variance is snr times the noise's
+# (gaussian_start), and the ladder runs from the hand-over's level, sqrt(largest variance / snr) on every
+# SDE, to sigma_end with exponent rho: per SDE family and budget (snr, sigma_end, rho); order, variant
+# and cap as in FAST_GRIDS. The hand-over leaves the budget a short stretch of levels, whose steps are
+# short enough to end lower than FAST_GRIDS' rows from t = 1. Under VP the rows were chosen on
+# bench_samplers' tuning problems given their moments together with the digits preset's trained model
+# (bench_digits, which samples this way), whose Fréchet distance to the test split rises with sigma_end
+# (at 5 evaluations 2.2x its floor at 0.8, 1.35x at 0.4, 1.14x at 0.2, measured with snr 0.1 and rho
+# 7): sigma_end 0.25 with rho 3 (steps spread towards the hand-over) and a later hand-over (snr 0.3)
+# took the tuning problems' worst ratio at 5 evaluations from 1.08 to 0.92 and the digits to 1.17x;
+# at 8, 0.2 in equal log-SNR steps held the worst ratio (0.74 to 0.73) and the digits fell from 1.35x
+# to 1.16x. Under VE (not measured on a trained model) the rows repeat FAST_GRIDS' with snr 0.1. From
+# 10 evaluations the start at 1 did better on the 16-D tuning problems, whose flow departs from their
+# Gaussian's at the hand-over by more than the solver's error.
+GAUSSIAN_GRIDS: dict[str, dict[int, tuple[float, float, float]]] = {
+    "VE": {5: (0.1, 0.3, math.inf), 8: (0.1, 0.3, math.inf)},
+    "VP": {5: (0.3, 0.25, 3.0), 8: (0.1, 0.2, math.inf)},
+}
 GAUSSIAN_START_MAX_NFE = 8
 
 
@@ -271,6 +290,15 @@ def sde_family(sde: SDE) -> str:
     return "VE" if float(scale) == 1.0 else "VP"
 
 
+def _log_between(w: float, a: float, b: float) -> float:
+    return math.exp((1 - w) * math.log(a) + w * math.log(b))
+
+
+def _rho_between(w: float, a: float, b: float) -> float:
+    inv_rho = (1 - w) / a + w / b
+    return math.inf if inv_rho == 0 else 1 / inv_rho
+
+
 def _fast_setting(nfe: int, sde: SDE) -> tuple[int, str, float, float, float]:
     """``sample_fast``'s order, variant, ``sigma_cap``, ``sigma_end`` and ``rho`` at ``nfe`` on ``sde``
     (``FAST_GRIDS[sde_family(sde)]``):
@@ -281,18 +309,20 @@ def _fast_setting(nfe: int, sde: SDE) -> tuple[int, str, float, float, float]:
     w, (order, variant, cap_lo, end_lo, rho_lo), (_, _, cap_hi, end_hi, rho_hi) = _interpolate(
         FAST_GRIDS[sde_family(sde)], nfe
     )
-
-    def between(a: float, b: float) -> float:
-        return math.exp((1 - w) * math.log(a) + w * math.log(b))
-
-    inv_rho = (1 - w) / rho_lo + w / rho_hi
     return (
         order,
         variant,
-        between(cap_lo, cap_hi),
-        between(end_lo, end_hi),
-        math.inf if inv_rho == 0 else 1 / inv_rho,
+        _log_between(w, cap_lo, cap_hi),
+        _log_between(w, end_lo, end_hi),
+        _rho_between(w, rho_lo, rho_hi),
     )
+
+
+def _gaussian_setting(nfe: int, sde: SDE) -> tuple[float, float, float]:
+    """The Gaussian start's ``snr``, ``sigma_end`` and ``rho`` at ``nfe`` on ``sde``
+    (``GAUSSIAN_GRIDS[sde_family(sde)]``), interpolated as ``_fast_setting``'s (``log snr`` too)."""
+    w, (snr_lo, end_lo, rho_lo), (snr_hi, end_hi, rho_hi) = _interpolate(GAUSSIAN_GRIDS[sde_family(sde)], nfe)
+    return _log_between(w, snr_lo, snr_hi), _log_between(w, end_lo, end_hi), _rho_between(w, rho_lo, rho_hi)
 
 
 def fast_grid(
@@ -306,16 +336,19 @@ def fast_grid(
     """``sample_fast``'s default grid of ``nfe`` times, placed by noise level so that it holds on every SDE
     (docs/math.md#multistep-solvers-and-few-step-sampling).
 
-    The first time is 1, or with the data's ``moments`` (up to ``GAUSSIAN_START_MAX_NFE`` evaluations)
-    the Gaussian start's hand-over ``gaussian_start(sde, moments, GAUSSIAN_START_SNR)``. From the noise level there,
-    ``sigma_0``, the levels follow Karras et al.'s ladder ``noise.time_grid(kind="edm")`` to
-    ``sigma_end`` with the exponent ``rho`` of ``FAST_GRIDS``; when that ladder's second level lies above
-    ``sigma_cap``, the other ``nfe - 1`` levels are the ladder from ``sigma_cap`` instead, so a long
-    stretch of noise that dwarfs the data costs one step. The last time is where ``sde`` reaches
+    The first time is 1, where the levels follow Karras et al.'s ladder ``noise.time_grid(kind="edm")``
+    from the SDE's level there to ``sigma_end`` with the exponent ``rho`` of ``FAST_GRIDS``; when that
+    ladder's second level lies above ``sigma_cap``, the other ``nfe - 1`` levels are the ladder from
+    ``sigma_cap`` instead, so a long stretch of noise that dwarfs the data costs one step. With the
+    data's ``moments`` (up to ``GAUSSIAN_START_MAX_NFE`` evaluations) the first time is the Gaussian
+    start's hand-over ``gaussian_start(sde, moments, snr)`` and the ladder runs from the level there to
+    the ``sigma_end`` with the ``rho`` of ``GAUSSIAN_GRIDS``. The last time is where ``sde`` reaches
     ``sigma_end``, held at or above ``noise.T_END``."""
     _, _, cap, sigma_end, rho = _fast_setting(nfe, sde)
-    gaussian = moments is not None and nfe <= GAUSSIAN_START_MAX_NFE
-    start = gaussian_start(sde, moments, GAUSSIAN_START_SNR) if gaussian else 1.0
+    start = 1.0
+    if moments is not None and nfe <= GAUSSIAN_START_MAX_NFE:
+        snr, sigma_end, rho = _gaussian_setting(nfe, sde)
+        start = gaussian_start(sde, moments, snr)
     return _ladder(sde, nfe, start, cap, sigma_end, rho).to(dtype=dtype, device=device)
 
 
