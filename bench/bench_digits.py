@@ -12,7 +12,8 @@
 - Few-step sampling: the same distance for ``sample_fast`` (on its default grid and on the grid
   ``tune_grid`` fits to the run) and DPM-Solver++(2M) at 5, 8, 10 and 20 score evaluations, the mean over
   three sampling seeds (up to 8 evaluations ``sample_fast`` starts each sample from its cluster's
-  Gaussian, which the run keeps).
+  Gaussian, which the run keeps; at 5 and 8 it is also run from ``t = 1``, as a caller without the
+  data's moments runs it).
 - Likelihood: bits/dim of the test split under uniform dequantization, by the probability-flow ODE
   with Hutchinson probes, ± the standard error over test images; against scikit-learn's
   ``GaussianMixture`` and ``KernelDensity`` fitted to the same dequantized training split.
@@ -49,7 +50,9 @@ from scorefield.eval.classifier import (
     scale_digits,
     to_levels,
 )
+from scorefield.keyed import KeyedNoise
 from scorefield.metrics import frechet_distance
+from scorefield.multistep import GAUSSIAN_START_MAX_NFE, sample_fast
 from scorefield.run.config import load_config
 from scorefield.run.finished import GRIDS_FILE, load_run
 from scorefield.run.train import train
@@ -114,9 +117,20 @@ FEW_SEEDS = (0, 1, 2)  # sampling seeds of the few-step table: the distance move
 TUNE_DRAWS, TUNE_STARTS = 64, 2
 
 
+def sample_fast_from_one(run, n: int, nfe: int, seed: int) -> torch.Tensor:
+    """``run.sample(n, sampler="fast", steps=nfe, seed=seed)`` without the Gaussian start: the same prior
+    draws and clusters, spent on ``sample_fast``'s grid from ``t = 1`` (what a caller of ``sample_fast``
+    without the data's moments gets)."""
+    rows = torch.arange(n, device=run.device)
+    x_T = run.diffusion.sde.prior_std * KeyedNoise(seed, rows).randn((n, *run.data_shape))
+    score = run.score_functions(run.draw_clusters(seed, rows) if run.clusters is not None else None, 0.0)
+    x, _ = sample_fast(score.at_time, run.diffusion.sde, x_T, nfe)
+    return run.scaler.inverse_transform(x.cpu())
+
+
 def few_step_rows(run, quick, n_samples, dequantized, x_test, classifier, floor_fd, timings) -> list[list]:
     """Fréchet distance at 5, 8, 10 and 20 score evaluations, over ``FEW_SEEDS``: ``sample_fast`` on its default
-    grid, the ``dpm`` sampler (DPM-Solver++2M), then ``sample_fast`` on the grid ``Run.tune_grid`` fits to the
+    grid (and up to ``GAUSSIAN_START_MAX_NFE`` on its grid from ``t = 1``), the ``dpm`` sampler (DPM-Solver++2M), then ``sample_fast`` on the grid ``Run.tune_grid`` fits to the
     run (what ``scorefield tune --nfe N --n 64 --iterations 100 --starts 2`` stores; its cost is in the
     wall-time table)."""
     (run.run_dir / GRIDS_FILE).unlink(missing_ok=True)  # a grid a previous run of this bench stored
@@ -128,10 +142,13 @@ def few_step_rows(run, quick, n_samples, dequantized, x_test, classifier, floor_
     rows = []
 
     def measure(sampler: str, label: str, nfe: int) -> None:
-        steps = nfe if sampler == "fast" else nfe - 1  # dpm: nfe - 1 steps + the denoising evaluation
+        steps = nfe if sampler != "dpm" else nfe - 1  # dpm: nfe - 1 steps + the denoising evaluation
         values, start = [], time.perf_counter()
         for seed in seeds:
-            drawn = run.sample(n_samples, sampler=sampler, steps=steps, seed=seed).reshape(-1, 1, 8, 8)
+            if sampler == "fast from 1":
+                drawn = sample_fast_from_one(run, n_samples, nfe, seed).reshape(-1, 1, 8, 8)
+            else:
+                drawn = run.sample(n_samples, sampler=sampler, steps=steps, seed=seed).reshape(-1, 1, 8, 8)
             x_few = scale_digits(to_levels(drawn, dequantized))
             values.append(frechet_digits_distance(x_few, x_test, classifier, allow_small=quick))
         mean = sum(values) / len(values)
@@ -143,6 +160,8 @@ def few_step_rows(run, quick, n_samples, dequantized, x_test, classifier, floor_
     for nfe in budgets:
         for sampler, label in configs:
             measure(sampler, label, nfe)
+        if nfe <= GAUSSIAN_START_MAX_NFE:  # above, the default grid starts at t = 1 already
+            measure("fast from 1", "sample_fast (UniPC + UniC), default grid from t = 1 (no moments)", nfe)
     for nfe in budgets:
         start = time.perf_counter()
         run.tune_grid(nfe, n=16 if quick else TUNE_DRAWS, max_iter=5 if quick else 100, n_starts=TUNE_STARTS)
