@@ -384,9 +384,10 @@ def main(quick: bool = False) -> None:
 {n} prior draws per problem, the same for every sampler; the reference is dopri5 at rtol = atol = 1e-8
 and Tweedie's step at t = 1e-3 (float64). RMS over draws of the distance to it; NFE (in brackets) is
 counted. "best peer": the smallest RMS of the {len(PEERS)} peer configurations at that budget and
-problem, chosen after the fact. sample_fast's tables (multistep.FAST_GRIDS, GAUSSIAN_START_SNR) were
-chosen on the tuning group alone, per SDE family (VE; VP with sub-VP) and budget, by the smallest worst
-ratio over that family's tuning problems; the confirmation group played no part. optimize_grid: fitted
+problem, chosen after the fact. sample_fast's tables (multistep.FAST_GRIDS, GAUSSIAN_GRIDS) were
+chosen on the tuning group, per SDE family (VE; VP with sub-VP) and budget, by the smallest worst ratio
+over that family's tuning problems, VP's at 5 and 8 NFE together with the Fréchet distance of the
+digits preset's trained model (bench/results/digits.md); the confirmation group played no part. optimize_grid: fitted
 to {TUNE_DRAWS} prior draws of another seed (a quarter held out, the default kept unless the fit beats it
 there), one Nelder-Mead run of {TUNE_ITER} iterations from the best start, scored on the {n} draws above. Peers skipped: {", ".join(skipped) or "none"}.
 k-diffusion: installed with -c constraints.txt; its package imports torchvision, which does not load
