@@ -231,3 +231,29 @@ def test_training_loss_from_targets_is_sde_dsm(weighting):
             generator=torch.Generator().manual_seed(1),
         )
         torch.testing.assert_close(recipe.dsm_loss(model, rows), direct, rtol=1e-4, atol=1e-5)
+
+
+def test_recipe_adamw_takes_torch_adamw_steps_on_flat_weights():
+    # the same losses through recipe.AdamW (flat weights, clipped) and torch.optim.AdamW after
+    # clip_grad_norm_: the same weights to float rounding; release gives each its own memory
+    nets = [
+        torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.SiLU(), torch.nn.Linear(8, 2)) for _ in range(2)
+    ]
+    nets[1].load_state_dict(nets[0].state_dict())
+    ours = recipe.AdamW(nets[0].parameters(), lr=0.05, weight_decay=0.1, max_norm=0.05)
+    ref = torch.optim.AdamW(nets[1].parameters(), lr=0.05, weight_decay=0.1)
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
+    for _ in range(5):
+        ours.zero_grad()
+        nets[0](x).square().mean().backward()
+        ours.step()
+        ref.zero_grad()
+        nets[1](x).square().mean().backward()
+        torch.nn.utils.clip_grad_norm_(nets[1].parameters(), 0.05)
+        ref.step()
+    ours.release()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+        assert a.grad is None
+    pointers = {p.untyped_storage().data_ptr() for p in nets[0].parameters()}
+    assert len(pointers) == len(list(nets[0].parameters()))

