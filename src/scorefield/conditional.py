@@ -14,6 +14,7 @@ particles by how well they predict it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -31,10 +32,11 @@ __all__ = ["inpaint_settings", "sample_conditional"]
 # The defaults of conditional sampling (sample_conditional, Run.inpaint, scorefield inpaint): about this
 # many network evaluations per row, spent as sequential Monte Carlo with INPAINT_PARTICLES particles (51
 # score evaluations), or, when resample is given, as RePaint's resampling of INPAINT_RESAMPLE per step.
-# On the exact 2-D conditional of tests/test_conditional.py (20,000 rows) the weight of its larger mode
-# is off by -0.006 (VP) and -0.011 (VE) at 16 particles and 51 evaluations, against +0.014 / -0.001
-# at 8 and 26 (a budget of 200): too few particles bias it one way (a finite particle system),
-# too few steps the other (the coarse kernel; 41 evaluations also miss the shape within the modes).
+# On the exact 2-D conditionals of tests/test_conditional.py (20,000 rows) the weight of the mixture's
+# larger mode is off by +0.015 (VP) and +0.013 (VE) at 16 particles and 51 evaluations, and a correlated
+# Gaussian's conditional mean by 0.009-0.015 (0.6 sd wide); at the same budget 8 particles and 101
+# evaluations give -0.013 / -0.008 on the weight but 0.05-0.07 on the mean, 32 and 26 give +0.036 /
+# +0.022 on the weight: too few particles bias the weights one way, too few steps the other.
 INPAINT_BUDGET, INPAINT_PARTICLES, INPAINT_RESAMPLE = 800, 16, 4
 
 
@@ -116,8 +118,9 @@ def sample_conditional(
             Unset, ``inpaint_settings`` fills it in with ``particles`` and ``resample``: about
             ``INPAINT_BUDGET`` network evaluations per row.
         particles: ``K``: each row runs ``K`` particles along one noisy path of its observed entries,
-            drawn by the forward process itself, and at every step the particles are resampled by how
-            well they predict the path's next point; one particle of each row is returned. Each score
+            drawn by the forward process itself; at every step the particles are weighed by how well
+            they predict the path's next point and resampled when the weights' effective sample size
+            falls below ``K / 2``; one particle of each row, drawn by its weight, is returned. Each score
             evaluation is one call on ``K`` copies of the batch. Default ``INPAINT_PARTICLES``, or 1 when
             ``resample`` is given.
         resample: ``R > 1`` (with one particle): the replacement method, each step taken ``R`` times,
@@ -224,10 +227,13 @@ def _smc(
 
     The observed entries follow one path of the forward process, drawn from the data upwards: ``y`` at
     the last time ``m x0 + std z``, then ``y_t = a y_{t'} + G z`` (the exact transition) up the grid.
-    Each particle moves by the ancestral step, ``N(mu(x_t), s^2)`` with ``mu`` from the score at ``x_t``;
-    its weight is that kernel's density at the path's next point on the observed entries (the
-    predictive likelihood, known before the move, so the particles are resampled first and then moved:
-    a fully adapted filter), the missing entries drawn from the kernel, the observed ones set to the path.
+    Each particle moves by the reverse kernel ``N(mu(x_t), v)``, ``mu = (x_t + G^2 s(x_t)) / a`` the exact
+    reverse mean; its weight is the narrow kernel's density at the path's next point on the observed
+    entries (the predictive likelihood, known before the move: a fully adapted filter), the missing
+    entries drawn from the kernel, the observed ones set to the path. The move's variance ``v`` is the
+    reverse transition's, averaged over the row's particles (``_reverse_variance``); the particles are
+    resampled only when the weights' effective sample size falls below ``k / 2``, and one is drawn by its
+    weight at the end (docs/math.md#conditional-sampling-by-sequential-monte-carlo).
     """
     batch, shape = x0.shape[0], x0.shape[1:]
     n_steps = grid.numel() - 1
@@ -241,23 +247,47 @@ def _smc(
     x = sde.prior_sample((batch, k, *shape), generator, x0.dtype, x0.device)
     x = torch.where(observed, path[0].unsqueeze(1), x)
     rows = torch.arange(batch, device=x0.device)[:, None]
+    log_w = torch.zeros(batch, k, dtype=x0.dtype, device=x0.device)  # normalised, carried between steps
     for i in tqdm(range(n_steps), disable=not progress, desc="conditional sampling (SMC)"):
         flat = x.reshape(batch * k, *shape)
         t, t_next = grid[i].expand(batch * k), grid[i + 1].expand(batch * k)
-        a, g2, var, var_next = transition(sde, flat, t, t_next)
-        mean = ((flat + g2 * score(flat, t)) / a).reshape(batch, k, *shape)
-        sd = float((var_next * g2 / var).sqrt().flatten()[0])
+        a, g2, var, var_next = (float(v.flatten()[0]) for v in transition(sde, flat, t, t_next))
+        s = score(flat, t).reshape(batch, k, *shape)
+        mean = (x + g2 * s) / a
+        narrow = var_next * g2 / var  # the kernel's variance for a point mass (x_0 known)
         target = path[i + 1].unsqueeze(1)
-        log_w = -0.5 * (((target - mean) / sd).square() * observed).flatten(2).sum(2)  # [batch, k]
+        log_w = log_w - 0.5 * ((target - mean).square() * observed).flatten(2).sum(2) / narrow  # [batch, k]
+        log_w = torch.log_softmax(log_w, dim=1)
         u = rand_like(log_w[:, :1], generator)  # systematic resampling, one uniform per row
-        cdf = torch.softmax(log_w, dim=1).cumsum(1)
         positions = (u + torch.arange(k, device=x0.device, dtype=log_w.dtype)) / k
-        chosen = torch.searchsorted(cdf, positions).clamp_(max=k - 1)
+        chosen = torch.searchsorted(log_w.exp().cumsum(1), positions).clamp_(max=k - 1)
+        again = log_w.exp().square().sum(1, keepdim=True) * k > 2  # effective sample size below k / 2
+        chosen = torch.where(again, chosen, torch.arange(k, device=x0.device))
+        log_w = torch.where(again, -math.log(k), log_w)
+        sd = _reverse_variance(s, ~observed, a, g2, narrow).sqrt().view(batch, 1, *([1] * len(shape)))
         mean = mean[rows, chosen]
         x = mean + sd * randn_like(mean, generator)
         x = torch.where(observed, target, x)
         if callback is not None:
             callback({"i": i, "t": float(grid[i + 1]), "x": x[:, 0], "x_mean": mean[:, 0]})
-    flat = x.reshape(batch * k, *shape)
-    out = tweedie(score, sde, flat, grid[-1].expand(batch * k)).reshape(batch, k, *shape)
-    return out[:, 0]  # after resampling the particles are equally weighted: the first is a fair draw
+    u = rand_like(log_w[:, :1], generator)  # one particle of each row, drawn by its weight
+    pick = torch.searchsorted(log_w.exp().cumsum(1), u).clamp_(max=k - 1)
+    x = x[rows, pick].reshape(batch, *shape)
+    return tweedie(score, sde, x, grid[-1].expand(batch))
+
+
+def _reverse_variance(
+    s: torch.Tensor, missing: torch.Tensor, a: float, g2: float, narrow: float
+) -> torch.Tensor:
+    """The variance of the reverse step from ``t`` to ``t'`` for each row, ``[batch]``, from the scores
+    ``s`` (``[batch, k, ...]``) of its particles on its ``missing`` entries.
+
+    The reverse transition's covariance is ``Cov[x_t' | x_t] = (G^2 / a^2)(I + G^2 H)``, ``H`` the Hessian
+    of ``log p_t`` (Tweedie's second moment applied to ``x_t = a x_t' + G z``), and ``E[H] = -E[s s^T]``,
+    so its mean variance per entry is ``(G^2 / a^2)(1 - G^2 E[s_j^2])`` (the isotropic variance of
+    Bao et al. 2022, "Analytic-DPM"), the expectation taken over the particles. It lies between the point
+    mass's ``narrow`` and ``G^2 / a^2`` (a law with no information on ``x_t'``), where it is clamped.
+    """
+    held = missing.to(s.dtype)
+    mean_square = (s.square() * held).flatten(1).sum(1) / held.flatten(1).sum(1).clamp_min(1)
+    return ((g2 / a**2) * (1 - g2 * mean_square)).clamp(narrow, g2 / a**2)
