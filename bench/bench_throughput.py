@@ -6,7 +6,7 @@ interleaved (``interleaved_times``), and quoted as a ratio (library rate / minim
 - Training: ``scorefield.run.train.train(config, run_dir)`` on ``configs/toy_vp.toml`` (MLP 128 x 3, batch
   256, AdamW, ``sde_dsm``, grad clipping 1.0, EMA 0.999, LR warm-up, metrics every 50 steps). Its
   per-step rate is ``(N2 - N1) / (T(N2) - T(N1))`` from runs of N1 and N2 steps, which cancels the set-up
-  (data, model, run directory, the final checkpoint). The minimal loop: random batch indices, AdamW,
+  (data, model, run directory, the final checkpoint). The minimal loop: random batch indices, AdamW (fused),
   ``sde_dsm``, ``clip_grad_norm_``, the EMA's ``_foreach_lerp_`` - the same model, batch and loss,
   without data order, per-step seeding, LR schedule, loss window or logging.
 - Sampling: ``sample_pc`` (Euler-Maruyama predictor, its noise from a ``torch.Generator`` and keyed by
@@ -17,7 +17,7 @@ interleaved (``interleaved_times``), and quoted as a ratio (library rate / minim
   vectors) against a Python loop of one autograd call per dimension, at d = 2, 16, 64.
 - Network settings (``nets.accelerated``): the networks of the digits and CIFAR-10 presets (and the
   estimators' MLPs) in eager float32, bfloat16 autocast, compiled, and both, each against eager float32
-  in the same interleaved rounds: training steps/s (the preset's objective, AdamW, clipping, EMA, on
+  in the same interleaved rounds: training steps/s (the preset's objective, the trainer's fused AdamW, clipping, EMA, on
   random inputs of the preset's shape) and samples/s (DPM-Solver++2M at a fixed NFE), with the seconds
   of the first two steps (``torch.compile``'s warm-up). ``SCOREFIELD_BENCH_DEVICE=cuda`` runs it on a GPU
   (``bench/device_check.sh``). Compiling the CIFAR-10 U-Net is left out on the CPU: its warm-up alone
@@ -43,7 +43,7 @@ from scorefield.nets import accelerated
 from scorefield.nets.mlp import MLP
 from scorefield.run.build import OBJECTIVES, build
 from scorefield.run.config import load_config
-from scorefield.run.train import prepare_data, train
+from scorefield.run.train import FUSED_ADAMW_DEVICES, prepare_data, train
 from scorefield.samplers import sample_ode, sample_pc
 from scorefield.score import ScoreModel
 from scorefield.sde import VPSDE
@@ -69,7 +69,7 @@ def trainer_and_minimal(n1: int, n2: int, run_dir: Path):
     data = scaler.transform(raw)
     diffusion = build(config, tuple(raw.shape[1:]), None)
     model, t = diffusion.model, config.train
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
     ema = EMA(model, t.ema_decay)
     params = list(model.parameters())
     generator = torch.Generator().manual_seed(0)
@@ -312,7 +312,7 @@ def training_loop(name: str, overrides: list[str], device, setting, batch: int, 
     labels for a conditional preset), returning the mean loss of each call."""
     config, shape, diffusion = build_preset(name, overrides, device, setting)
     model, t = diffusion.model, config.train
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, fused=device.type in FUSED_ADAMW_DEVICES)
     ema, params = EMA(model, t.ema_decay), list(model.parameters())
     generator = torch.Generator(device).manual_seed(0)
     k = config.model.num_classes

@@ -270,8 +270,9 @@ def test_ode_samples_do_not_depend_on_the_batch_size(trained_run):
     whole = run.sample(24, sampler="ode", batch_size=24, seed=3)
     pieces = run.sample(24, sampler="ode", batch_size=5, seed=3)
     # dopri5 controls its error per batch, so different batches take different steps; the answers
-    # agree to the solver's global error (~1e-2 here, where a barely trained field is stiff near eps)
-    assert torch.allclose(whole, pieces, atol=3e-2)
+    # agree to the solver's global error (~1e-2 here, where a barely trained field is stiff near eps),
+    # relative to the state as its error control is (a few samples of such a field end near |x| ~ 100)
+    assert torch.allclose(whole, pieces, rtol=1e-3, atol=3e-2)
     run.config = run.config.model_copy(
         update={"sample": run.config.sample.model_copy(update={"ode_method": "rk4"})}
     )

@@ -82,6 +82,7 @@ __all__ = [
 
 RUN_FILES = ("config.toml", "metrics.jsonl", "checkpoints")
 MAX_FEATURES = 2**24  # features per example a checkpoint may claim (a 4096 x 4096 image)
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW has a fused kernel
 STATE_KEYS = ("model", "ema", "optimizer", "scaler", "rng", "loss_window", "moments")
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
@@ -606,7 +607,10 @@ def _trainer(model: torch.nn.Module, config: Config, ckpt: Checkpoint | None) ->
     """AdamW with warm-up, clipping and an EMA of ``model``; resumed (weights, moments, EMA, the step)
     from ``ckpt`` if given."""
     t = config.train
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    # the fused kernel: one pass over all parameters instead of a dozen ops per tensor; 1.07x the steps/s
+    # of the digits preset in eager fp32 on a CPU and 1.14x compiled in bf16 (bench_throughput)
+    fused = next(model.parameters()).device.type in FUSED_ADAMW_DEVICES
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused)
     ema = EMA(model, t.ema_decay)
     start = 0
     if ckpt is not None:
