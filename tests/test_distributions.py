@@ -376,3 +376,22 @@ def test_state_dict_round_trip_keeps_the_kind_and_the_class():
     assert isinstance(Gaussian.from_state_dict(gaussian.state_dict()), Gaussian)
     with pytest.raises(ValueError, match="needs log_weights"):
         GaussianMixture.from_state_dict({**gaussian.state_dict(), "variances": torch.ones(3)})
+
+
+@pytest.mark.parametrize("kind", ["full", "diagonal", "spherical"])
+def test_an_affine_image_changes_variables_and_projects_to_the_marginal(kind):
+    """``affine(A, b)`` is the law of ``A x + b``: for an invertible ``A`` its log-density at ``A x + b``
+    is the mixture's at ``x`` minus ``log |det A|``; rows of the identity give ``marginal``."""
+    p, g = mixture_of_kind(kind, d=3), torch.Generator().manual_seed(17)
+    a = torch.randn(3, 3, generator=g, dtype=torch.float64) + 2 * torch.eye(3, dtype=torch.float64)
+    b = torch.randn(3, generator=g, dtype=torch.float64)
+    x = p.sample(64, g)
+    image = p.affine(a, b)
+    want = p.log_prob(x) - torch.linalg.slogdet(a).logabsdet
+    torch.testing.assert_close(image.log_prob(x @ a.T + b), want, rtol=1e-10, atol=1e-10)
+    rows = torch.eye(3, dtype=torch.float64)[[2, 0]]
+    torch.testing.assert_close(
+        p.affine(rows).log_prob(x[:, [2, 0]]), p.marginal(torch.tensor([2, 0])).log_prob(x[:, [2, 0]])
+    )
+    with pytest.raises(ValueError, match=r"matrix must be \[m, 3\]"):
+        p.affine(torch.eye(2, dtype=torch.float64))

@@ -374,6 +374,17 @@ class GaussianMixture:
         """The law of ``scale x_0 + std z`` as a mixture: means ``scale mu_k``, variances ``scale^2 lam_k + std^2``."""
         return self._with(scale * self.means, scale**2 * self.variances + std**2)
 
+    def affine(self, matrix: torch.Tensor, shift: torch.Tensor | None = None) -> GaussianMixture:
+        """The law of ``A x + b`` for ``x ~ self`` (``A = matrix [m, d]``, ``b = shift [m]``, default 0):
+        means ``A mu_k + b``, covariances ``A S_k Aᵀ``, the same weights. ``A`` must have full row rank,
+        so that each image covariance is positive definite (a projection onto ``m < d`` directions is one)."""
+        if matrix.dim() != 2 or matrix.shape[1] != self.dim:
+            raise ValueError(f"matrix must be [m, {self.dim}], got {tuple(matrix.shape)}")
+        a = matrix.to(self.means)
+        means = self.means @ a.T + (0.0 if shift is None else shift.to(self.means))
+        covs = a @ self.covs @ a.T
+        return GaussianMixture(means, 0.5 * (covs + covs.transpose(1, 2)), self.weights)
+
     def smooth(self, sigma: float) -> GaussianMixture:
         """``p * N(0, sigma^2 I)``: each component's covariance grows by ``sigma^2 I``."""
         if sigma < 0:

@@ -109,9 +109,7 @@ def standardized_mixture(mixture: GaussianMixture, scaler: Standardizer) -> Gaus
     """``mixture`` in the coordinates ``z = (x - mean) / std`` of ``scaler``: exact, as an affine map
     of a Gaussian mixture is a Gaussian mixture."""
     mean, std = (v.to(mixture.means) for v in (scaler.mean, scaler.std))
-    scale = torch.diag(1 / std)
-    covs = scale @ mixture.covs @ scale
-    return GaussianMixture((mixture.means - mean) / std, covs, mixture.weights)
+    return mixture.affine(torch.diag(1 / std), -mean / std)
 
 
 def line_mixture(
@@ -120,13 +118,11 @@ def line_mixture(
     """The 1-D mixture of ``u = eᵀx`` for ``x ~ mixture`` and the unit vector ``e`` along
     ``direction``; with ``standardize``, of ``(u - E u) / std(u)``."""
     e = (direction / torch.linalg.norm(direction)).to(mixture.means)
-    means = mixture.means @ e
-    variances = torch.einsum("i,kij,j->k", e, mixture.covs, e)
-    if standardize:
-        centre = float(mixture.weights @ means)
-        spread = math.sqrt(float(mixture.weights @ (variances + (means - centre) ** 2)))
-        means, variances = (means - centre) / spread, variances / spread**2
-    return GaussianMixture(means[:, None], variances[:, None, None], mixture.weights)
+    line = mixture.affine(e[None])
+    if not standardize:
+        return line
+    spread = line.covariance().sqrt()  # [1, 1]
+    return line.affine(1 / spread, -line.mean() / spread[0])
 
 
 def moons_arcs(n: int = 2000) -> torch.Tensor:

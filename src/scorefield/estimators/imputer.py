@@ -228,7 +228,7 @@ class ScoreImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             cached = self._mixtures = (est, {})
         if t not in cached[1]:
             scale, std = est.model_.sde.marginal(torch.tensor(float(t), dtype=torch.float64))
-            cached[1][t] = standardised_mixture(est._base(), est.scaler_.matrix, float(scale), float(std))
+            cached[1][t] = unwhitened_mixture(est._base(), est.scaler_.matrix, float(scale), float(std))
         return cached[1][t]
 
     def _draws(self, X: np.ndarray, n: int, seed: int, average: bool = False) -> np.ndarray:
@@ -425,7 +425,7 @@ def fit_base(name: str, rows: np.ndarray, seed: int) -> tuple[GaussianMixture, n
         base = bases.refit_base(name, bases.MixtureBase(bases.fit_kde(z[n:], z[:n])), n, z, seed).mixture
     standardizer = whitener.standardizer
     return (
-        standardised_mixture(base, whitener.matrix, 1.0, 0.0),
+        unwhitened_mixture(base, whitener.matrix, 1.0, 0.0),
         standardizer.mean.double().numpy(),
         standardizer.std.double().numpy(),
     )
@@ -507,22 +507,11 @@ def gaussian_em(X: np.ndarray, n_iter: int = 50, tol: float = 1e-5) -> tuple[tor
     return torch.from_numpy(loc) + mean * scale_t, cov * scale_t[:, None] * scale_t[None, :]
 
 
-def standardised_mixture(
+def unwhitened_mixture(
     base: GaussianMixture, whitening: torch.Tensor, scale: float, std: float
 ) -> GaussianMixture:
     """A base density of whitened rows ``z = W u``, diffused to ``(m, s)`` (``x_t = m x_0 + s z``), as a
-    ``GaussianMixture`` of standardised rows ``u = W^-1 z`` (float64): means ``W^-1 m mu_k`` and
+    ``GaussianMixture`` of standardized rows ``u = W^-1 z`` (float64): means ``W^-1 m mu_k`` and
     covariances ``W^-1 (m^2 S_k + s^2 I) W^-1`` (``W`` symmetric), ``S_k`` the component's covariance."""
-    var = scale**2 * base.variances.detach().cpu().double() + std**2  # [K, d], or [K, 1] for a KDE
-    d = base.means.shape[1]
-    if base.isotropic:
-        covs = var[:, :, None] * torch.eye(d, dtype=torch.float64)
-    else:
-        rot = base.rotations.detach().cpu().double()
-        covs = rot @ (var[:, :, None] * rot.transpose(1, 2))
-    w_inv = torch.linalg.inv(whitening.double())
-    covs = w_inv @ covs @ w_inv
-    means = scale * base.means.detach().cpu().double() @ w_inv
-    return GaussianMixture(
-        means, 0.5 * (covs + covs.transpose(1, 2)), base.log_weights.detach().cpu().double().exp()
-    )
+    diffused = base.to(device="cpu", dtype=torch.float64).noised(scale, std)
+    return diffused.affine(torch.linalg.inv(whitening.double()))
