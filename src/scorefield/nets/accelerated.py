@@ -64,7 +64,10 @@ _COMPILE_FAILED: list[str] = []  # the reason compiling failed here, once it has
 
 def _compiled_forward():
     if "forward" not in _COMPILED:
-        _COMPILED["forward"] = torch.compile(Network.accelerated_forward)
+        # inductor's layout optimisation (channels-last feature maps around convolutions) gives zero
+        # gradients to the U-Net's 4x4 levels in bf16 on a CPU (torch 2.13): it stays off
+        options = {"layout_optimization": False}
+        _COMPILED["forward"] = torch.compile(Network.accelerated_forward, options=options)
     return _COMPILED["forward"]
 
 
