@@ -7,7 +7,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from scorefield.distributions import Gaussian
-from scorefield.estimators import ScoreAnomalyDetector, ScoreDensityEstimator, recipe
+from scorefield.estimators import ScoreAnomalyDetector, ScoreDensityEstimator, optim, recipe
 from scorefield.nets import Squashed
 from scorefield.scalers import Whitener
 
@@ -240,7 +240,7 @@ def test_recipe_adamw_takes_torch_adamw_steps_on_flat_weights():
         torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.SiLU(), torch.nn.Linear(8, 2)) for _ in range(2)
     ]
     nets[1].load_state_dict(nets[0].state_dict())
-    ours = recipe.AdamW(nets[0].parameters(), lr=0.05, weight_decay=0.1, max_norm=0.05)
+    ours = optim.AdamW(nets[0].parameters(), lr=0.05, weight_decay=0.1, max_norm=0.05)
     ref = torch.optim.AdamW(nets[1].parameters(), lr=0.05, weight_decay=0.1)
     x = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
     for _ in range(5):
